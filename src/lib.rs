@@ -1,0 +1,20 @@
+//! nonstick: a Socket.IO server that runs as a cluster without sticky sessions.
+//!
+//! Layout (see `ARCHITECTURE.md` for the rules between these modules):
+//! - [`protocol`]: Engine.IO and Socket.IO packets to and from bytes. Pure: no I/O, no async.
+//! - [`engine`]: Engine.IO sessions owned by this process: handshake, polling, websocket,
+//!   upgrade, heartbeats, bounded outbound queues. Transport-agnostic entry points.
+//! - [`socketio`]: namespaces, sockets, rooms, events, acks, middleware, recovery; the public
+//!   handler API.
+//! - [`http`]: axum routes that parse requests once and call the engine.
+//! - [`app`]: the built-in applications (the demo app and the protocol-suite profile).
+//! - [`node`], [`config`]: wiring and settings of one server process.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod node;
+pub mod protocol;
+pub mod socketio;

@@ -1,0 +1,1 @@
+//! Engine.IO and Socket.IO wire formats. Pure codecs: no I/O, no async, no clocks.

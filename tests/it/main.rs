@@ -1,0 +1,1 @@
+//! The one integration-test binary. Every area is a module; `fixture` starts servers on port 0.
