@@ -1,2 +1,178 @@
 //! Socket.IO v5 on top of the engine: namespaces, sockets, rooms, events, acks, middleware,
 //! connection state recovery, and the public handler API.
+//!
+//! A [`SocketIo`] value is an [`engine::Application`](crate::engine::Application): each Engine.IO
+//! session gets a [`client`] that decodes Socket.IO packets and routes them to the sockets it
+//! holds, one per connected namespace.
+//!
+//! ```no_run
+//! use nonstick::socketio::{SocketIo, SocketIoConfig};
+//!
+//! let io = SocketIo::new(SocketIoConfig::default());
+//! io.of("/").on_connect(|socket| async move {
+//!     socket.on("echo", |socket, event| async move {
+//!         match event.ack {
+//!             Some(ack) => ack.send(event.args),
+//!             None => { let _ = socket.emit("echo", event.args); }
+//!         }
+//!     });
+//! });
+//! ```
+
+mod ack;
+mod args;
+mod broadcast;
+mod client;
+mod config;
+mod error;
+mod handler;
+mod namespace;
+mod recovery;
+mod socket;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
+pub use args::{Args, Event};
+pub use broadcast::BroadcastOperator;
+pub use config::{RecoveryConfig, SocketIoConfig};
+pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
+pub use namespace::Namespace;
+pub use socket::{Handshake, Socket};
+
+pub use crate::protocol::value::Value;
+
+use crate::engine::{Application, Connection, SessionHandler};
+use namespace::NamespaceInner;
+
+/// A Socket.IO server: the set of namespaces and their handlers.
+///
+/// Cheap to clone; every clone refers to the same server. Hand it to the engine as its
+/// [`Application`] to serve it.
+#[derive(Clone)]
+pub struct SocketIo {
+    inner: Arc<ServerInner>,
+}
+
+/// A predicate that accepts namespace names for a dynamic namespace group.
+type Matcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub(crate) struct ServerInner {
+    config: SocketIoConfig,
+    /// Every namespace that exists now: the fixed ones, and the children of dynamic groups
+    /// that currently have sockets.
+    namespaces: RwLock<HashMap<String, Arc<NamespaceInner>>>,
+    /// Dynamic groups in registration order; the first matcher that accepts a name wins.
+    dynamic: RwLock<Vec<(Matcher, Arc<NamespaceInner>)>>,
+}
+
+impl SocketIo {
+    /// A server with the given settings and no namespaces.
+    pub fn new(config: SocketIoConfig) -> Self {
+        SocketIo {
+            inner: Arc::new(ServerInner {
+                config,
+                namespaces: RwLock::new(HashMap::new()),
+                dynamic: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &SocketIoConfig {
+        &self.inner.config
+    }
+
+    /// The namespace `name`, created if it does not exist yet (like `io.of(name)` in Node).
+    ///
+    /// A name without a leading `/` gets one.
+    pub fn of(&self, name: &str) -> Namespace {
+        let name = normalize(name);
+        let mut map = write(&self.inner.namespaces);
+        let inner = map
+            .entry(name.clone())
+            .or_insert_with(|| {
+                NamespaceInner::new(name, &self.inner.config, false, Arc::downgrade(&self.inner))
+            })
+            .clone();
+        Namespace::from_inner(inner)
+    }
+
+    /// A dynamic namespace group: every name the `matcher` accepts becomes a namespace with the
+    /// handlers and middleware registered on the returned group, created on the first CONNECT
+    /// and removed again when its last socket leaves.
+    ///
+    /// Emitting on the group reaches the sockets of every child namespace.
+    pub fn dynamic<F>(&self, matcher: F) -> Namespace
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        let group = NamespaceInner::new(
+            String::new(),
+            &self.inner.config,
+            true,
+            Arc::downgrade(&self.inner),
+        );
+        write(&self.inner.dynamic).push((Arc::new(matcher), group.clone()));
+        Namespace::from_inner(group)
+    }
+
+    /// Broadcast to the sockets of the main namespace `/` in `room`.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.of("/").to(room)
+    }
+
+    /// Emit `event` to every socket of the main namespace `/`.
+    pub fn emit(&self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        self.of("/").emit(event, args)
+    }
+
+    /// Find the namespace a CONNECT for `name` should join: a fixed one, or a child of the
+    /// first dynamic group that accepts the name (created on demand).
+    pub(crate) fn resolve(&self, name: &str) -> Option<Arc<NamespaceInner>> {
+        if let Some(ns) = read(&self.inner.namespaces).get(name) {
+            return Some(ns.clone());
+        }
+        let group = read(&self.inner.dynamic)
+            .iter()
+            .find(|(matcher, _)| matcher(name))
+            .map(|(_, group)| group.clone())?;
+        let mut map = write(&self.inner.namespaces);
+        let child = map
+            .entry(name.to_owned())
+            .or_insert_with(|| group.child(name.to_owned(), &self.inner.config))
+            .clone();
+        Some(child)
+    }
+}
+
+impl Application for SocketIo {
+    fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler> {
+        client::Client::start(self.clone(), conn)
+    }
+}
+
+fn normalize(name: &str) -> String {
+    if name.starts_with('/') {
+        name.to_owned()
+    } else {
+        format!("/{name}")
+    }
+}
+
+/// Read-lock a std lock, ignoring poisoning: the data behind these locks stays consistent
+/// across a panicking user handler because handlers never run while a lock is held.
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write-lock counterpart of [`read`].
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lock a std mutex, ignoring poisoning (see [`read`]).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

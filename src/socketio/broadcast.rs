@@ -1,0 +1,221 @@
+//! Broadcast operators: pick sockets by room (`to`, `except`) and emit to them, with or
+//! without acks, or act on them (fetch, join, leave, disconnect).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ack::BroadcastAckFuture;
+use super::args::Args;
+use super::error::EmitError;
+use super::namespace::{NamespaceInner, with_recovery};
+use super::read;
+use super::recovery::Target;
+use super::socket::{Socket, send_encoded};
+use crate::protocol::sio::{self, Packet};
+
+/// Event names the client reserves for itself; emitting them is an error.
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+pub(crate) fn check_event_name(event: &str) -> Result<(), EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        Err(EmitError::ReservedEvent(event.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// A selection of sockets in one namespace (or in every child of a dynamic group), built with
+/// [`to`](Self::to), [`except`](Self::except) and flags, then used by an emit or an action.
+#[derive(Clone)]
+pub struct BroadcastOperator {
+    ns: Arc<NamespaceInner>,
+    target: Target,
+    volatile: bool,
+    local: bool,
+    timeout: Option<Duration>,
+}
+
+impl BroadcastOperator {
+    pub(crate) fn new(ns: Arc<NamespaceInner>) -> Self {
+        BroadcastOperator {
+            ns,
+            target: Target::default(),
+            volatile: false,
+            local: false,
+            timeout: None,
+        }
+    }
+
+    /// Also target the sockets in `room` (rooms add up: a socket in any of them is targeted).
+    pub fn to(mut self, room: impl Into<String>) -> Self {
+        self.target.rooms.insert(room.into());
+        self
+    }
+
+    /// Same as [`to`](Self::to).
+    pub fn within(self, room: impl Into<String>) -> Self {
+        self.to(room)
+    }
+
+    /// Leave out the sockets in `room` (or the socket with that id).
+    pub fn except(mut self, room: impl Into<String>) -> Self {
+        self.target.except.insert(room.into());
+        self
+    }
+
+    /// Drop the packet for any recipient whose transport cannot take it right now.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Only sockets on this node. On a single node this changes nothing; in a cluster it skips
+    /// the other nodes.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Whether [`local`](Self::local) was set.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The timeout of [`emit_with_ack`](Self::emit_with_ack).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Emit `event` to the selected sockets. With connection state recovery on (and not
+    /// volatile), the event gets an offset and is kept for replay to clients that return.
+    pub fn emit(self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        check_event_name(event)?;
+        let args = args.into().0;
+        for ns in self.namespaces() {
+            let mut args = args.clone();
+            if !self.volatile {
+                let offset = with_recovery(&ns, |store| store.log(&self.target, event, &args));
+                if let Some(offset) = offset {
+                    args.push(offset.into());
+                }
+            }
+            let encoded = sio::encode(&Packet::event(ns.name(), event, args, None));
+            for socket in self.select(&ns) {
+                if self.volatile && !socket.inner.conn.is_writable() {
+                    continue;
+                }
+                let _ = send_encoded(&socket.inner.conn, encoded.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Emit `event` to the selected sockets with an ack request, and collect every answer (by
+    /// default within [`SocketIoConfig::ack_timeout`](super::SocketIoConfig::ack_timeout)).
+    pub fn emit_with_ack(self, event: &str, args: impl Into<Args>) -> BroadcastAckFuture {
+        let mut acks = BroadcastAckFuture::new(self.timeout.unwrap_or(self.ns.ack_timeout));
+        if check_event_name(event).is_err() {
+            return acks;
+        }
+        let args = args.into().0;
+        for ns in self.namespaces() {
+            let id = ns.next_ack_id();
+            let packet = Packet::event(ns.name(), event, args.clone(), Some(id));
+            let encoded = sio::encode(&packet);
+            for socket in self.select(&ns) {
+                if self.volatile && !socket.inner.conn.is_writable() {
+                    continue;
+                }
+                let rx = socket.expect_ack(id);
+                // A send that fails drops the socket's pending entry when the socket finishes,
+                // so its answer resolves as "disconnected".
+                let _ = send_encoded(&socket.inner.conn, encoded.clone());
+                acks.push(
+                    socket.id().to_owned(),
+                    rx,
+                    Arc::downgrade(&socket.inner),
+                    id,
+                );
+            }
+        }
+        acks
+    }
+
+    /// The selected sockets.
+    pub fn fetch_sockets(&self) -> Vec<Socket> {
+        self.namespaces()
+            .iter()
+            .flat_map(|ns| self.select(ns))
+            .collect()
+    }
+
+    /// Make the selected sockets join `room`.
+    pub fn sockets_join(&self, room: impl Into<String>) {
+        let room = room.into();
+        for socket in self.fetch_sockets() {
+            socket.join(room.clone());
+        }
+    }
+
+    /// Make the selected sockets leave `room`.
+    pub fn sockets_leave(&self, room: &str) {
+        for socket in self.fetch_sockets() {
+            socket.leave(room);
+        }
+    }
+
+    /// Disconnect the selected sockets from their namespace; with `close`, close their whole
+    /// Engine.IO connections instead.
+    pub fn disconnect_sockets(&self, close: bool) {
+        for socket in self.fetch_sockets() {
+            if close {
+                socket.close_transport();
+            } else {
+                socket.disconnect();
+            }
+        }
+    }
+
+    fn namespaces(&self) -> Vec<Arc<NamespaceInner>> {
+        if self.ns.is_group() {
+            self.ns.children()
+        } else {
+            vec![self.ns.clone()]
+        }
+    }
+
+    /// The connected sockets of `ns` this operator selects.
+    fn select(&self, ns: &NamespaceInner) -> Vec<Socket> {
+        let m = read(&ns.members);
+        let excluded: HashSet<&String> = self
+            .target
+            .except
+            .iter()
+            .filter_map(|room| m.rooms.get(room))
+            .flatten()
+            .collect();
+        let ids: BTreeSet<&String> = if self.target.rooms.is_empty() {
+            m.sockets.keys().collect()
+        } else {
+            self.target
+                .rooms
+                .iter()
+                .filter_map(|room| m.rooms.get(room))
+                .flatten()
+                .collect()
+        };
+        ids.into_iter()
+            .filter(|id| !excluded.contains(id))
+            .filter_map(|id| m.sockets.get(id).cloned())
+            .collect()
+    }
+}

@@ -1,0 +1,317 @@
+//! One Engine.IO session seen by Socket.IO: decodes its packets and routes them to the sockets
+//! it holds, one per connected namespace.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use rand::RngCore;
+use tokio::task::AbortHandle;
+
+use super::ack::Ack;
+use super::args::Event;
+use super::config::SocketIoConfig;
+use super::error::DisconnectReason;
+use super::handler::run_inline;
+use super::namespace::{NamespaceInner, with_recovery};
+use super::recovery::{RecoveryStore, Restored};
+use super::socket::{Handshake, Socket, SocketParts, send_encoded};
+use super::{SocketIo, lock};
+use crate::engine::{CloseReason, Connection, Message, SessionHandler};
+use crate::protocol::sio::{self, Decoder, Packet, PacketType};
+use crate::protocol::value::Value;
+
+pub(crate) struct Client {
+    /// This client itself, for the tasks it starts (the engine holds the strong reference).
+    me: std::sync::Weak<Client>,
+    io: SocketIo,
+    conn: Connection,
+    state: Mutex<State>,
+    /// Closes the session if no namespace is joined in time; aborted on the first join.
+    connect_timer: Mutex<Option<AbortHandle>>,
+}
+
+struct State {
+    decoder: Decoder,
+    sockets: HashMap<String, Socket>,
+    /// Namespaces whose CONNECT is being processed (middleware may be slow).
+    connecting: HashSet<String>,
+    closed: bool,
+}
+
+/// A 20-character random id (120 bits), URL-safe, like the reference's ids.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 15];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Client {
+    pub(crate) fn start(io: SocketIo, conn: Connection) -> Arc<Self> {
+        let client = Arc::new_cyclic(|me| Client {
+            me: me.clone(),
+            state: Mutex::new(State {
+                decoder: Decoder::new(io.config().max_attachments),
+                sockets: HashMap::new(),
+                connecting: HashSet::new(),
+                closed: false,
+            }),
+            io,
+            conn,
+            connect_timer: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&client);
+        let timeout = client.config().connect_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(client) = weak.upgrade() {
+                let idle = lock(&client.state).sockets.is_empty();
+                if idle {
+                    client.conn.close(CloseReason::ServerClose);
+                }
+            }
+        });
+        *lock(&client.connect_timer) = Some(timer.abort_handle());
+        client
+    }
+
+    pub(crate) fn config(&self) -> &SocketIoConfig {
+        self.io.config()
+    }
+
+    /// Drop the socket of `nsp` from this client (a server-side namespace disconnect).
+    pub(crate) fn forget(&self, nsp: &str) {
+        lock(&self.state).sockets.remove(nsp);
+    }
+
+    fn dispatch(self: &Arc<Self>, packet: Packet) {
+        match packet.kind {
+            PacketType::Connect => self.on_connect_packet(packet),
+            PacketType::Disconnect => {
+                let socket = lock(&self.state).sockets.remove(&packet.nsp);
+                match socket {
+                    Some(socket) => socket.finish(DisconnectReason::ClientNamespaceDisconnect),
+                    None => self.violation(),
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = self.socket(&packet.nsp) else {
+                    return self.violation();
+                };
+                let ack = packet
+                    .id
+                    .map(|id| Ack::new(self.conn.clone(), packet.nsp.clone(), id));
+                let (name, args) = split_event(packet.data);
+                socket.dispatch(Event { name, args, ack });
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                let Some(socket) = self.socket(&packet.nsp) else {
+                    return self.violation();
+                };
+                if let Some(id) = packet.id {
+                    let args = match packet.data {
+                        Some(Value::Array(args)) => args,
+                        _ => Vec::new(),
+                    };
+                    socket.resolve_ack(id, args);
+                }
+            }
+            // The decoder refuses CONNECT_ERROR from a client; treat it as the violation it is.
+            PacketType::ConnectError => self.violation(),
+        }
+    }
+
+    fn socket(&self, nsp: &str) -> Option<Socket> {
+        lock(&self.state).sockets.get(nsp).cloned()
+    }
+
+    /// A packet that is valid on its own but not here (an event for a namespace not joined, a
+    /// second CONNECT): the reference closes the connection.
+    fn violation(&self) {
+        self.conn.close(CloseReason::ParseError);
+    }
+
+    fn on_connect_packet(self: &Arc<Self>, packet: Packet) {
+        let nsp = packet.nsp;
+        {
+            let mut st = lock(&self.state);
+            if st.closed {
+                return;
+            }
+            if st.sockets.contains_key(&nsp) || !st.connecting.insert(nsp.clone()) {
+                drop(st);
+                return self.violation();
+            }
+        }
+        let Some(ns) = self.io.resolve(&nsp) else {
+            lock(&self.state).connecting.remove(&nsp);
+            let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
+            let _ = send_encoded(&self.conn, sio::encode(&refusal));
+            return;
+        };
+        let auth = match packet.data {
+            Some(auth @ Value::Object(_)) => auth,
+            _ => Value::Object(Default::default()),
+        };
+        run_inline(self.clone().connect(ns, auth));
+    }
+
+    /// Join `ns`: recover or create the socket, run middleware, register it, answer CONNECT,
+    /// replay missed events, then run the connection handler.
+    async fn connect(self: Arc<Self>, ns: Arc<NamespaceInner>, mut auth: Value) {
+        let nsp = ns.name().to_owned();
+        let restored = self.try_restore(&ns, &mut auth);
+        let recovery_on = ns.recovery.is_some();
+        let (id, pid, rooms, data, missed) = match restored {
+            Some(Restored { session, missed }) => (
+                session.sid,
+                Some(session.pid),
+                session.rooms,
+                session.data,
+                Some(missed),
+            ),
+            None => (
+                random_id(),
+                recovery_on.then(RecoveryStore::new_pid),
+                Vec::new(),
+                Value::Null,
+                None,
+            ),
+        };
+        let recovered = missed.is_some();
+        let socket = Socket::new(SocketParts {
+            id,
+            pid,
+            ns: ns.clone(),
+            conn: self.conn.clone(),
+            handshake: Handshake {
+                auth,
+                request: self.conn.handshake().clone(),
+                time: SystemTime::now(),
+            },
+            recovered,
+            client: Arc::downgrade(&self),
+            data,
+        });
+
+        let skip = recovered
+            && self
+                .config()
+                .recovery
+                .as_ref()
+                .is_some_and(|r| r.skip_middlewares);
+        if !skip {
+            for middleware in ns.middlewares() {
+                if let Err(refusal) = middleware(socket.clone()).await {
+                    lock(&self.state).connecting.remove(&nsp);
+                    ns.release_if_unused();
+                    let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
+                    let _ = send_encoded(&self.conn, sio::encode(&packet));
+                    return;
+                }
+            }
+        }
+
+        {
+            let mut st = lock(&self.state);
+            st.connecting.remove(&nsp);
+            if st.closed {
+                return;
+            }
+            st.sockets.insert(nsp.clone(), socket.clone());
+        }
+        if let Some(timer) = lock(&self.connect_timer).take() {
+            timer.abort();
+        }
+        ns.insert(&socket, rooms);
+        socket.set_connected();
+
+        let mut reply = indexmap::IndexMap::new();
+        reply.insert("sid".to_owned(), Value::from(socket.id()));
+        if let Some(pid) = socket.pid() {
+            reply.insert("pid".to_owned(), Value::from(pid));
+        }
+        let reply = Packet::connect(&nsp, Some(Value::Object(reply)));
+        if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
+            return;
+        }
+        for (event, args) in missed.unwrap_or_default() {
+            let _ = socket.send_packet(&Packet::event(&nsp, &event, args, None));
+        }
+        if let Some(handler) = ns.connect_handler() {
+            handler(socket).await;
+        }
+    }
+
+    /// Recovery: if the CONNECT carries a known `pid` and `offset`, take that session back.
+    /// Both fields are removed from the auth the application sees.
+    fn try_restore(&self, ns: &NamespaceInner, auth: &mut Value) -> Option<Restored> {
+        ns.recovery.as_ref()?;
+        let Value::Object(map) = auth else {
+            return None;
+        };
+        let pid = map.shift_remove("pid");
+        let offset = map.shift_remove("offset");
+        let (Some(Value::String(pid)), Some(Value::String(offset))) = (pid, offset) else {
+            return None;
+        };
+        with_recovery(ns, |store| store.restore(&pid, &offset)).flatten()
+    }
+}
+
+/// Split an event's data array into its name and arguments. A numeric name is kept as text.
+fn split_event(data: Option<Value>) -> (String, Vec<Value>) {
+    let mut args = match data {
+        Some(Value::Array(args)) => args,
+        _ => Vec::new(),
+    };
+    if args.is_empty() {
+        return (String::new(), args);
+    }
+    let name = match args.remove(0) {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    (name, args)
+}
+
+impl SessionHandler for Client {
+    fn on_message(&self, msg: Message) {
+        let decoded = {
+            let mut st = lock(&self.state);
+            match msg {
+                Message::Text(text) => st.decoder.feed_text(&text),
+                Message::Binary(bytes) => st.decoder.feed_binary(bytes),
+            }
+        };
+        match decoded {
+            Ok(Some(packet)) => {
+                if let Some(me) = self.me.upgrade() {
+                    me.dispatch(packet);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(sid = self.conn.sid(), %error, "invalid Socket.IO packet");
+                self.violation();
+            }
+        }
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        let sockets: Vec<Socket> = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.connecting.clear();
+            st.sockets.drain().map(|(_, s)| s).collect()
+        };
+        if let Some(timer) = lock(&self.connect_timer).take() {
+            timer.abort();
+        }
+        let reason = DisconnectReason::from(&reason);
+        for socket in sockets {
+            socket.finish(reason);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! A namespace: its handlers, its sockets, and the room index over them.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use super::ack::BroadcastAckFuture;
+use super::args::Args;
+use super::broadcast::BroadcastOperator;
+use super::config::SocketIoConfig;
+use super::error::{ConnectError, EmitError};
+use super::handler::{ConnectHandler, Middleware};
+use super::recovery::RecoveryStore;
+use super::socket::Socket;
+use super::{ServerInner, lock, read, write};
+
+/// A Socket.IO namespace (`/`, `/admin`, …), or a dynamic namespace group.
+///
+/// Cheap to clone. Obtained from [`SocketIo::of`](super::SocketIo::of) or
+/// [`SocketIo::dynamic`](super::SocketIo::dynamic).
+#[derive(Clone)]
+pub struct Namespace {
+    inner: Arc<NamespaceInner>,
+}
+
+/// Handlers are shared between a dynamic group and its children, so a handler registered on
+/// the group after a child exists still applies to that child.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    pub(crate) middlewares: Vec<Middleware>,
+    pub(crate) on_connect: Option<ConnectHandler>,
+}
+
+/// Sockets and rooms under one lock, so that the two indexes never disagree.
+#[derive(Default)]
+pub(crate) struct Members {
+    pub(crate) sockets: HashMap<String, Socket>,
+    /// room -> ids of the sockets in it
+    pub(crate) rooms: HashMap<String, HashSet<String>>,
+    /// socket id -> its rooms (its own id included)
+    pub(crate) of_socket: HashMap<String, BTreeSet<String>>,
+}
+
+pub(crate) struct NamespaceInner {
+    name: String,
+    kind: Kind,
+    handlers: Arc<RwLock<Handlers>>,
+    pub(crate) members: RwLock<Members>,
+    /// Ack ids for server-to-client acks. One counter per namespace, as the reference does, so a
+    /// broadcast with acks can use the same id for every recipient.
+    ack_ids: AtomicU64,
+    /// Default wait for acks of emits from this namespace.
+    pub(crate) ack_timeout: Duration,
+    pub(crate) recovery: Option<Mutex<RecoveryStore>>,
+    /// The children of a dynamic group, for group-wide broadcasts.
+    children: RwLock<Vec<Weak<NamespaceInner>>>,
+    /// The server, for removing an empty dynamic child from the namespace table.
+    server: Weak<ServerInner>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Fixed,
+    Group,
+    Child,
+}
+
+impl NamespaceInner {
+    pub(crate) fn new(
+        name: String,
+        config: &SocketIoConfig,
+        group: bool,
+        server: Weak<ServerInner>,
+    ) -> Arc<Self> {
+        Arc::new(NamespaceInner {
+            name,
+            kind: if group { Kind::Group } else { Kind::Fixed },
+            handlers: Arc::new(RwLock::new(Handlers::default())),
+            members: RwLock::new(Members::default()),
+            ack_ids: AtomicU64::new(0),
+            ack_timeout: config.ack_timeout,
+            recovery: config
+                .recovery
+                .clone()
+                .map(|c| Mutex::new(RecoveryStore::new(c))),
+            children: RwLock::new(Vec::new()),
+            server,
+        })
+    }
+
+    /// A child namespace of this dynamic group, sharing its handlers.
+    pub(crate) fn child(self: &Arc<Self>, name: String, config: &SocketIoConfig) -> Arc<Self> {
+        let child = Arc::new(NamespaceInner {
+            name,
+            kind: Kind::Child,
+            handlers: self.handlers.clone(),
+            members: RwLock::new(Members::default()),
+            ack_ids: AtomicU64::new(0),
+            ack_timeout: config.ack_timeout,
+            recovery: config
+                .recovery
+                .clone()
+                .map(|c| Mutex::new(RecoveryStore::new(c))),
+            children: RwLock::new(Vec::new()),
+            server: self.server.clone(),
+        });
+        let mut children = write(&self.children);
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child));
+        child
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn is_group(&self) -> bool {
+        self.kind == Kind::Group
+    }
+
+    /// The live children of a group (empty for other namespaces).
+    pub(crate) fn children(&self) -> Vec<Arc<NamespaceInner>> {
+        read(&self.children)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    pub(crate) fn middlewares(&self) -> Vec<Middleware> {
+        read(&self.handlers).middlewares.clone()
+    }
+
+    pub(crate) fn connect_handler(&self) -> Option<ConnectHandler> {
+        read(&self.handlers).on_connect.clone()
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Add a connected socket, in its own room and in `rooms`.
+    pub(crate) fn insert(&self, socket: &Socket, rooms: impl IntoIterator<Item = String>) {
+        let mut m = write(&self.members);
+        let id = socket.id().to_owned();
+        m.sockets.insert(id.clone(), socket.clone());
+        let mut own = BTreeSet::new();
+        own.insert(id.clone());
+        own.extend(rooms);
+        for room in &own {
+            m.rooms.entry(room.clone()).or_default().insert(id.clone());
+        }
+        m.of_socket.insert(id, own);
+    }
+
+    /// Remove a socket and its room memberships; returns the rooms it was in. An emptied
+    /// dynamic child leaves the server's namespace table.
+    pub(crate) fn remove(self: &Arc<Self>, id: &str) -> BTreeSet<String> {
+        let rooms = {
+            let mut m = write(&self.members);
+            m.sockets.remove(id);
+            let rooms = m.of_socket.remove(id).unwrap_or_default();
+            for room in &rooms {
+                leave_index(&mut m.rooms, room, id);
+            }
+            rooms
+        };
+        self.release_if_unused();
+        rooms
+    }
+
+    /// Forget an emptied dynamic child, so that clients inventing namespace names cannot grow
+    /// the namespace table without bound.
+    pub(crate) fn release_if_unused(self: &Arc<Self>) {
+        if self.kind == Kind::Child && self.is_empty() {
+            if let Some(server) = self.server.upgrade() {
+                server.drop_namespace_if_empty(self);
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        read(&self.members).sockets.is_empty()
+    }
+
+    pub(crate) fn join(&self, id: &str, rooms: &[String]) {
+        let mut m = write(&self.members);
+        let Some(set) = m.of_socket.get_mut(id) else {
+            return;
+        };
+        let added: Vec<String> = rooms
+            .iter()
+            .filter(|r| set.insert((*r).clone()))
+            .cloned()
+            .collect();
+        for room in added {
+            m.rooms.entry(room).or_default().insert(id.to_owned());
+        }
+    }
+
+    pub(crate) fn leave(&self, id: &str, room: &str) {
+        let mut m = write(&self.members);
+        let removed = m
+            .of_socket
+            .get_mut(id)
+            .is_some_and(|set| set.remove(room));
+        if removed {
+            leave_index(&mut m.rooms, room, id);
+        }
+    }
+
+    pub(crate) fn rooms_of(&self, id: &str) -> BTreeSet<String> {
+        read(&self.members)
+            .of_socket
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn leave_index(rooms: &mut HashMap<String, HashSet<String>>, room: &str, id: &str) {
+    if let Some(members) = rooms.get_mut(room) {
+        members.remove(id);
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+}
+
+impl Namespace {
+    pub(crate) fn from_inner(inner: Arc<NamespaceInner>) -> Self {
+        Namespace { inner }
+    }
+
+    /// The namespace name (empty for a dynamic group).
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// Run `handler` for every socket that joins this namespace, after the middleware accepted
+    /// it and the CONNECT reply went out. Replaces an earlier handler.
+    pub fn on_connect<F, Fut>(&self, handler: F) -> &Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        write(&self.inner.handlers).on_connect = Some(Arc::new(move |s| Box::pin(handler(s))));
+        self
+    }
+
+    /// Add a middleware. Middleware runs in registration order before a socket joins; the first
+    /// error refuses the CONNECT with a CONNECT_ERROR carrying the error's message and data.
+    /// The socket it receives is not connected yet: it can read the handshake and set data.
+    pub fn middleware<F, Fut>(&self, middleware: F) -> &Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        write(&self.inner.handlers)
+            .middlewares
+            .push(Arc::new(move |s| Box::pin(middleware(s))));
+        self
+    }
+
+    /// A broadcast to every socket of this namespace.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.inner.clone())
+    }
+
+    /// A broadcast to the sockets in `room`.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to every socket except those in `room`.
+    pub fn except(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().except(room)
+    }
+
+    /// Emit `event` to every socket of the namespace.
+    pub fn emit(&self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        self.broadcast().emit(event, args)
+    }
+
+    /// Emit `event` to every socket and collect their acknowledgements.
+    pub fn emit_with_ack(&self, event: &str, args: impl Into<Args>) -> BroadcastAckFuture {
+        self.broadcast().emit_with_ack(event, args)
+    }
+
+    /// The sockets connected to this namespace.
+    pub fn fetch_sockets(&self) -> Vec<Socket> {
+        self.broadcast().fetch_sockets()
+    }
+
+    /// The socket with this id, if it is connected here.
+    pub fn socket(&self, id: &str) -> Option<Socket> {
+        read(&self.inner.members).sockets.get(id).cloned()
+    }
+}
+
+impl ServerInner {
+    /// Forget an emptied dynamic child namespace, unless a new socket joined it meanwhile.
+    pub(crate) fn drop_namespace_if_empty(&self, ns: &Arc<NamespaceInner>) {
+        let mut map = write(&self.namespaces);
+        if ns.is_empty() && map.get(ns.name()).is_some_and(|cur| Arc::ptr_eq(cur, ns)) {
+            map.remove(ns.name());
+        }
+    }
+}
+
+/// A recovery store lock helper shared by emitters and the connect path.
+pub(crate) fn with_recovery<R>(
+    ns: &NamespaceInner,
+    f: impl FnOnce(&mut RecoveryStore) -> R,
+) -> Option<R> {
+    ns.recovery.as_ref().map(|store| f(&mut lock(store)))
+}

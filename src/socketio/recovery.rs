@@ -1,0 +1,162 @@
+//! Connection state recovery for one namespace: the state of recently disconnected sockets,
+//! and a bounded log of the events sent since, each with an offset the client remembers.
+//!
+//! A returning client presents its private id (`pid`) and the last offset it saw. If both are
+//! still known, it gets its socket back and the logged events after that offset that were
+//! meant for it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
+
+use rand::RngCore;
+
+use super::config::RecoveryConfig;
+use crate::protocol::value::Value;
+
+/// Which sockets an emit is for: those in any of `rooms` (all if empty), minus those in any of
+/// `except`. Socket ids count as rooms.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Target {
+    pub(crate) rooms: BTreeSet<String>,
+    pub(crate) except: BTreeSet<String>,
+}
+
+impl Target {
+    fn matches(&self, rooms: &BTreeSet<String>) -> bool {
+        (self.rooms.is_empty() || self.rooms.iter().any(|r| rooms.contains(r)))
+            && !self.except.iter().any(|r| rooms.contains(r))
+    }
+}
+
+/// What a socket leaves behind when it loses its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct SavedSession {
+    pub(crate) sid: String,
+    pub(crate) pid: String,
+    /// Rooms other than the socket's own.
+    pub(crate) rooms: Vec<String>,
+    pub(crate) data: Value,
+}
+
+/// A recovered socket: its saved state and the events (name, arguments with offset) it missed.
+pub(crate) struct Restored {
+    pub(crate) session: SavedSession,
+    pub(crate) missed: Vec<(String, Vec<Value>)>,
+}
+
+struct Logged {
+    offset: String,
+    at: Instant,
+    target: Target,
+    event: String,
+    args: Vec<Value>,
+}
+
+pub(crate) struct RecoveryStore {
+    config: RecoveryConfig,
+    sessions: HashMap<String, (SavedSession, Instant)>,
+    /// pids in the order they were saved, for expiry; may hold pids already taken back.
+    session_order: VecDeque<(String, Instant)>,
+    packets: VecDeque<Logged>,
+    /// Offsets are `<prefix>-<counter>`: the random prefix keeps offsets of an earlier process
+    /// from matching ours.
+    prefix: String,
+    counter: u64,
+}
+
+impl RecoveryStore {
+    pub(crate) fn new(config: RecoveryConfig) -> Self {
+        let mut bytes = [0u8; 6];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        RecoveryStore {
+            config,
+            sessions: HashMap::new(),
+            session_order: VecDeque::new(),
+            packets: VecDeque::new(),
+            prefix: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            counter: 0,
+        }
+    }
+
+    /// Log an event for replay and return the offset to append to its arguments.
+    pub(crate) fn log(&mut self, target: &Target, event: &str, args: &[Value]) -> String {
+        let now = Instant::now();
+        self.expire(now);
+        self.counter += 1;
+        let offset = format!("{}-{}", self.prefix, self.counter);
+        let mut args = args.to_vec();
+        args.push(Value::from(offset.as_str()));
+        self.packets.push_back(Logged {
+            offset: offset.clone(),
+            at: now,
+            target: target.clone(),
+            event: event.to_owned(),
+            args,
+        });
+        while self.packets.len() > self.config.max_packets {
+            self.packets.pop_front();
+        }
+        offset
+    }
+
+    /// Keep a disconnected socket's state for a later [`restore`](Self::restore).
+    pub(crate) fn persist(&mut self, session: SavedSession) {
+        let now = Instant::now();
+        self.expire(now);
+        self.session_order.push_back((session.pid.clone(), now));
+        self.sessions.insert(session.pid.clone(), (session, now));
+        while self.sessions.len() > self.config.max_sessions {
+            match self.session_order.pop_front() {
+                Some((pid, at)) => self.remove_if_saved_at(&pid, at),
+                None => break,
+            }
+        }
+    }
+
+    /// Take back the session `pid` if it has not expired and `offset` is still in the log.
+    pub(crate) fn restore(&mut self, pid: &str, offset: &str) -> Option<Restored> {
+        self.expire(Instant::now());
+        let index = self.packets.iter().position(|p| p.offset == offset)?;
+        let (session, _) = self.sessions.remove(pid)?;
+        let mut rooms: BTreeSet<String> = session.rooms.iter().cloned().collect();
+        rooms.insert(session.sid.clone());
+        let missed = self
+            .packets
+            .iter()
+            .skip(index + 1)
+            .filter(|p| p.target.matches(&rooms))
+            .map(|p| (p.event.clone(), p.args.clone()))
+            .collect();
+        Some(Restored { session, missed })
+    }
+
+    /// A fresh private id for a new socket.
+    pub(crate) fn new_pid() -> String {
+        super::client::random_id()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let keep = self.config.max_disconnection_duration;
+        while self
+            .packets
+            .front()
+            .is_some_and(|p| now.duration_since(p.at) > keep)
+        {
+            self.packets.pop_front();
+        }
+        while let Some((pid, at)) = self.session_order.front().cloned() {
+            if now.duration_since(at) <= keep {
+                break;
+            }
+            self.session_order.pop_front();
+            self.remove_if_saved_at(&pid, at);
+        }
+    }
+
+    /// Remove `pid` unless it was saved again after `at`.
+    fn remove_if_saved_at(&mut self, pid: &str, at: Instant) {
+        if self.sessions.get(pid).is_some_and(|(_, saved)| *saved == at) {
+            self.sessions.remove(pid);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! A socket: one client connected to one namespace. The handle user code holds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+
+use super::ack::{AckFuture, AckResult};
+use super::args::{Args, Event};
+use super::broadcast::BroadcastOperator;
+use super::client::Client;
+use super::error::{AckError, DisconnectReason, EmitError};
+use super::handler::{DisconnectHandler, EventHandler, run_inline};
+use super::namespace::{Namespace, NamespaceInner, with_recovery};
+use super::recovery::SavedSession;
+use super::{lock, read, write};
+use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
+use crate::protocol::sio::{self, Packet};
+use crate::protocol::value::Value;
+
+/// What the client presented when it joined the namespace.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// The CONNECT payload (the client's `auth` option); an empty object if none was sent.
+    /// With connection state recovery on, `pid` and `offset` are removed from it.
+    pub auth: Value,
+    /// The Engine.IO opening request: query, headers, remote address.
+    pub request: HandshakeInfo,
+    /// When the socket joined.
+    pub time: SystemTime,
+}
+
+/// One client connected to one namespace.
+///
+/// Cheap to clone; all clones are the same socket. Every socket is in a room named after its
+/// own id, so `to(id)` reaches exactly it.
+#[derive(Clone)]
+pub struct Socket {
+    pub(crate) inner: Arc<SocketInner>,
+}
+
+pub(crate) struct SocketInner {
+    id: String,
+    pid: Option<String>,
+    pub(crate) ns: Arc<NamespaceInner>,
+    pub(crate) conn: Connection,
+    handshake: Handshake,
+    recovered: bool,
+    /// The client this socket belongs to, to leave its namespace table on a server-side
+    /// disconnect. Weak: the client owns its sockets, not the other way round.
+    client: Weak<Client>,
+    connected: AtomicBool,
+    events: RwLock<HashMap<String, EventHandler>>,
+    on_disconnect: Mutex<Vec<DisconnectHandler>>,
+    data: Mutex<Value>,
+    /// Acks this socket owes us: ack id -> where the client's answer goes.
+    pub(crate) pending_acks: Mutex<HashMap<u64, oneshot::Sender<AckResult>>>,
+}
+
+pub(crate) struct SocketParts {
+    pub(crate) id: String,
+    pub(crate) pid: Option<String>,
+    pub(crate) ns: Arc<NamespaceInner>,
+    pub(crate) conn: Connection,
+    pub(crate) handshake: Handshake,
+    pub(crate) recovered: bool,
+    pub(crate) client: Weak<Client>,
+    pub(crate) data: Value,
+}
+
+impl Socket {
+    pub(crate) fn new(parts: SocketParts) -> Self {
+        Socket {
+            inner: Arc::new(SocketInner {
+                id: parts.id,
+                pid: parts.pid,
+                ns: parts.ns,
+                conn: parts.conn,
+                handshake: parts.handshake,
+                recovered: parts.recovered,
+                client: parts.client,
+                connected: AtomicBool::new(false),
+                events: RwLock::new(HashMap::new()),
+                on_disconnect: Mutex::new(Vec::new()),
+                data: Mutex::new(parts.data),
+                pending_acks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The socket id (distinct from the Engine.IO session id).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The private session id used by connection state recovery, when it is on.
+    pub fn pid(&self) -> Option<&str> {
+        self.inner.pid.as_deref()
+    }
+
+    /// The name of the namespace this socket belongs to.
+    pub fn ns(&self) -> &str {
+        self.inner.ns.name()
+    }
+
+    /// The namespace this socket belongs to, e.g. to broadcast to a room sender included.
+    pub fn namespace(&self) -> Namespace {
+        Namespace::from_inner(self.inner.ns.clone())
+    }
+
+    /// What the client presented when it joined.
+    pub fn handshake(&self) -> &Handshake {
+        &self.inner.handshake
+    }
+
+    /// True when this socket was restored by connection state recovery: same id, rooms and
+    /// data as before the client lost its connection, and the missed events were replayed.
+    pub fn recovered(&self) -> bool {
+        self.inner.recovered
+    }
+
+    /// True until the socket leaves its namespace.
+    pub fn connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
+    }
+
+    /// The Engine.IO transport carrying this socket now.
+    pub fn transport(&self) -> Transport {
+        self.inner.conn.transport()
+    }
+
+    /// Register the handler for `event`, replacing an earlier one.
+    pub fn on<F, Fut>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(Socket, Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler: EventHandler = Arc::new(move |s, e| Box::pin(handler(s, e)));
+        write(&self.inner.events).insert(event.into(), handler);
+    }
+
+    /// Register a handler that runs once when the socket leaves its namespace.
+    pub fn on_disconnect<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        lock(&self.inner.on_disconnect).push(Arc::new(move |s, r| Box::pin(handler(s, r))));
+    }
+
+    /// Emit `event` to this client.
+    pub fn emit(&self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        self.own_room().emit(event, args)
+    }
+
+    /// Emit `event` to this client and wait for its acknowledgement (by default for
+    /// [`SocketIoConfig::ack_timeout`](super::SocketIoConfig::ack_timeout); see
+    /// [`AckFuture::timeout`]).
+    pub fn emit_with_ack(&self, event: &str, args: impl Into<Args>) -> AckFuture {
+        let timeout = self.inner.ns.ack_timeout;
+        let result = self.send_with_ack(event, args.into());
+        AckFuture::new(result, timeout)
+    }
+
+    /// Emit to this client only if its transport can take the packet right now; otherwise drop
+    /// it. For data that is useless when late.
+    pub fn volatile(&self) -> BroadcastOperator {
+        self.own_room().volatile()
+    }
+
+    /// A broadcast to the sockets in `room`, this socket excluded.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to every other socket of the namespace.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.inner.ns.clone()).except(self.id())
+    }
+
+    /// Join `room` (no-op if already in it).
+    pub fn join(&self, room: impl Into<String>) {
+        self.inner.ns.join(self.id(), &[room.into()]);
+    }
+
+    /// Leave `room` (no-op if not in it).
+    pub fn leave(&self, room: &str) {
+        self.inner.ns.leave(self.id(), room);
+    }
+
+    /// The rooms this socket is in, its own id included.
+    pub fn rooms(&self) -> BTreeSet<String> {
+        self.inner.ns.rooms_of(self.id())
+    }
+
+    /// The application data attached to this socket (restored by recovery).
+    pub fn data(&self) -> Value {
+        lock(&self.inner.data).clone()
+    }
+
+    /// Replace the application data attached to this socket.
+    pub fn set_data(&self, data: impl Into<Value>) {
+        *lock(&self.inner.data) = data.into();
+    }
+
+    /// Leave the namespace from the server side: the client gets a DISCONNECT packet and does
+    /// not reconnect by itself. The Engine.IO connection stays open for other namespaces.
+    pub fn disconnect(&self) {
+        if !self.connected() {
+            return;
+        }
+        let packet = sio::encode(&Packet::disconnect(self.ns()));
+        let _ = self.inner.conn.send(Message::Text(packet.text));
+        if let Some(client) = self.inner.client.upgrade() {
+            client.forget(self.ns());
+        }
+        self.finish(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Close the whole Engine.IO connection without a DISCONNECT packet. The client sees a
+    /// transport close and reconnects by itself (and recovers, if recovery is on).
+    pub fn close_transport(&self) {
+        self.inner.conn.close(CloseReason::ServerClose);
+    }
+
+    fn own_room(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.inner.ns.clone()).to(self.id())
+    }
+
+    /// Send an event with a fresh ack id and register where the answer goes.
+    fn send_with_ack(
+        &self,
+        event: &str,
+        args: Args,
+    ) -> Result<(u64, oneshot::Receiver<AckResult>, Weak<SocketInner>), AckError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected.into());
+        }
+        super::broadcast::check_event_name(event)?;
+        let id = self.inner.ns.next_ack_id();
+        let rx = self.expect_ack(id);
+        let packet = Packet::event(self.ns(), event, args.0, Some(id));
+        if self.send_packet(&packet).is_err() {
+            lock(&self.inner.pending_acks).remove(&id);
+            return Err(EmitError::Disconnected.into());
+        }
+        Ok((id, rx, Arc::downgrade(&self.inner)))
+    }
+
+    /// Register a pending ack under `id`.
+    pub(crate) fn expect_ack(&self, id: u64) -> oneshot::Receiver<AckResult> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending_acks).insert(id, tx);
+        rx
+    }
+
+    /// Encode and queue one packet on this socket's connection.
+    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
+        send_encoded(&self.inner.conn, sio::encode(packet))
+    }
+
+    /// An event arrived from the client: run its handler, in order with other packets.
+    pub(crate) fn dispatch(&self, event: Event) {
+        let handler = read(&self.inner.events).get(&event.name).cloned();
+        if let Some(handler) = handler {
+            run_inline(handler(self.clone(), event));
+        }
+    }
+
+    /// An ACK arrived from the client. Acks for unknown ids are ignored, like the reference.
+    pub(crate) fn resolve_ack(&self, id: u64, args: Vec<Value>) {
+        if let Some(tx) = lock(&self.inner.pending_acks).remove(&id) {
+            let _ = tx.send(Ok(args));
+        }
+    }
+
+    /// Mark the socket connected; called once it is in its namespace.
+    pub(crate) fn set_connected(&self) {
+        self.inner.connected.store(true, Ordering::Release);
+    }
+
+    /// Leave the namespace: drop memberships, fail pending acks, keep the state for recovery
+    /// when the reason allows it, then run the disconnect handlers. Runs at most once.
+    pub(crate) fn finish(&self, reason: DisconnectReason) {
+        if !self.inner.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let rooms = self.inner.ns.remove(self.id());
+        let pending: Vec<_> = lock(&self.inner.pending_acks).drain().collect();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(AckError::Disconnected));
+        }
+        if reason.is_recoverable() {
+            if let Some(pid) = &self.inner.pid {
+                let saved = SavedSession {
+                    sid: self.inner.id.clone(),
+                    pid: pid.clone(),
+                    rooms: rooms.into_iter().filter(|r| r != &self.inner.id).collect(),
+                    data: self.data(),
+                };
+                with_recovery(&self.inner.ns, |store| store.persist(saved));
+            }
+        }
+        let handlers = lock(&self.inner.on_disconnect).clone();
+        for handler in handlers {
+            run_inline(handler(self.clone(), reason));
+        }
+    }
+}
+
+/// Queue an encoded packet: the text part, then its binary attachments, contiguously.
+pub(crate) fn send_encoded(conn: &Connection, encoded: sio::Encoded) -> Result<(), EmitError> {
+    let result = if encoded.attachments.is_empty() {
+        conn.send(Message::Text(encoded.text))
+    } else {
+        let mut msgs = Vec::with_capacity(1 + encoded.attachments.len());
+        msgs.push(Message::Text(encoded.text));
+        msgs.extend(encoded.attachments.into_iter().map(Message::Binary));
+        conn.send_all(msgs)
+    };
+    result.map_err(|_| EmitError::Disconnected)
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.inner.id)
+            .field("ns", &self.inner.ns.name())
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
