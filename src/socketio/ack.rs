@@ -155,12 +155,15 @@ impl IntoFuture for BroadcastAckFuture {
         Box::pin(async move {
             // One deadline for all: a slow socket must not extend the others' wait.
             let deadline = tokio::time::Instant::now() + timeout;
-            let waits = self.waits.into_iter().map(|(socket_id, rx, pending)| async move {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let result = wait(rx, left).await;
-                drop(pending);
-                AckResponse { socket_id, result }
-            });
+            let waits = self
+                .waits
+                .into_iter()
+                .map(|(socket_id, rx, pending)| async move {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let result = wait(rx, left).await;
+                    drop(pending);
+                    AckResponse { socket_id, result }
+                });
             futures::future::join_all(waits).await
         })
     }

@@ -173,10 +173,11 @@ impl NamespaceInner {
     /// Forget an emptied dynamic child, so that clients inventing namespace names cannot grow
     /// the namespace table without bound.
     pub(crate) fn release_if_unused(self: &Arc<Self>) {
-        if self.kind == Kind::Child && self.is_empty() {
-            if let Some(server) = self.server.upgrade() {
-                server.drop_namespace_if_empty(self);
-            }
+        if self.kind == Kind::Child
+            && self.is_empty()
+            && let Some(server) = self.server.upgrade()
+        {
+            server.drop_namespace_if_empty(self);
         }
     }
 
@@ -201,10 +202,7 @@ impl NamespaceInner {
 
     pub(crate) fn leave(&self, id: &str, room: &str) {
         let mut m = write(&self.members);
-        let removed = m
-            .of_socket
-            .get_mut(id)
-            .is_some_and(|set| set.remove(room));
+        let removed = m.of_socket.get_mut(id).is_some_and(|set| set.remove(room));
         if removed {
             leave_index(&mut m.rooms, room, id);
         }

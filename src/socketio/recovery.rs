@@ -155,7 +155,11 @@ impl RecoveryStore {
 
     /// Remove `pid` unless it was saved again after `at`.
     fn remove_if_saved_at(&mut self, pid: &str, at: Instant) {
-        if self.sessions.get(pid).is_some_and(|(_, saved)| *saved == at) {
+        if self
+            .sessions
+            .get(pid)
+            .is_some_and(|(_, saved)| *saved == at)
+        {
             self.sessions.remove(pid);
         }
     }

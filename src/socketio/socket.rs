@@ -297,16 +297,16 @@ impl Socket {
         for (_, tx) in pending {
             let _ = tx.send(Err(AckError::Disconnected));
         }
-        if reason.is_recoverable() {
-            if let Some(pid) = &self.inner.pid {
-                let saved = SavedSession {
-                    sid: self.inner.id.clone(),
-                    pid: pid.clone(),
-                    rooms: rooms.into_iter().filter(|r| r != &self.inner.id).collect(),
-                    data: self.data(),
-                };
-                with_recovery(&self.inner.ns, |store| store.persist(saved));
-            }
+        if reason.is_recoverable()
+            && let Some(pid) = &self.inner.pid
+        {
+            let saved = SavedSession {
+                sid: self.inner.id.clone(),
+                pid: pid.clone(),
+                rooms: rooms.into_iter().filter(|r| r != &self.inner.id).collect(),
+                data: self.data(),
+            };
+            with_recovery(&self.inner.ns, |store| store.persist(saved));
         }
         let handlers = lock(&self.inner.on_disconnect).clone();
         for handler in handlers {
