@@ -118,6 +118,14 @@ impl SocketIo {
         Namespace::from_inner(group)
     }
 
+    /// The names of the namespaces that exist now (fixed ones, and dynamic children that have
+    /// sockets), sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = read(&self.inner.namespaces).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Broadcast to the sockets of the main namespace `/` in `room`.
     pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
         self.of("/").to(room)

@@ -1,0 +1,392 @@
+//! Socket.IO semantics over a real websocket, with raw packets: binary events and acks, acks
+//! from the server, broadcasts with acks, middleware refusals, dynamic namespaces, connection
+//! state recovery, packet order, and the packets that close a connection.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use nonstick::socketio::{
+    ConnectError, Event, RecoveryConfig, SocketIo, SocketIoConfig, Value,
+};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::fixture::TestNode;
+
+/// Upper bound for any single wait in these tests; a healthy run takes milliseconds.
+const WAIT: Duration = Duration::from_secs(5);
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// A websocket-only Engine.IO client that speaks raw Socket.IO packets.
+struct Client {
+    ws: Ws,
+}
+
+#[derive(Debug, PartialEq)]
+enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Client {
+    async fn open(node: &TestNode) -> Client {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr());
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("websocket connect timed out")
+            .expect("websocket connect failed");
+        let mut client = Client { ws };
+        let open = client.text().await;
+        assert!(open.starts_with("0{"), "expected an open packet, got {open}");
+        client
+    }
+
+    /// Open and join `/`, returning the socket id.
+    async fn connected(node: &TestNode) -> (Client, String) {
+        let mut client = Client::open(node).await;
+        client.send("40").await;
+        let reply = client.text().await;
+        let sid = connect_reply(&reply, "40")["sid"]
+            .as_str()
+            .expect("sid is a string")
+            .to_owned();
+        (client, sid)
+    }
+
+    /// Send one Socket.IO packet (the Engine.IO `4` prefix is added here).
+    async fn send(&mut self, packet: &str) {
+        self.ws
+            .send(WsMessage::Text(format!("4{packet}").into()))
+            .await
+            .expect("send");
+    }
+
+    async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(WsMessage::Binary(bytes.to_vec().into()))
+            .await
+            .expect("send binary");
+    }
+
+    /// The next Socket.IO frame, answering pings on the way.
+    async fn frame(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                WsMessage::Text(text) if text.as_str() == "2" => {
+                    self.ws.send(WsMessage::Text("3".into())).await.expect("pong");
+                }
+                WsMessage::Text(text) => {
+                    let text = text.as_str();
+                    return Frame::Text(text.strip_prefix('4').unwrap_or(text).to_owned());
+                }
+                WsMessage::Binary(bytes) => return Frame::Binary(bytes.to_vec()),
+                WsMessage::Close(_) => panic!("connection closed while waiting for a frame"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn text(&mut self) -> String {
+        match self.frame().await {
+            Frame::Text(text) => text,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// Wait until the server closes the connection; true if it did within the bound.
+    async fn closed(&mut self) -> bool {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(WsMessage::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// Parse the JSON of a CONNECT reply `prefix{...}`.
+fn connect_reply(packet: &str, prefix: &str) -> serde_json::Value {
+    let body = packet
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix}…, got {packet}"));
+    serde_json::from_str(body).expect("connect reply is JSON")
+}
+
+fn echo_app(config: SocketIoConfig) -> SocketIo {
+    let io = SocketIo::new(config);
+    io.of("/").on_connect(|socket| async move {
+        socket.on("echo", |socket, event: Event| async move {
+            match event.ack {
+                Some(ack) => ack.send(event.args),
+                None => {
+                    let _ = socket.emit("echo", event.args);
+                }
+            }
+        });
+    });
+    io
+}
+
+#[tokio::test]
+async fn binary_event_and_binary_ack_keep_their_attachments() {
+    let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
+    let (mut c, _) = Client::connected(&node).await;
+
+    c.send(r#"451-["echo",{"_placeholder":true,"num":0}]"#).await;
+    c.send_binary(&[1, 2, 3]).await;
+    assert_eq!(
+        c.text().await,
+        r#"451-["echo",{"_placeholder":true,"num":0}]"#
+    );
+    assert_eq!(c.frame().await, Frame::Binary(vec![1, 2, 3]));
+
+    c.send(r#"452-7["echo",{"a":{"_placeholder":true,"num":0}},{"_placeholder":true,"num":1}]"#)
+        .await;
+    c.send_binary(&[9]).await;
+    c.send_binary(&[8, 7]).await;
+    assert_eq!(
+        c.text().await,
+        r#"462-7[{"a":{"_placeholder":true,"num":0}},{"_placeholder":true,"num":1}]"#
+    );
+    assert_eq!(c.frame().await, Frame::Binary(vec![9]));
+    assert_eq!(c.frame().await, Frame::Binary(vec![8, 7]));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn events_are_answered_in_the_order_they_arrive() {
+    let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
+    let (mut c, _) = Client::connected(&node).await;
+    for i in 0..300 {
+        c.send(&format!(r#"42["echo",{i}]"#)).await;
+    }
+    for i in 0..300 {
+        assert_eq!(c.text().await, format!(r#"2["echo",{i}]"#));
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn server_acks_reach_the_handler_that_asked() {
+    let io = SocketIo::new(SocketIoConfig::default());
+    io.of("/").on_connect(|socket| async move {
+        let answer = socket
+            .emit_with_ack("question", json!("why?"))
+            .timeout(WAIT)
+            .await;
+        let reply = match answer {
+            Ok(args) => Value::Array(args),
+            Err(e) => Value::from(e.to_string()),
+        };
+        let _ = socket.emit("answer", reply);
+    });
+    let node = TestNode::serve(io).await;
+    let (mut c, _) = Client::connected(&node).await;
+    let question = c.text().await;
+    let id = question
+        .strip_prefix("2")
+        .and_then(|rest| rest.strip_suffix(r#"["question","why?"]"#))
+        .unwrap_or_else(|| panic!("unexpected packet {question}"));
+    c.send(&format!(r#"3{id}["because",42]"#)).await;
+    assert_eq!(c.text().await, r#"2["answer",["because",42]]"#);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_with_acks_collects_each_answer_and_times_out_the_silent() {
+    let io = SocketIo::new(SocketIoConfig::default());
+    io.of("/").on_connect(|socket| async move {
+        socket.join("r");
+        socket.on("poll-room", |socket, event: Event| async move {
+            let answers = socket
+                .to("r")
+                .timeout(Duration::from_millis(300))
+                .emit_with_ack("vote", ())
+                .await;
+            let ok = answers.iter().filter(|a| a.result.is_ok()).count();
+            let late = answers.len() - ok;
+            if let Some(ack) = event.ack {
+                ack.send(json!({ "ok": ok, "late": late }));
+            }
+        });
+    });
+    let node = TestNode::serve(io).await;
+    let (mut asker, _) = Client::connected(&node).await;
+    let (mut yes, _) = Client::connected(&node).await;
+    let (mut silent, _) = Client::connected(&node).await;
+
+    asker.send(r#"21["poll-room"]"#).await;
+    let vote = yes.text().await;
+    let id = vote
+        .strip_prefix('2')
+        .and_then(|rest| rest.strip_suffix(r#"["vote"]"#))
+        .unwrap_or_else(|| panic!("unexpected packet {vote}"));
+    yes.send(&format!(r#"3{id}["yes"]"#)).await;
+    // The silent one receives the question too, but never answers.
+    assert!(silent.text().await.ends_with(r#"["vote"]"#));
+    assert_eq!(asker.text().await, r#"31[{"ok":1,"late":1}]"#);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn middleware_refusal_sends_connect_error_and_keeps_the_connection() {
+    let io = echo_app(SocketIoConfig::default());
+    io.of("/secure").middleware(|socket| {
+        let token = socket.handshake().auth.get("token").cloned();
+        async move {
+            if token == Some(Value::from("ok")) {
+                Ok(())
+            } else {
+                Err(ConnectError::new("nope").with_data(json!({ "retry": false })))
+            }
+        }
+    });
+    let node = TestNode::serve(io).await;
+    let mut c = Client::open(&node).await;
+    c.send("40/secure,").await;
+    assert_eq!(
+        c.text().await,
+        r#"4/secure,{"message":"nope","data":{"retry":false}}"#
+    );
+    c.send(r#"40/secure,{"token":"ok"}"#).await;
+    let reply = c.text().await;
+    assert!(connect_reply(&reply, "0/secure,")["sid"].is_string());
+    c.send("40").await;
+    assert!(connect_reply(&c.text().await, "0")["sid"].is_string());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn dynamic_namespaces_are_created_on_demand_and_dropped_when_empty() {
+    let io = SocketIo::new(SocketIoConfig::default());
+    io.dynamic(|name| name.starts_with("/room-"))
+        .on_connect(|socket| async move {
+            let name = socket.ns().to_owned();
+            let _ = socket.emit("hello", name);
+        });
+    let node = TestNode::serve(io.clone()).await;
+    let mut c = Client::open(&node).await;
+
+    c.send("40/room-7,").await;
+    assert!(connect_reply(&c.text().await, "0/room-7,")["sid"].is_string());
+    assert_eq!(c.text().await, r#"2/room-7,["hello","/room-7"]"#);
+    assert!(io.namespaces().contains(&"/room-7".to_owned()));
+
+    c.send("40/other,").await;
+    assert_eq!(
+        c.text().await,
+        r#"4/other,{"message":"Invalid namespace"}"#
+    );
+
+    c.send("41/room-7,").await;
+    // The DISCONNECT has no answer; a round trip on another namespace orders the check after it.
+    c.send("40/room-8,").await;
+    assert!(connect_reply(&c.text().await, "0/room-8,")["sid"].is_string());
+    assert!(!io.namespaces().contains(&"/room-7".to_owned()));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn recovery_restores_the_socket_and_replays_what_it_missed() {
+    let io = SocketIo::new(SocketIoConfig {
+        recovery: Some(RecoveryConfig::default()),
+        ..SocketIoConfig::default()
+    });
+    io.of("/").on_connect(|socket| async move {
+        let _ = socket.emit("state", json!({ "recovered": socket.recovered() }));
+        socket.on("join", |socket, event: Event| async move {
+            if let Some(room) = event.arg(0).and_then(Value::as_str) {
+                socket.join(room);
+            }
+            if let Some(ack) = event.ack {
+                ack.send(());
+            }
+        });
+        socket.on("tell", |socket, event: Event| async move {
+            let _ = socket.to("news").emit("news", event.args);
+        });
+    });
+    let node = TestNode::serve(io).await;
+
+    let mut a = Client::open(&node).await;
+    a.send("40").await;
+    let reply = connect_reply(&a.text().await, "0");
+    let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
+    assert!(pid.is_string(), "recovery adds a pid: {reply}");
+    let state = a.text().await;
+    assert!(state.starts_with(r#"2["state",{"recovered":false},""#), "{state}");
+    a.send(r#"21["join","news"]"#).await;
+    assert_eq!(a.text().await, "31[]");
+
+    let (mut b, _) = Client::connected(&node).await;
+    let _state_b = b.text().await;
+    b.send(r#"42["tell","first"]"#).await;
+    let first = a.text().await;
+    let offset: serde_json::Value =
+        serde_json::from_str(first.strip_prefix('2').unwrap_or(&first)).expect("event JSON");
+    assert_eq!(offset[1], "first");
+    let offset = offset[2].clone();
+
+    drop(a);
+    // Let the server notice the closed websocket before the next emit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.send(r#"42["tell","while away"]"#).await;
+
+    let mut again = Client::open(&node).await;
+    again
+        .send(&format!("40{}", json!({ "pid": pid, "offset": offset })))
+        .await;
+    let reply = connect_reply(&again.text().await, "0");
+    assert_eq!(reply["sid"], sid, "same socket id after recovery");
+    assert_eq!(reply["pid"], pid);
+    let missed = again.text().await;
+    assert!(missed.starts_with(r#"2["news","while away","#), "{missed}");
+    let state = again.text().await;
+    assert!(state.starts_with(r#"2["state",{"recovered":true},""#), "{state}");
+
+    // An unknown pid gets a fresh socket.
+    let mut stranger = Client::open(&node).await;
+    stranger
+        .send(&format!("40{}", json!({ "pid": "nope", "offset": offset })))
+        .await;
+    let reply = connect_reply(&stranger.text().await, "0");
+    assert_ne!(reply["sid"], sid);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_are_closed_after_the_connect_timeout() {
+    let io = echo_app(SocketIoConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..SocketIoConfig::default()
+    });
+    let node = TestNode::serve(io).await;
+    let mut c = Client::open(&node).await;
+    assert!(c.closed().await, "no CONNECT: the session must be closed");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_packets_close_the_connection() {
+    let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
+    for bad in ["abc", "2{}", r#"2abc["x"]"#, r#"2["connect"]"#, "0/nope-no-comma{", "5"] {
+        let (mut c, _) = Client::connected(&node).await;
+        c.send(bad).await;
+        assert!(c.closed().await, "{bad:?} must close the connection");
+    }
+    // An event for a namespace the client has not joined closes too.
+    let (mut c, _) = Client::connected(&node).await;
+    c.send(r#"2/other,["echo"]"#).await;
+    assert!(c.closed().await);
+    node.stop().await;
+}
