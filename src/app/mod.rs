@@ -5,8 +5,8 @@ pub mod echo;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
 pub use crate::config::AppKind;
+use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::Mount;
 

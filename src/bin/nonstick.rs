@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use nonstick::config::{AppKind, Config};
 
 #[derive(Parser)]
-#[command(name = "nonstick", version, about = "Socket.IO server without sticky sessions")]
+#[command(
+    name = "nonstick",
+    version,
+    about = "Socket.IO server without sticky sessions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

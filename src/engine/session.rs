@@ -62,7 +62,7 @@ pub(crate) struct State {
     pub(crate) ws_attached: bool,
     /// What the next (or parked) long-poll gets once the session is closed.
     final_payload: Option<Vec<Packet>>,
-    /// Closed by the server while no long-poll was parked: the session stays findable
+    /// Closed (by the server, or by a client `1` over POST) while no long-poll was parked: the session stays findable
     /// until one more GET collects `final_payload`, or the linger time ends.
     linger: bool,
     next_ping: Option<Instant>,
@@ -179,7 +179,8 @@ impl Session {
             return Err(SendError::Closed);
         }
         if st.queued_messages.saturating_add(msgs.len()) > self.config.max_buffered_packets {
-            let closing = self.close_locked(&mut st, CloseReason::QueueOverflow, FinalAnswer::Close);
+            let closing =
+                self.close_locked(&mut st, CloseReason::QueueOverflow, FinalAnswer::Close);
             drop(st);
             self.finish_close(closing);
             return Err(SendError::QueueFull);
@@ -240,7 +241,10 @@ impl Session {
                 FinalAnswer::Close | FinalAnswer::FlushThenClose => Packet::Close,
             });
             st.final_payload = Some(packets);
-            linger = answer == FinalAnswer::FlushThenClose && st.poll_parked.is_none();
+            // With no parked long-poll, the next GET collects the final answer: queued
+            // packets and `1` after a server close, or `6` after a client close (its GET
+            // and its close POST are often sent together and may be served in any order).
+            linger = answer != FinalAnswer::Close && st.poll_parked.is_none();
             st.linger = linger;
         }
         Some(Closing { reason, linger })
@@ -397,7 +401,10 @@ impl Session {
                 }
                 if st.closed.is_some() {
                     guard.release(&mut st);
-                    let packets = st.final_payload.take().unwrap_or_else(|| vec![Packet::Close]);
+                    let packets = st
+                        .final_payload
+                        .take()
+                        .unwrap_or_else(|| vec![Packet::Close]);
                     return Ok(eio::encode_payload(&packets));
                 }
                 if st.upgrade == Upgrade::Done {
@@ -523,9 +530,9 @@ impl Drop for PollGuard<'_> {
             return;
         }
         st.poll_parked = None;
-        let closing = self
-            .session
-            .close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
+        let closing =
+            self.session
+                .close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
         drop(st);
         self.session.finish_close(closing);
     }

@@ -17,8 +17,7 @@ impl From<EngineError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST);
         let body = match self.0.code() {
             Some(code) => serde_json::json!({ "code": code, "message": self.0.to_string() }),
             None => serde_json::json!({ "message": self.0.to_string() }),

@@ -18,7 +18,9 @@ use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Request as HttpRequest, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Uri, header};
+use axum::http::{
+    Extensions, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Uri, header,
+};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -207,7 +209,10 @@ async fn cors_layer(State(cors): State<Arc<Cors>>, req: HttpRequest, next: Next)
         CorsOrigins::Any => Some(HeaderValue::from_static("*")),
         CorsOrigins::List(list) => origin
             .as_ref()
-            .filter(|o| list.iter().any(|allowed| allowed.as_bytes() == o.as_bytes()))
+            .filter(|o| {
+                list.iter()
+                    .any(|allowed| allowed.as_bytes() == o.as_bytes())
+            })
             .cloned(),
     };
     let preflight = req.method() == HttpMethod::OPTIONS;

@@ -30,9 +30,7 @@ pub fn link(
     let stream = stream.filter_map(move |msg| {
         future::ready(match msg {
             Ok(Message::Text(text)) if text.len() > max_payload => Some(Err(LinkError::TooLarge)),
-            Ok(Message::Binary(data)) if data.len() > max_payload => {
-                Some(Err(LinkError::TooLarge))
-            }
+            Ok(Message::Binary(data)) if data.len() > max_payload => Some(Err(LinkError::TooLarge)),
             Ok(Message::Text(text)) => Some(Ok(Frame::Text(text.as_str().to_owned()))),
             Ok(Message::Binary(data)) => Some(Ok(Frame::Binary(data))),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_)) => None,

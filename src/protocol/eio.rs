@@ -192,10 +192,16 @@ mod tests {
 
     #[test]
     fn spec_examples() {
-        let packets = vec![Packet::Text("hello".into()), Packet::Binary(vec![1, 2, 3, 4].into())];
+        let packets = vec![
+            Packet::Text("hello".into()),
+            Packet::Binary(vec![1, 2, 3, 4].into()),
+        ];
         assert_eq!(encode_payload(&packets), "4hello\x1ebAQIDBA==");
         assert_eq!(decode_payload(b"4hello\x1ebAQIDBA==").unwrap(), packets);
-        assert_eq!(decode_packet("2probe").unwrap(), Packet::Ping { probe: true });
+        assert_eq!(
+            decode_packet("2probe").unwrap(),
+            Packet::Ping { probe: true }
+        );
         assert_eq!(decode_packet("abc"), Err(DecodeError::UnknownType('a')));
         assert_eq!(decode_payload(b""), Err(DecodeError::Empty));
     }
