@@ -327,15 +327,15 @@ impl Session {
                 self.finish_close(Some(closing));
                 return;
             }
-            if let (None, Some(ping_at)) = (st.pong_deadline, st.next_ping) {
-                if now >= ping_at {
-                    st.queue.push_back(Packet::Ping { probe: false });
-                    // Counted from when the ping was due, so a late timer never extends it.
-                    st.pong_deadline = Some(ping_at + self.config.ping_timeout);
-                    st.next_ping = None;
-                    drop(st);
-                    self.changed.notify_waiters();
-                }
+            if let (None, Some(ping_at)) = (st.pong_deadline, st.next_ping)
+                && now >= ping_at
+            {
+                st.queue.push_back(Packet::Ping { probe: false });
+                // Counted from when the ping was due, so a late timer never extends it.
+                st.pong_deadline = Some(ping_at + self.config.ping_timeout);
+                st.next_ping = None;
+                drop(st);
+                self.changed.notify_waiters();
             }
         }
     }
@@ -359,13 +359,13 @@ impl Session {
         let id = {
             let mut st = self.enter(Transport::Polling)?;
             if st.closed.is_some() {
-                if st.linger {
-                    if let Some(packets) = st.final_payload.take() {
-                        st.linger = false;
-                        drop(st);
-                        self.unregister();
-                        return Ok(eio::encode_payload(&packets));
-                    }
+                if st.linger
+                    && let Some(packets) = st.final_payload.take()
+                {
+                    st.linger = false;
+                    drop(st);
+                    self.unregister();
+                    return Ok(eio::encode_payload(&packets));
                 }
                 return Err(EngineError::UnknownSid);
             }

@@ -125,23 +125,23 @@ async fn engine_endpoint(
     let req = request::parse(&method, &uri, &headers, remote);
     let engine = state.engine;
     let max_payload = engine.config().max_payload;
-    if req.websocket_upgrade {
-        if let Ok(upgrade) = upgrade {
-            let accept = match engine.accept_websocket(&req) {
-                Ok(accept) => accept,
-                Err(e) => return HttpError(e).into_response(),
-            };
-            // Let slightly larger messages through so the link can answer them with
-            // close code 1009 rather than a bare error.
-            let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
-            return upgrade
-                .max_message_size(wire_limit)
-                .max_frame_size(wire_limit)
-                .on_upgrade(move |socket| async move {
-                    let (sink, stream) = ws::link(socket, max_payload);
-                    engine.run_websocket(accept, sink, stream).await;
-                });
-        }
+    if req.websocket_upgrade
+        && let Ok(upgrade) = upgrade
+    {
+        let accept = match engine.accept_websocket(&req) {
+            Ok(accept) => accept,
+            Err(e) => return HttpError(e).into_response(),
+        };
+        // Let slightly larger messages through so the link can answer them with
+        // close code 1009 rather than a bare error.
+        let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
+        return upgrade
+            .max_message_size(wire_limit)
+            .max_frame_size(wire_limit)
+            .on_upgrade(move |socket| async move {
+                let (sink, stream) = ws::link(socket, max_payload);
+                engine.run_websocket(accept, sink, stream).await;
+            });
     }
     let result = match req.method {
         Method::Get if req.sid.is_none() => engine.open_polling(&req).map(|opened| {

@@ -7,14 +7,21 @@ use nonstick::protocol::eio::{self, Frame, Packet};
 
 const CASES: u32 = 100_000;
 
+/// Short strings of any chars; cheaper to generate than a regex strategy.
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..24).prop_map(String::from_iter)
+}
+
 fn packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
-        ".*".prop_map(Packet::Open),
+        text().prop_map(Packet::Open),
         Just(Packet::Close),
         any::<bool>().prop_map(|probe| Packet::Ping { probe }),
         any::<bool>().prop_map(|probe| Packet::Pong { probe }),
         // Text never contains the payload separator in a polling payload.
-        "[^\x1e]*".prop_map(Packet::Text),
+        text()
+            .prop_map(|s| s.replace('\x1e', ""))
+            .prop_map(Packet::Text),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(|v| Packet::Binary(Bytes::from(v))),
         Just(Packet::Upgrade),
         Just(Packet::Noop),
@@ -50,7 +57,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_strings_never_panic(s in "\\PC*") {
+    fn arbitrary_strings_never_panic(s in text()) {
         let _ = eio::decode_packet(&s);
         let _ = Packet::from_frame(Frame::Text(s.clone()));
         let _ = eio::payload_packets(&s).count();
