@@ -1,1 +1,65 @@
 //! Settings of one server process.
+
+use std::time::Duration;
+
+use crate::engine::EngineConfig;
+
+/// Which built-in application a node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// The demo application of the app contract, Socket.IO at `/socket.io/`.
+    Demo,
+    /// What the official protocol suites expect: raw Engine.IO echo at `/engine.io/`
+    /// and the Socket.IO test application at `/socket.io/`, 300/200 ms heartbeats.
+    ProtocolSuite,
+}
+
+impl AppKind {
+    /// Parses the `--app` value.
+    pub fn parse(name: &str) -> Option<AppKind> {
+        match name {
+            "demo" => Some(AppKind::Demo),
+            "protocol-suite" => Some(AppKind::ProtocolSuite),
+            _ => None,
+        }
+    }
+}
+
+/// Everything one node needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id, reported by `/healthz`.
+    pub node_id: String,
+    /// The application to serve.
+    pub app: AppKind,
+    /// Engine settings of the application's mounts (the protocol-suite profile
+    /// overrides the heartbeat to 300/200 ms).
+    pub engine: EngineConfig,
+    /// Set the `io` sticky-session cookie on polling handshakes.
+    pub cookie: bool,
+    /// CORS origins: `None` for no CORS, `["*"]` for any origin.
+    pub cors_origins: Option<Vec<String>>,
+    /// Send `Access-Control-Allow-Credentials: true` with CORS headers.
+    pub cors_credentials: bool,
+    /// How long a graceful shutdown waits for open connections before it drops them.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for `app`: a random node id, reference engine settings, no cookie,
+    /// CORS only for the protocol suite (its browser runner needs `*`).
+    pub fn new(app: AppKind) -> Config {
+        Config {
+            node_id: format!("node-{:08x}", rand::random::<u32>()),
+            app,
+            engine: EngineConfig::default(),
+            cookie: false,
+            cors_origins: match app {
+                AppKind::ProtocolSuite => Some(vec!["*".to_owned()]),
+                AppKind::Demo => None,
+            },
+            cors_credentials: false,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}

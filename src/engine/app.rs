@@ -1,9 +1,12 @@
 //! The seam between the engine and whatever speaks on top of it (Socket.IO, or a raw
 //! Engine.IO application such as the protocol-suite echo).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use super::session::Session;
 
 /// One Engine.IO message payload, as the application sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,67 @@ pub enum SendError {
     /// The session is closed.
     #[error("session closed")]
     Closed,
+    /// The outbound queue was full; the session has been closed with
+    /// [`CloseReason::QueueOverflow`].
+    #[error("outbound queue full")]
+    QueueFull,
+}
+
+/// The transport currently carrying a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
+}
+
+impl Transport {
+    /// The name used in the `transport` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Polling => "polling",
+            Transport::Websocket => "websocket",
+        }
+    }
+
+    /// Parses the `transport` query parameter.
+    pub fn parse(name: &str) -> Option<Transport> {
+        match name {
+            "polling" => Some(Transport::Polling),
+            "websocket" => Some(Transport::Websocket),
+            _ => None,
+        }
+    }
+}
+
+/// What the application may know about the request that opened a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandshakeInfo {
+    /// Query pairs of the opening request, in order, percent-decoded.
+    pub query: Vec<(String, String)>,
+    /// Request headers of the opening request (names lower-case, values lossily UTF-8).
+    pub headers: Vec<(String, String)>,
+    /// The peer address of the opening request, when known.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+impl HandshakeInfo {
+    /// The first value of a query parameter.
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Handle to one live Engine.IO session, given to the application.
@@ -47,7 +111,61 @@ pub enum SendError {
 /// are written by whichever transport currently carries the session.
 #[derive(Clone)]
 pub struct Connection {
-    // filled in by the engine implementation
+    pub(super) session: Arc<Session>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("sid", &self.sid())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The Engine.IO session id.
+    pub fn sid(&self) -> &str {
+        &self.session.sid
+    }
+
+    /// Queues one message. Never blocks. Fails when the session is closed, or when the
+    /// queue is full (the session is then closed with [`CloseReason::QueueOverflow`]).
+    pub fn send(&self, msg: Message) -> Result<(), SendError> {
+        self.session.send(vec![msg])
+    }
+
+    /// Queues several messages contiguously (a Socket.IO binary packet is one text
+    /// message followed by its attachments): either all are queued or none.
+    pub fn send_all(&self, msgs: Vec<Message>) -> Result<(), SendError> {
+        self.session.send(msgs)
+    }
+
+    /// Closes the session from the server side. Messages already queued are still
+    /// delivered when the transport allows it; `on_close` follows once.
+    pub fn close(&self, reason: CloseReason) {
+        self.session.close(reason);
+    }
+
+    /// Whether a transport could take a message right now: a long-poll is parked, or
+    /// a websocket carries the session. Meant for volatile messages.
+    pub fn is_writable(&self) -> bool {
+        self.session.is_writable()
+    }
+
+    /// Whether the session is closed.
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    /// The transport currently carrying the session.
+    pub fn transport(&self) -> Transport {
+        self.session.transport()
+    }
+
+    /// The opening request: query pairs, headers, remote address.
+    pub fn handshake(&self) -> &HandshakeInfo {
+        &self.session.handshake
+    }
 }
 
 /// What runs on top of the engine.

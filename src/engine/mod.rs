@@ -1,10 +1,413 @@
 //! Engine.IO v4 sessions owned by this process.
 //!
-//! The engine's entry points take plain values (query fields, body bytes, a websocket
-//! link) and return plain values, so the HTTP front and, later, a peer forwarding a
-//! request over gRPC call exactly the same functions. Nothing in here knows about HTTP
-//! types or about other nodes.
+//! The engine's entry points take plain values (a typed [`Request`], body bytes, a
+//! websocket frame link) and return plain values, so the HTTP front and, later, a peer
+//! forwarding a request over gRPC call exactly the same functions. Nothing in here knows
+//! about HTTP types or about other nodes.
+//!
+//! - [`Engine::open_polling`]: polling handshake, returns the open packet.
+//! - [`Engine::poll`] / [`Engine::post`]: the two halves of long-polling.
+//! - [`Engine::accept_websocket`] then [`Engine::run_websocket`]: websocket sessions and
+//!   upgrades; the accept check runs before the HTTP 101 so refusals are plain 400s.
 
 mod app;
+mod config;
+mod error;
+mod session;
+mod ws;
 
-pub use app::{Application, CloseReason, Connection, Message, SendError, SessionHandler};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream};
+
+pub use app::{
+    Application, CloseReason, Connection, HandshakeInfo, Message, SendError, SessionHandler,
+    Transport,
+};
+pub use config::EngineConfig;
+pub use error::EngineError;
+pub use ws::{CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_TOO_LARGE, LinkError, Outbound};
+
+use crate::protocol::eio::{Frame, Packet};
+use session::Session;
+
+/// How long a long-poll that arrives during an upgrade probe waits before it is released
+/// with `6`. The client normally completes the upgrade first, and the poll is then refused.
+const NOOP_RELEASE_DELAY: Duration = Duration::from_millis(100);
+
+/// The HTTP method of a request, as far as Engine.IO cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET: handshake, long-poll, or websocket upgrade.
+    Get,
+    /// POST: packets from the client.
+    Post,
+    /// Anything else.
+    Other,
+}
+
+/// One Engine.IO request, parsed once by whoever received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The HTTP method.
+    pub method: Method,
+    /// The `transport` query parameter.
+    pub transport: Option<String>,
+    /// The `EIO` query parameter.
+    pub eio: Option<String>,
+    /// The `sid` query parameter.
+    pub sid: Option<String>,
+    /// The request asks for a websocket upgrade.
+    pub websocket_upgrade: bool,
+    /// The `Origin` header, if any.
+    pub origin: Option<String>,
+    /// Query pairs, headers and peer address, kept for the application.
+    pub info: HandshakeInfo,
+}
+
+/// What a successful polling handshake returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The new session id.
+    pub sid: String,
+    /// The response body: the encoded open packet.
+    pub body: String,
+}
+
+/// The outcome of the websocket accept check, to be passed to [`Engine::run_websocket`]
+/// once the websocket is established.
+pub struct WsAccept {
+    kind: WsKind,
+}
+
+enum WsKind {
+    /// A websocket-only session: the handshake happens on the websocket.
+    Open(HandshakeInfo),
+    /// An upgrade of this polling session.
+    Upgrade(Arc<Session>),
+    /// Accepted at the HTTP level, then closed at once (an extra websocket for a sid
+    /// that is already upgrading or upgraded).
+    Refuse,
+}
+
+impl std::fmt::Debug for WsAccept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            WsKind::Open(_) => "open",
+            WsKind::Upgrade(_) => "upgrade",
+            WsKind::Refuse => "refuse",
+        };
+        f.debug_struct("WsAccept").field("kind", &kind).finish()
+    }
+}
+
+/// The Engine.IO server of one mount point: owns its sessions. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("sessions", &self.session_count())
+            .finish()
+    }
+}
+
+/// State shared by every clone of an [`Engine`] and, weakly, by its sessions.
+pub(crate) struct Shared {
+    config: Arc<EngineConfig>,
+    app: Arc<dyn Application>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    shutting_down: AtomicBool,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets a session, if the map still holds this very session.
+    pub(crate) fn remove(&self, session: &Arc<Session>) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(&session.sid)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(&session.sid);
+        }
+    }
+}
+
+/// Where a verified request goes.
+enum Route {
+    Open(Transport),
+    Session(Arc<Session>, Transport),
+}
+
+impl Engine {
+    /// Creates an engine. Must be called inside a Tokio runtime: session timers and
+    /// `on_close` deliveries run on it.
+    pub fn new(config: EngineConfig, app: Arc<dyn Application>) -> Engine {
+        Engine {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                app,
+                sessions: Mutex::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+
+    /// The settings of this engine.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions().len()
+    }
+
+    fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.shared.sessions().get(sid).cloned()
+    }
+
+    /// Checks a request in the order of the reference server, so error codes match.
+    fn verify(&self, req: &Request) -> Result<Route, EngineError> {
+        let config = &self.shared.config;
+        let transport = req
+            .transport
+            .as_deref()
+            .and_then(Transport::parse)
+            .filter(|t| match t {
+                Transport::Polling => config.polling,
+                Transport::Websocket => config.websocket,
+            })
+            .ok_or(EngineError::UnknownTransport)?;
+        if req.origin.as_deref().is_some_and(has_invalid_header_char) {
+            return Err(EngineError::BadRequest);
+        }
+        if let Some(sid) = &req.sid {
+            let session = self.session(sid).ok_or(EngineError::UnknownSid)?;
+            if !req.websocket_upgrade && transport != session.transport() {
+                return Err(EngineError::TransportMismatch);
+            }
+            return Ok(Route::Session(session, transport));
+        }
+        if req.method != Method::Get {
+            return Err(EngineError::BadHandshakeMethod);
+        }
+        if transport == Transport::Websocket && !req.websocket_upgrade {
+            return Err(EngineError::BadRequest);
+        }
+        if req.eio.as_deref() != Some("4") {
+            return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        Ok(Route::Open(transport))
+    }
+
+    /// Checks a request without acting on it; the error a request with no valid
+    /// action (e.g. a PUT) should get.
+    pub fn check(&self, req: &Request) -> Result<(), EngineError> {
+        self.verify(req).map(|_| ())
+    }
+
+    /// Creates a session, starts its timers and calls `Application::on_open`.
+    fn create(
+        &self,
+        transport: Transport,
+        info: HandshakeInfo,
+    ) -> Result<(Arc<Session>, String), EngineError> {
+        let shared = &self.shared;
+        if shared.shutting_down.load(Ordering::Acquire) {
+            return Err(EngineError::Forbidden);
+        }
+        let session = {
+            let mut sessions = shared.sessions();
+            if sessions.len() >= shared.config.max_sessions {
+                return Err(EngineError::Forbidden);
+            }
+            let sid: Arc<str> = loop {
+                let sid = new_sid();
+                if !sessions.contains_key(sid.as_str()) {
+                    break sid.into();
+                }
+            };
+            let session = Arc::new(Session::new(
+                Arc::clone(&sid),
+                transport,
+                info,
+                Arc::clone(&shared.config),
+                Arc::downgrade(shared),
+                shared.runtime.clone(),
+            ));
+            sessions.insert(sid, Arc::clone(&session));
+            session
+        };
+        // Held through on_open so an early close cannot deliver on_close before the
+        // handler exists. Nobody else knows the session yet, so this never waits.
+        let inbound = session.inbound.clone().try_lock_owned();
+        shared.runtime.spawn(Arc::clone(&session).heartbeat());
+        let handler = shared.app.on_open(Connection {
+            session: Arc::clone(&session),
+        });
+        session.set_handler(handler);
+        drop(inbound);
+        let open = serde_json::json!({
+            "sid": &*session.sid,
+            "upgrades": if transport == Transport::Polling
+                && shared.config.websocket
+                && shared.config.allow_upgrades
+            {
+                vec!["websocket"]
+            } else {
+                vec![]
+            },
+            "pingInterval": duration_ms(shared.config.ping_interval),
+            "pingTimeout": duration_ms(shared.config.ping_timeout),
+            "maxPayload": shared.config.max_payload,
+        });
+        Ok((session, open.to_string()))
+    }
+
+    /// Polling handshake: verifies the request, creates the session (timers start
+    /// before this returns) and returns the open packet.
+    pub fn open_polling(&self, req: &Request) -> Result<Opened, EngineError> {
+        match self.verify(req)? {
+            Route::Open(Transport::Polling) => {
+                let (session, open) = self.create(Transport::Polling, req.info.clone())?;
+                Ok(Opened {
+                    sid: session.sid.to_string(),
+                    body: Packet::Open(open).encode(),
+                })
+            }
+            Route::Open(Transport::Websocket) | Route::Session(..) => Err(EngineError::BadRequest),
+        }
+    }
+
+    /// A long-poll GET: waits until packets are queued and returns them as one payload.
+    ///
+    /// One parked GET per session: a second one closes the session (the first gets `1`).
+    /// If this future is dropped before it completes (the client went away), the
+    /// session closes.
+    pub async fn poll(&self, req: &Request) -> Result<String, EngineError> {
+        match self.verify(req)? {
+            Route::Session(session, Transport::Polling) if !req.websocket_upgrade => {
+                session.poll().await
+            }
+            _ => Err(EngineError::BadRequest),
+        }
+    }
+
+    /// A POST: hands every packet of the body to the application, in order, before it
+    /// returns. An invalid packet closes the session after the packets before it.
+    pub async fn post(&self, req: &Request, body: Bytes) -> Result<(), EngineError> {
+        let route = self.verify(req)?;
+        if body.len() > self.shared.config.max_payload {
+            return Err(EngineError::PayloadTooLarge);
+        }
+        match route {
+            Route::Session(session, Transport::Polling) => session.post(body).await,
+            _ => Err(EngineError::BadRequest),
+        }
+    }
+
+    /// The check to run before answering a websocket upgrade with 101. An error means
+    /// the upgrade must be refused with a plain HTTP error.
+    pub fn accept_websocket(&self, req: &Request) -> Result<WsAccept, EngineError> {
+        if !req.websocket_upgrade {
+            return Err(EngineError::BadRequest);
+        }
+        let kind = match self.verify(req)? {
+            Route::Open(Transport::Websocket) => {
+                let shared = &self.shared;
+                if shared.shutting_down.load(Ordering::Acquire)
+                    || shared.sessions().len() >= shared.config.max_sessions
+                {
+                    return Err(EngineError::Forbidden);
+                }
+                WsKind::Open(req.info.clone())
+            }
+            Route::Open(Transport::Polling) => return Err(EngineError::BadRequest),
+            Route::Session(session, Transport::Websocket)
+                if self.shared.config.allow_upgrades
+                    && session.transport() == Transport::Polling =>
+            {
+                WsKind::Upgrade(session)
+            }
+            Route::Session(..) => WsKind::Refuse,
+        };
+        Ok(WsAccept { kind })
+    }
+
+    /// Runs an accepted websocket until it ends: a websocket-only session (the open
+    /// packet is its first frame), or an upgrade probe followed by the upgraded session.
+    pub async fn run_websocket<Si, St>(&self, accept: WsAccept, mut sink: Si, mut stream: St)
+    where
+        Si: Sink<Outbound> + Unpin + Send,
+        St: Stream<Item = Result<Frame, LinkError>> + Unpin + Send,
+    {
+        match accept.kind {
+            WsKind::Open(info) => {
+                let Ok((session, open)) = self.create(Transport::Websocket, info) else {
+                    let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
+                    let _ = sink.close().await;
+                    return;
+                };
+                if sink.send(ws::open_frame(open)).await.is_err() {
+                    session.close_with(CloseReason::TransportError, session::FinalAnswer::Close);
+                    return;
+                }
+                ws::drive(session, sink, stream).await;
+            }
+            WsKind::Upgrade(session) => {
+                if ws::probe(&session, &mut sink, &mut stream).await {
+                    ws::drive(session, sink, stream).await;
+                } else {
+                    let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
+                    let _ = sink.close().await;
+                }
+            }
+            WsKind::Refuse => {
+                let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
+                let _ = sink.close().await;
+            }
+        }
+    }
+
+    /// Closes every session with [`CloseReason::ServerShutdown`] and refuses new ones.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let sessions: Vec<_> = self.shared.sessions().values().cloned().collect();
+        for session in sessions {
+            session.close(CloseReason::ServerShutdown);
+        }
+    }
+}
+
+/// A new session id: 128 bits from the thread-local CSPRNG, URL-safe base64.
+fn new_sid() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The reference server refuses an `Origin` with characters outside tab, visible ASCII
+/// and obs-text.
+fn has_invalid_header_char(value: &str) -> bool {
+    value
+        .chars()
+        .any(|c| !(c == '\t' || (' '..='~').contains(&c) || ('\u{80}'..='\u{ff}').contains(&c)))
+}

@@ -1,1 +1,251 @@
 //! The axum front: parse each request once, call the engine, map errors to the wire in one place.
+//!
+//! - [`router`] builds the routes: one Engine.IO endpoint per [`Mount`], `GET /healthz`,
+//!   and CORS around all of it when configured.
+//! - `request.rs` turns an HTTP request into the engine's typed request.
+//! - `error.rs` holds the only `IntoResponse` for engine errors.
+//! - `ws.rs` adapts axum's websocket to the engine's frame link.
+
+mod error;
+mod request;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{
+    Extensions, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Uri, header,
+};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+pub use error::HttpError;
+
+use crate::engine::{Engine, Method};
+
+/// One Engine.IO endpoint: a path prefix such as `/engine.io/` and the engine behind it.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// The path, with its trailing slash (e.g. `/socket.io/`).
+    pub path: String,
+    /// The engine serving it.
+    pub engine: Engine,
+}
+
+/// Which origins get CORS headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Every origin: `Access-Control-Allow-Origin: *`.
+    Any,
+    /// Only these origins, echoed back with `Vary: Origin`.
+    List(Vec<String>),
+}
+
+/// CORS settings, as the reference server's `cors` option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins.
+    pub origins: CorsOrigins,
+    /// Send `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+}
+
+/// Settings of the HTTP front.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// The node id reported by `/healthz`.
+    pub node_id: String,
+    /// CORS, off when `None` (no CORS headers; `OPTIONS` goes to the engine and fails).
+    pub cors: Option<Cors>,
+    /// Name of the sticky-session cookie set on polling handshakes, off when `None`.
+    pub cookie: Option<String>,
+}
+
+/// What each Engine.IO route needs.
+#[derive(Clone)]
+struct MountState {
+    engine: Engine,
+    cookie: Option<Arc<str>>,
+}
+
+/// Builds the HTTP front for these mounts.
+pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
+    let node_id: Arc<str> = config.node_id.clone().into();
+    let mut app = Router::new().route(
+        "/healthz",
+        get(move || {
+            let node_id = Arc::clone(&node_id);
+            async move { axum::Json(serde_json::json!({ "ok": true, "node": &*node_id })) }
+        }),
+    );
+    // More routes (the demo page at `GET /`, the client bundle) are added here.
+    for mount in mounts {
+        let state = MountState {
+            engine: mount.engine,
+            cookie: config.cookie.as_deref().map(Arc::from),
+        };
+        let path = if mount.path.ends_with('/') {
+            mount.path
+        } else {
+            format!("{}/", mount.path)
+        };
+        let mut endpoint = Router::new().route(&path, any(engine_endpoint));
+        let bare = path.trim_end_matches('/');
+        if !bare.is_empty() {
+            // Clients always add the trailing slash; the bare path is served the same.
+            endpoint = endpoint.route(bare, any(engine_endpoint));
+        }
+        app = app.merge(endpoint.with_state(state));
+    }
+    match config.cors {
+        Some(cors) => app.layer(middleware::from_fn_with_state(Arc::new(cors), cors_layer)),
+        None => app,
+    }
+}
+
+/// Every Engine.IO request of one mount: handshake, long-poll, POST, websocket.
+async fn engine_endpoint(
+    State(state): State<MountState>,
+    method: HttpMethod,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    body: Body,
+) -> Response {
+    let remote = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr);
+    let req = request::parse(&method, &uri, &headers, remote);
+    let engine = state.engine;
+    let max_payload = engine.config().max_payload;
+    if req.websocket_upgrade
+        && let Ok(upgrade) = upgrade
+    {
+        let accept = match engine.accept_websocket(&req) {
+            Ok(accept) => accept,
+            Err(e) => return HttpError(e).into_response(),
+        };
+        // Let slightly larger messages through so the link can answer them with
+        // close code 1009 rather than a bare error.
+        let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
+        return upgrade
+            .max_message_size(wire_limit)
+            .max_frame_size(wire_limit)
+            .on_upgrade(move |socket| async move {
+                let (sink, stream) = ws::link(socket, max_payload);
+                engine.run_websocket(accept, sink, stream).await;
+            });
+    }
+    let result = match req.method {
+        Method::Get if req.sid.is_none() => engine.open_polling(&req).map(|opened| {
+            let mut response = polling_response(opened.body);
+            if let Some(name) = &state.cookie {
+                let cookie = format!("{name}={}; Path=/; HttpOnly; SameSite=Lax", opened.sid);
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    response.headers_mut().insert(header::SET_COOKIE, value);
+                }
+            }
+            response
+        }),
+        Method::Get => engine.poll(&req).await.map(polling_response),
+        Method::Post => {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|n| n > max_payload) {
+                Err(crate::engine::EngineError::PayloadTooLarge)
+            } else {
+                match axum::body::to_bytes(body, max_payload).await {
+                    Ok(bytes) => engine.post(&req, bytes).await.map(|()| ok_response()),
+                    Err(_) => Err(crate::engine::EngineError::PayloadTooLarge),
+                }
+            }
+        }
+        Method::Other => Err(engine
+            .check(&req)
+            .err()
+            .unwrap_or(crate::engine::EngineError::BadRequest)),
+    };
+    result.unwrap_or_else(|e| HttpError(e).into_response())
+}
+
+fn polling_response(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=UTF-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn ok_response() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        "ok",
+    )
+        .into_response()
+}
+
+/// CORS as the reference's `cors` middleware does it: preflights answered with 204,
+/// headers added to every other response, disallowed origins served without them.
+async fn cors_layer(State(cors): State<Arc<Cors>>, req: HttpRequest, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let allow_origin = match &cors.origins {
+        CorsOrigins::Any => Some(HeaderValue::from_static("*")),
+        CorsOrigins::List(list) => origin
+            .as_ref()
+            .filter(|o| {
+                list.iter()
+                    .any(|allowed| allowed.as_bytes() == o.as_bytes())
+            })
+            .cloned(),
+    };
+    let preflight = req.method() == HttpMethod::OPTIONS;
+    let request_headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+        );
+        if let Some(requested) = request_headers {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested);
+        }
+        response
+    } else {
+        next.run(req).await
+    };
+    let headers = response.headers_mut();
+    if let Some(value) = allow_origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        if cors.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+    if matches!(cors.origins, CorsOrigins::List(_)) {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}

@@ -1,0 +1,44 @@
+//! Settings of one engine (one mount point), with the reference server's defaults.
+
+use std::time::Duration;
+
+/// Engine.IO settings. `Default` gives the reference server's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Time between two pings (`pingInterval`).
+    pub ping_interval: Duration,
+    /// How long the client has to answer a ping (`pingTimeout`).
+    pub ping_timeout: Duration,
+    /// How long an upgrade may take between the websocket opening and `5` (`upgradeTimeout`).
+    pub upgrade_timeout: Duration,
+    /// Largest accepted POST body or websocket message, in bytes (`maxHttpBufferSize`,
+    /// announced as `maxPayload`).
+    pub max_payload: usize,
+    /// Most messages a session may have waiting for a transport. Past it the session
+    /// closes with `QueueOverflow`.
+    pub max_buffered_packets: usize,
+    /// Whether HTTP long-polling is enabled.
+    pub polling: bool,
+    /// Whether WebSocket is enabled.
+    pub websocket: bool,
+    /// Whether polling sessions may upgrade to WebSocket.
+    pub allow_upgrades: bool,
+    /// Most live sessions in this engine; handshakes past it are refused (code 4).
+    pub max_sessions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_payload: 1_000_000,
+            max_buffered_packets: 10_000,
+            polling: true,
+            websocket: true,
+            allow_upgrades: true,
+            max_sessions: 100_000,
+        }
+    }
+}

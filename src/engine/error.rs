@@ -1,0 +1,69 @@
+//! Every way an Engine.IO request can fail, with its protocol error code and HTTP status.
+
+/// A refused Engine.IO request. The HTTP front turns it into a response in one place;
+/// a peer forwarding a request carries it as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// `transport` missing or not enabled (code 0).
+    #[error("Transport unknown")]
+    UnknownTransport,
+    /// No live session with that sid (code 1).
+    #[error("Session ID unknown")]
+    UnknownSid,
+    /// A handshake with a method other than GET (code 2).
+    #[error("Bad handshake method")]
+    BadHandshakeMethod,
+    /// A malformed request: bad `Origin`, websocket handshake without an upgrade, a
+    /// request of the wrong transport for the session (code 3).
+    #[error("Bad request")]
+    BadRequest,
+    /// A request for a session that is now carried by another transport (code 3).
+    #[error("Bad request")]
+    TransportMismatch,
+    /// A second long-poll while one is parked; the session is closed (code 3).
+    #[error("Bad request")]
+    DuplicatePoll,
+    /// A second POST while one is in progress; the session is closed (code 3).
+    #[error("Bad request")]
+    ConcurrentPost,
+    /// The body held an invalid packet; the session is closed (code 3).
+    #[error("Bad request")]
+    BadPacket,
+    /// The handshake was refused, e.g. the session limit is reached (code 4, HTTP 403).
+    #[error("Forbidden")]
+    Forbidden,
+    /// `EIO` is not `4` (code 5).
+    #[error("Unsupported protocol version")]
+    UnsupportedProtocolVersion,
+    /// The body is larger than `maxHttpBufferSize` (HTTP 413, no code).
+    #[error("Payload too large")]
+    PayloadTooLarge,
+}
+
+impl EngineError {
+    /// The Engine.IO error code of the JSON body, `None` for 413.
+    pub fn code(&self) -> Option<u8> {
+        Some(match self {
+            EngineError::UnknownTransport => 0,
+            EngineError::UnknownSid => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest
+            | EngineError::TransportMismatch
+            | EngineError::DuplicatePoll
+            | EngineError::ConcurrentPost
+            | EngineError::BadPacket => 3,
+            EngineError::Forbidden => 4,
+            EngineError::UnsupportedProtocolVersion => 5,
+            EngineError::PayloadTooLarge => return None,
+        })
+    }
+
+    /// The HTTP status of the reply.
+    pub fn status(&self) -> u16 {
+        match self {
+            EngineError::Forbidden => 403,
+            EngineError::PayloadTooLarge => 413,
+            _ => 400,
+        }
+    }
+}

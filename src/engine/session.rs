@@ -1,0 +1,550 @@
+//! One Engine.IO session: its outbound queue, its transport slots (the parked long-poll,
+//! the running POST, the websocket), its heartbeat and its single close.
+//!
+//! Locking rules: `state` is a std mutex held only for short, non-async bookkeeping and
+//! never while the application runs. `inbound` is an async mutex held while packets are
+//! handed to the application, so POST bodies and websocket frames of one session are
+//! delivered one at a time, in order. `on_close` runs in its own task under `inbound`,
+//! so it never overlaps `on_message` and never runs inside an engine lock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::app::{CloseReason, HandshakeInfo, Message, SendError, SessionHandler, Transport};
+use super::config::EngineConfig;
+use super::error::EngineError;
+use super::{NOOP_RELEASE_DELAY, Shared};
+use crate::protocol::eio::{self, Packet};
+
+/// Where an upgrade to WebSocket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgrade {
+    /// No websocket has asked to take over.
+    Idle,
+    /// A websocket is open for this sid but has not probed yet.
+    Opening,
+    /// `3probe` was sent; long-polls are released with `6`.
+    Probing,
+    /// `5` arrived: the websocket carries the session.
+    Done,
+}
+
+/// What a long-poll gets when the session closes under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FinalAnswer {
+    /// `6`: the client closed the session itself.
+    Noop,
+    /// `1`, dropping whatever was queued.
+    Close,
+    /// The queued packets, then `1` (server-initiated close).
+    FlushThenClose,
+}
+
+/// Mutable session state, behind `Session::state`.
+pub(crate) struct State {
+    pub(crate) transport: Transport,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) queue: VecDeque<Packet>,
+    /// Messages in `queue` (pings and closes do not count against the bound).
+    queued_messages: usize,
+    /// Id of the parked long-poll, if one is parked.
+    pub(crate) poll_parked: Option<u64>,
+    next_poll_id: u64,
+    post_active: bool,
+    pub(crate) upgrade: Upgrade,
+    /// Set when `3probe` is sent while a long-poll is parked: that poll returns `6` at once.
+    pub(crate) release_parked: bool,
+    /// A websocket carries the session and can write now.
+    pub(crate) ws_attached: bool,
+    /// What the next (or parked) long-poll gets once the session is closed.
+    final_payload: Option<Vec<Packet>>,
+    /// Closed (by the server, or by a client `1` over POST) while no long-poll was parked: the session stays findable
+    /// until one more GET collects `final_payload`, or the linger time ends.
+    linger: bool,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+}
+
+/// A close that happened under the state lock and whose effects must run outside it.
+#[must_use]
+pub(crate) struct Closing {
+    reason: CloseReason,
+    linger: bool,
+}
+
+/// One live session.
+pub(crate) struct Session {
+    pub(crate) sid: Arc<str>,
+    pub(crate) handshake: HandshakeInfo,
+    pub(crate) config: Arc<EngineConfig>,
+    shared: Weak<Shared>,
+    state: Mutex<State>,
+    /// Wakes the parked long-poll and the websocket writer after any change of `state`.
+    pub(crate) changed: Notify,
+    /// Wakes the heartbeat task when the session closes, so it ends at once.
+    closed_signal: Notify,
+    /// Serializes delivery to the handler (see the module comment).
+    pub(crate) inbound: Arc<tokio::sync::Mutex<()>>,
+    /// Taken out after `on_close`, which breaks the session -> handler -> connection cycle.
+    handler: Mutex<Option<Arc<dyn SessionHandler>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Session {
+    pub(crate) fn new(
+        sid: Arc<str>,
+        transport: Transport,
+        handshake: HandshakeInfo,
+        config: Arc<EngineConfig>,
+        shared: Weak<Shared>,
+        runtime: tokio::runtime::Handle,
+    ) -> Session {
+        let now = Instant::now();
+        let state = State {
+            transport,
+            closed: None,
+            queue: VecDeque::new(),
+            queued_messages: 0,
+            poll_parked: None,
+            next_poll_id: 0,
+            post_active: false,
+            upgrade: Upgrade::Idle,
+            release_parked: false,
+            ws_attached: transport == Transport::Websocket,
+            final_payload: None,
+            linger: false,
+            // Timers start when the session is created, before the open packet is sent.
+            next_ping: Some(now + config.ping_interval),
+            pong_deadline: None,
+        };
+        Session {
+            sid,
+            handshake,
+            config,
+            shared,
+            state: Mutex::new(state),
+            changed: Notify::new(),
+            closed_signal: Notify::new(),
+            inbound: Arc::new(tokio::sync::Mutex::new(())),
+            handler: Mutex::new(None),
+            runtime,
+        }
+    }
+
+    /// Locks the state. A poisoned lock only means a panic elsewhere; the state itself
+    /// is kept consistent by short critical sections, so carry on with it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
+        let mut slot = self.handler.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(handler);
+    }
+
+    fn handler(&self) -> Option<Arc<dyn SessionHandler>> {
+        self.handler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    pub(crate) fn transport(&self) -> Transport {
+        self.lock().transport
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        let st = self.lock();
+        if st.closed.is_some() {
+            return false;
+        }
+        match st.transport {
+            Transport::Polling => st.poll_parked.is_some() && !st.release_parked,
+            Transport::Websocket => st.ws_attached,
+        }
+    }
+
+    /// Queues messages contiguously, or none of them.
+    pub(crate) fn send(self: &Arc<Self>, msgs: Vec<Message>) -> Result<(), SendError> {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        if st.queued_messages.saturating_add(msgs.len()) > self.config.max_buffered_packets {
+            let closing =
+                self.close_locked(&mut st, CloseReason::QueueOverflow, FinalAnswer::Close);
+            drop(st);
+            self.finish_close(closing);
+            return Err(SendError::QueueFull);
+        }
+        st.queued_messages += msgs.len();
+        st.queue.extend(msgs.into_iter().map(|m| match m {
+            Message::Text(s) => Packet::Text(s),
+            Message::Binary(b) => Packet::Binary(b),
+        }));
+        drop(st);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Takes every queued packet, for a transport that is about to write them.
+    pub(crate) fn take_queue(st: &mut State) -> Vec<Packet> {
+        st.queued_messages = 0;
+        st.queue.drain(..).collect()
+    }
+
+    /// Server-side close (application or shutdown): queued packets are still delivered.
+    pub(crate) fn close(self: &Arc<Self>, reason: CloseReason) {
+        let mut st = self.lock();
+        let closing = self.close_locked(&mut st, reason, FinalAnswer::FlushThenClose);
+        drop(st);
+        self.finish_close(closing);
+    }
+
+    /// Closes with an explicit answer for a long-poll (client close, protocol errors).
+    pub(crate) fn close_with(self: &Arc<Self>, reason: CloseReason, answer: FinalAnswer) {
+        let mut st = self.lock();
+        let closing = self.close_locked(&mut st, reason, answer);
+        drop(st);
+        self.finish_close(closing);
+    }
+
+    /// Marks the session closed; returns what `finish_close` must do once the lock is released.
+    pub(crate) fn close_locked(
+        &self,
+        st: &mut State,
+        reason: CloseReason,
+        answer: FinalAnswer,
+    ) -> Option<Closing> {
+        if st.closed.is_some() {
+            return None;
+        }
+        st.closed = Some(reason.clone());
+        st.next_ping = None;
+        st.pong_deadline = None;
+        let mut linger = false;
+        if answer != FinalAnswer::FlushThenClose {
+            Self::take_queue(st);
+        }
+        if st.transport == Transport::Polling {
+            let mut packets = Self::take_queue(st);
+            packets.push(match answer {
+                FinalAnswer::Noop => Packet::Noop,
+                FinalAnswer::Close | FinalAnswer::FlushThenClose => Packet::Close,
+            });
+            st.final_payload = Some(packets);
+            // With no parked long-poll, the next GET collects the final answer: queued
+            // packets and `1` after a server close, or `6` after a client close (its GET
+            // and its close POST are often sent together and may be served in any order).
+            linger = answer != FinalAnswer::Close && st.poll_parked.is_none();
+            st.linger = linger;
+        }
+        Some(Closing { reason, linger })
+    }
+
+    /// The effects of a close, run without the state lock: wake everyone, forget the
+    /// sid (now, or after the linger time), and deliver `on_close` once.
+    pub(crate) fn finish_close(self: &Arc<Self>, closing: Option<Closing>) {
+        let Some(Closing { reason, linger }) = closing else {
+            return;
+        };
+        self.changed.notify_waiters();
+        self.closed_signal.notify_waiters();
+        if linger {
+            let session = Arc::clone(self);
+            let wait = self.config.ping_interval + self.config.ping_timeout;
+            self.runtime.spawn(async move {
+                tokio::time::sleep(wait).await;
+                session.unregister();
+            });
+        } else {
+            self.unregister();
+        }
+        let session = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let _inbound = session.inbound.clone().lock_owned().await;
+            let handler = session
+                .handler
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(handler) = handler {
+                handler.on_close(reason);
+            }
+        });
+    }
+
+    pub(crate) fn unregister(self: &Arc<Self>) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.remove(self);
+        }
+    }
+
+    /// Closes the session if its pong deadline has passed. Deadlines have no grace:
+    /// the official suite checks them to within a few milliseconds.
+    pub(crate) fn expire_locked(&self, st: &mut State, now: Instant) -> Option<Closing> {
+        match st.pong_deadline {
+            Some(deadline) if now >= deadline => {
+                self.close_locked(st, CloseReason::PingTimeout, FinalAnswer::Close)
+            }
+            _ => None,
+        }
+    }
+
+    /// Sends pings and enforces pong deadlines until the session closes.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
+        loop {
+            let closed = self.closed_signal.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let wake_at = {
+                let st = self.lock();
+                if st.closed.is_some() {
+                    return;
+                }
+                match (st.pong_deadline, st.next_ping) {
+                    (Some(deadline), _) => deadline,
+                    (None, Some(ping)) => ping,
+                    (None, None) => return,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = &mut closed => return,
+            }
+            let now = Instant::now();
+            let mut st = self.lock();
+            if let Some(closing) = self.expire_locked(&mut st, now) {
+                drop(st);
+                self.finish_close(Some(closing));
+                return;
+            }
+            if let (None, Some(ping_at)) = (st.pong_deadline, st.next_ping)
+                && now >= ping_at
+            {
+                st.queue.push_back(Packet::Ping { probe: false });
+                // Counted from when the ping was due, so a late timer never extends it.
+                st.pong_deadline = Some(ping_at + self.config.ping_timeout);
+                st.next_ping = None;
+                drop(st);
+                self.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// Checks the heartbeat and that the session is alive and still on `transport`.
+    fn enter(self: &Arc<Self>, transport: Transport) -> Result<MutexGuard<'_, State>, EngineError> {
+        let mut st = self.lock();
+        if let Some(closing) = self.expire_locked(&mut st, Instant::now()) {
+            drop(st);
+            self.finish_close(Some(closing));
+            return Err(EngineError::UnknownSid);
+        }
+        if st.closed.is_none() && (st.transport != transport || st.upgrade == Upgrade::Done) {
+            return Err(EngineError::TransportMismatch);
+        }
+        Ok(st)
+    }
+
+    /// A long-poll: waits for packets and returns them as one payload.
+    pub(crate) async fn poll(self: &Arc<Self>) -> Result<String, EngineError> {
+        let id = {
+            let mut st = self.enter(Transport::Polling)?;
+            if st.closed.is_some() {
+                if st.linger
+                    && let Some(packets) = st.final_payload.take()
+                {
+                    st.linger = false;
+                    drop(st);
+                    self.unregister();
+                    return Ok(eio::encode_payload(&packets));
+                }
+                return Err(EngineError::UnknownSid);
+            }
+            if st.poll_parked.is_some() {
+                let closing =
+                    self.close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
+                drop(st);
+                self.finish_close(closing);
+                return Err(EngineError::DuplicatePoll);
+            }
+            let id = st.next_poll_id;
+            st.next_poll_id += 1;
+            st.poll_parked = Some(id);
+            id
+        };
+        let mut guard = PollGuard {
+            session: self,
+            id,
+            armed: true,
+        };
+        let mut noop_at: Option<Instant> = None;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut st = self.lock();
+                let now = Instant::now();
+                if let Some(closing) = self.expire_locked(&mut st, now) {
+                    drop(st);
+                    self.finish_close(Some(closing));
+                    continue;
+                }
+                if st.closed.is_some() {
+                    guard.release(&mut st);
+                    let packets = st
+                        .final_payload
+                        .take()
+                        .unwrap_or_else(|| vec![Packet::Close]);
+                    return Ok(eio::encode_payload(&packets));
+                }
+                if st.upgrade == Upgrade::Done {
+                    guard.release(&mut st);
+                    return Err(EngineError::TransportMismatch);
+                }
+                if !st.queue.is_empty() {
+                    guard.release(&mut st);
+                    st.release_parked = false;
+                    let packets = Self::take_queue(&mut st);
+                    return Ok(eio::encode_payload(&packets));
+                }
+                if st.upgrade == Upgrade::Probing {
+                    if st.release_parked || noop_at.is_some_and(|t| now >= t) {
+                        st.release_parked = false;
+                        guard.release(&mut st);
+                        return Ok(eio::encode_payload(&[Packet::Noop]));
+                    }
+                    // A poll that arrives during the probe waits a little: the client
+                    // normally sends `5` instead, and then this poll is refused.
+                    noop_at.get_or_insert(now + NOOP_RELEASE_DELAY);
+                }
+            }
+            match noop_at {
+                Some(at) => {
+                    tokio::select! {
+                        _ = &mut changed => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+
+    /// A POST: hands every packet of the body to the application, in order, before returning.
+    pub(crate) async fn post(self: &Arc<Self>, body: Bytes) -> Result<(), EngineError> {
+        {
+            let mut st = self.enter(Transport::Polling)?;
+            if st.closed.is_some() {
+                return Err(EngineError::UnknownSid);
+            }
+            if st.post_active {
+                let closing =
+                    self.close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
+                drop(st);
+                self.finish_close(closing);
+                return Err(EngineError::ConcurrentPost);
+            }
+            st.post_active = true;
+        }
+        let _post = PostGuard { session: self };
+        let _inbound = self.inbound.clone().lock_owned().await;
+        let Ok(text) = std::str::from_utf8(&body) else {
+            self.close_with(CloseReason::ParseError, FinalAnswer::Close);
+            return Err(EngineError::BadPacket);
+        };
+        for item in eio::payload_packets(text) {
+            if self.is_closed() {
+                break;
+            }
+            match item {
+                Ok(packet) => self.handle_packet(packet),
+                Err(_) => {
+                    self.close_with(CloseReason::ParseError, FinalAnswer::Close);
+                    return Err(EngineError::BadPacket);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on one packet from the client. Called with `inbound` held.
+    pub(crate) fn handle_packet(self: &Arc<Self>, packet: Packet) {
+        match packet {
+            Packet::Text(text) => self.deliver(Message::Text(text)),
+            Packet::Binary(data) => self.deliver(Message::Binary(data)),
+            Packet::Pong { probe: false } => {
+                let mut st = self.lock();
+                if st.closed.is_none() {
+                    st.pong_deadline = None;
+                    st.next_ping = Some(Instant::now() + self.config.ping_interval);
+                }
+            }
+            Packet::Close => self.close_with(CloseReason::TransportClose, FinalAnswer::Noop),
+            // In v4 only the server pings: a ping from the client is a protocol violation.
+            Packet::Ping { .. } => self.close_with(CloseReason::TransportError, FinalAnswer::Close),
+            Packet::Open(_) | Packet::Pong { probe: true } | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+
+    fn deliver(&self, msg: Message) {
+        if let Some(handler) = self.handler() {
+            handler.on_message(msg);
+        }
+    }
+}
+
+/// Owns the one-parked-poll slot while a long-poll waits. Dropped while still armed
+/// (the client went away and the HTTP stack dropped the request), it closes the session.
+struct PollGuard<'a> {
+    session: &'a Arc<Session>,
+    id: u64,
+    armed: bool,
+}
+
+impl PollGuard<'_> {
+    fn release(&mut self, st: &mut State) {
+        self.armed = false;
+        if st.poll_parked == Some(self.id) {
+            st.poll_parked = None;
+        }
+    }
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut st = self.session.lock();
+        if st.poll_parked != Some(self.id) {
+            return;
+        }
+        st.poll_parked = None;
+        let closing =
+            self.session
+                .close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
+        drop(st);
+        self.session.finish_close(closing);
+    }
+}
+
+/// Owns the one-running-POST slot.
+struct PostGuard<'a> {
+    session: &'a Arc<Session>,
+}
+
+impl Drop for PostGuard<'_> {
+    fn drop(&mut self) {
+        self.session.lock().post_active = false;
+    }
+}

@@ -1,0 +1,284 @@
+//! Engine.IO over HTTP long-polling against a running node (raw echo at `/engine.io/`).
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use nonstick::config::{AppKind, Config};
+
+use crate::fixture::{TestNode, get, open_polling, post, request};
+
+const EIO: &str = "/engine.io/";
+
+fn session_url(node: &TestNode, sid: &str) -> String {
+    node.url(&format!("{EIO}?EIO=4&transport=polling&sid={sid}"))
+}
+
+#[tokio::test]
+async fn handshake_fields() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let reply = get(&node.url(&format!("{EIO}?EIO=4&transport=polling&t=x1"))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=UTF-8")
+    );
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let json: serde_json::Value = serde_json::from_str(&reply.body[1..]).unwrap();
+    assert!(reply.body.starts_with('0'));
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "sid",
+            "upgrades",
+            "pingInterval",
+            "pingTimeout",
+            "maxPayload"
+        ]
+    );
+    assert_eq!(json["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(json["pingInterval"], 300);
+    assert_eq!(json["pingTimeout"], 200);
+    assert_eq!(json["maxPayload"], 1_000_000);
+    assert!(json["sid"].as_str().unwrap().len() >= 20);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn handshake_errors() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let cases = [
+        ("GET", format!("{EIO}?transport=polling"), 400, Some(5)),
+        (
+            "GET",
+            format!("{EIO}?EIO=abc&transport=polling"),
+            400,
+            Some(5),
+        ),
+        (
+            "GET",
+            format!("{EIO}?EIO=3&transport=polling"),
+            400,
+            Some(5),
+        ),
+        ("GET", format!("{EIO}?EIO=4"), 400, Some(0)),
+        ("GET", format!("{EIO}?EIO=4&transport=abc"), 400, Some(0)),
+        (
+            "GET",
+            format!("{EIO}?EIO=4&transport=websocket"),
+            400,
+            Some(3),
+        ),
+        (
+            "POST",
+            format!("{EIO}?EIO=4&transport=polling"),
+            400,
+            Some(2),
+        ),
+        (
+            "PUT",
+            format!("{EIO}?EIO=4&transport=polling"),
+            400,
+            Some(2),
+        ),
+        (
+            "GET",
+            format!("{EIO}?EIO=4&transport=polling&sid=nope"),
+            400,
+            Some(1),
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let reply = request(method, &node.url(&path), "").await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            json["code"].as_u64(),
+            code.map(|c: u64| c),
+            "{method} {path}"
+        );
+        assert!(json["message"].is_string());
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn healthz() {
+    let mut config = Config::new(AppKind::ProtocolSuite);
+    config.node_id = "n1".into();
+    let node = TestNode::start_with(config).await;
+    let reply = get(&node.url("/healthz")).await;
+    assert_eq!(reply.status, 200);
+    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(json, serde_json::json!({"ok": true, "node": "n1"}));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn echo_text_and_binary() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let reply = post(&url, "4hello\x1ebAQIDBA==").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+    assert_eq!(get(&url).await.body, "4hello\x1ebAQIDBA==");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn batched_post_comes_back_in_one_get() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    assert_eq!(post(&url, "4test1\x1e4test2\x1e4test3").await.status, 200);
+    assert_eq!(get(&url).await.body, "4test1\x1e4test2\x1e4test3");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_get_closes_the_session() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    // Give the first GET time to reach the server and park.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = get(&url).await;
+    assert_eq!(second.status, 400);
+    let first = first.await.unwrap();
+    assert_eq!((first.status, first.body.as_str()), (200, "1"));
+    assert_eq!(get(&url).await.status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn aborted_get_closes_the_session() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let mut raw = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    let request = format!(
+        "GET {EIO}?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        node.addr()
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(raw);
+    // The close is noticed asynchronously; poll for it, bounded.
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if node.node().engines()[0].session_count() == 0 {
+            status = get(&session_url(&node, &sid)).await.status;
+            break;
+        }
+    }
+    assert_eq!(status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_packet_processes_earlier_packets_then_closes() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let reply = post(&url, "4before\x1eabc\x1e4after").await;
+    assert_eq!(reply.status, 400);
+    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(json["code"], 3);
+    assert_eq!(get(&url).await.status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let mut config = Config::new(AppKind::ProtocolSuite);
+    config.engine.max_payload = 100;
+    let node = TestNode::start_with(config).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let big = format!("4{}", "x".repeat(200));
+    assert_eq!(post(&url, &big).await.status, 413);
+    // The session survives a 413, as in the reference server.
+    assert_eq!(post(&url, "4small").await.status, 200);
+    assert_eq!(get(&url).await.body, "4small");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn ping_pong_then_timeout() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    for _ in 0..2 {
+        assert_eq!(get(&url).await.body, "2");
+        assert_eq!(post(&url, "3").await.status, 200);
+    }
+    assert_eq!(get(&url).await.body, "2");
+    // No pong: pingTimeout (200 ms) later the session is gone.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&url).await.status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn client_close_releases_parked_get_with_noop() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let parked = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(post(&url, "1").await.status, 200);
+    let parked = parked.await.unwrap();
+    assert_eq!((parked.status, parked.body.as_str()), (200, "6"));
+    assert_eq!(get(&url).await.status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_answers_parked_get_with_close() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let parked = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.stop().await;
+    let parked = parked.await.unwrap();
+    assert_eq!((parked.status, parked.body.as_str()), (200, "1"));
+}
+
+#[tokio::test]
+async fn cookie_and_cors() {
+    let mut config = Config::new(AppKind::ProtocolSuite);
+    config.cookie = true;
+    let node = TestNode::start_with(config).await;
+    let reply = get(&node.url(&format!("{EIO}?EIO=4&transport=polling"))).await;
+    let sid = serde_json::from_str::<serde_json::Value>(&reply.body[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        reply.header("set-cookie"),
+        Some(format!("io={sid}; Path=/; HttpOnly; SameSite=Lax").as_str())
+    );
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    let preflight = request("OPTIONS", &node.url(EIO), "").await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(
+        preflight.header("access-control-allow-methods"),
+        Some("GET,HEAD,PUT,PATCH,POST,DELETE")
+    );
+    node.stop().await;
+}

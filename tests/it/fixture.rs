@@ -1,0 +1,196 @@
+//! The shared test fixture: nodes on 127.0.0.1:0, a small HTTP client, websocket helpers.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use nonstick::config::{AppKind, Config};
+use nonstick::node::{self, RunningNode};
+
+/// Upper bound for any single wait in a test, so a broken server fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A node serving on a free loopback port; stopped on drop or by [`TestNode::stop`].
+pub struct TestNode {
+    node: Option<RunningNode>,
+    addr: SocketAddr,
+}
+
+impl TestNode {
+    /// Starts a node serving `kind` with the default configuration.
+    pub async fn start(kind: AppKind) -> TestNode {
+        TestNode::start_with(Config::new(kind)).await
+    }
+
+    /// Starts a node with an explicit configuration.
+    pub async fn start_with(config: Config) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let node = node::start(config, listener).expect("start node");
+        let addr = node.addr();
+        TestNode {
+            node: Some(node),
+            addr,
+        }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr><path_and_query>`.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// `ws://<addr><path_and_query>`.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// The node itself.
+    pub fn node(&self) -> &RunningNode {
+        self.node.as_ref().expect("node running")
+    }
+
+    /// Graceful stop.
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("graceful shutdown");
+        }
+    }
+}
+
+/// A response, body as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request and reads the whole body as text.
+pub async fn request(method: &str, url: &str, body: &str) -> Reply {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("valid request");
+    let response = tokio::time::timeout(WAIT, client().request(req))
+        .await
+        .expect("response in time")
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body read")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// GET, body as text.
+pub async fn get(url: &str) -> Reply {
+    request("GET", url, "").await
+}
+
+/// POST a text body.
+pub async fn post(url: &str, body: &str) -> Reply {
+    request("POST", url, body).await
+}
+
+/// Opens a polling session on `path` (e.g. `/engine.io/`) and returns its sid.
+pub async fn open_polling(node: &TestNode, path: &str) -> String {
+    let reply = get(&node.url(&format!("{path}?EIO=4&transport=polling"))).await;
+    assert_eq!(reply.status, 200, "handshake: {}", reply.body);
+    let json: serde_json::Value =
+        serde_json::from_str(reply.body.strip_prefix('0').expect("open packet")).expect("json");
+    json["sid"].as_str().expect("sid").to_owned()
+}
+
+/// A websocket client.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Connects a websocket; `Err` when the server refused the upgrade.
+pub async fn ws_connect(url: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("websocket connect in time")
+        .map(|(ws, _)| ws)
+}
+
+/// The next text or binary message; `None` once the socket is closed.
+pub async fn ws_next(ws: &mut Ws) -> Option<Message> {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("websocket message in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => return Some(Message::Text(t)),
+            Some(Ok(Message::Binary(b))) => return Some(Message::Binary(b)),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The next text message, panicking on anything else.
+pub async fn ws_text(ws: &mut Ws) -> String {
+    match ws_next(ws).await {
+        Some(Message::Text(t)) => t.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Sends a text frame.
+pub async fn ws_send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.expect("send");
+}
+
+/// Waits until the server closes the socket (text frames before the close are skipped).
+pub async fn ws_closed(ws: &mut Ws) {
+    while ws_next(ws).await.is_some() {}
+}
