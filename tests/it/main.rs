@@ -4,3 +4,5 @@ mod eio_codec;
 mod engine_polling;
 mod engine_websocket;
 mod fixture;
+mod sio_codec;
+mod socketio;

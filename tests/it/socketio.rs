@@ -379,7 +379,7 @@ async fn idle_sessions_are_closed_after_the_connect_timeout() {
 #[tokio::test]
 async fn invalid_packets_close_the_connection() {
     let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
-    for bad in ["abc", "2{}", r#"2abc["x"]"#, r#"2["connect"]"#, "0/nope-no-comma{", "5"] {
+    for bad in ["abc", "2{}", r#"2abc["x"]"#, r#"2["connect"]"#, "5", "0"] {
         let (mut c, _) = Client::connected(&node).await;
         c.send(bad).await;
         assert!(c.closed().await, "{bad:?} must close the connection");
