@@ -63,7 +63,8 @@ async function teardown() {
 }
 
 setTimeout(() => {
-  process.stderr.write("chat-page: hard time limit reached\n");
+  process.stdout.write(`not ok - check finished within ${HARD_LIMIT_MS} ms: hard time limit reached\n`);
+  process.stdout.write(`${passed} passed, ${failed + 1} failed\n`);
   rmSync(profileDir, { recursive: true, force: true });
   process.exit(1);
 }, HARD_LIMIT_MS).unref();
