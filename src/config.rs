@@ -1,8 +1,12 @@
 //! Settings of one server process.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::EngineConfig;
+
+/// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
+pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
 
 /// Which built-in application a node serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,23 +47,33 @@ pub struct Config {
     pub cors_credentials: bool,
     /// How long a graceful shutdown waits for open connections before it drops them.
     pub shutdown_timeout: Duration,
+    /// Connection state recovery for the Socket.IO application (on for the demo, off for
+    /// the protocol suite, whose byte-exact checks a `pid` and offsets would break).
+    pub recovery: bool,
+    /// The `auth.token` the demo's `/admin` namespace requires.
+    pub admin_token: String,
+    /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
+    /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
+    pub client_bundle: Option<PathBuf>,
 }
 
 impl Config {
-    /// Defaults for `app`: a random node id, reference engine settings, no cookie,
-    /// CORS only for the protocol suite (its browser runner needs `*`).
+    /// Defaults for `app`: a random node id, reference engine settings, no cookie, CORS for
+    /// any origin.
     pub fn new(app: AppKind) -> Config {
         Config {
             node_id: format!("node-{:08x}", rand::random::<u32>()),
             app,
             engine: EngineConfig::default(),
             cookie: false,
-            cors_origins: match app {
-                AppKind::ProtocolSuite => Some(vec!["*".to_owned()]),
-                AppKind::Demo => None,
-            },
+            // The app contract allows any origin for the demo; the suites' browser runner
+            // needs `*` too.
+            cors_origins: Some(vec!["*".to_owned()]),
             cors_credentials: false,
             shutdown_timeout: Duration::from_secs(5),
+            recovery: app == AppKind::Demo,
+            admin_token: "secret".to_owned(),
+            client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
         }
     }
 }

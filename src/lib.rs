@@ -18,3 +18,5 @@ pub mod http;
 pub mod node;
 pub mod protocol;
 pub mod socketio;
+
+pub use node::serve;

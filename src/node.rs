@@ -9,9 +9,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app;
-use crate::config::Config;
+use crate::config::{AppKind, Config};
 use crate::engine::Engine;
-use crate::http::{self, Cors, CorsOrigins, HttpConfig};
+use crate::http::{self, Cors, CorsOrigins, HttpConfig, Mount, Page};
+use crate::socketio::SocketIo;
 
 /// A node serving HTTP on its listener. Stop it with [`RunningNode::shutdown`]; dropping
 /// it stops it too, abruptly.
@@ -24,10 +25,62 @@ pub struct RunningNode {
     shutdown_timeout: std::time::Duration,
 }
 
-/// Starts a node on `listener`. Must be called inside a Tokio runtime.
+/// Starts a node serving its configured built-in application on `listener`. Must be
+/// called inside a Tokio runtime.
 pub fn start(config: Config, listener: TcpListener) -> io::Result<RunningNode> {
-    let addr = listener.local_addr()?;
     let mounts = app::mounts(config.app, &config);
+    start_mounts(config, mounts, listener)
+}
+
+/// Starts a node serving the Socket.IO server `io` at `/socket.io/`, with the engine, HTTP
+/// and shutdown settings of `config` (its `app` is ignored). Must be called inside a Tokio
+/// runtime.
+pub fn start_socketio(
+    config: Config,
+    io: SocketIo,
+    listener: TcpListener,
+) -> io::Result<RunningNode> {
+    let mount = app::socketio_mount(config.engine.clone(), io);
+    start_mounts(config, vec![mount], listener)
+}
+
+/// Serve `io` at `/socket.io/` on `listener` with default settings until SIGINT or SIGTERM,
+/// then shut down gracefully. The shortest way to run a server from a program.
+pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
+    let node = start_socketio(Config::new(AppKind::Demo), io, listener)?;
+    shutdown_signal().await;
+    node.shutdown().await
+}
+
+/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn start_mounts(
+    config: Config,
+    mounts: Vec<Mount>,
+    listener: TcpListener,
+) -> io::Result<RunningNode> {
+    let addr = listener.local_addr()?;
     let engines = mounts.iter().map(|m| m.engine.clone()).collect();
     let cors = config.cors_origins.as_ref().map(|origins| Cors {
         origins: if origins.iter().any(|o| o == "*") {
@@ -43,6 +96,7 @@ pub fn start(config: Config, listener: TcpListener) -> io::Result<RunningNode> {
             node_id: config.node_id.clone(),
             cors,
             cookie: config.cookie.then(|| "io".to_owned()),
+            page: (config.app == AppKind::Demo).then(|| demo_page(&config)),
         },
     );
     let (stop, stopped) = oneshot::channel::<()>();
@@ -112,5 +166,24 @@ impl Drop for RunningNode {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// The demo chat page, with the browser client read from disk once. A missing bundle is not
+/// fatal: the page then says how to install it.
+fn demo_page(config: &Config) -> Page {
+    let client_bundle = config.client_bundle.as_ref().and_then(|path| {
+        std::fs::read(path)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    path = %path.display(),
+                    "Socket.IO browser client not found ({e}); run `npm ci --prefix web`"
+                );
+            })
+            .ok()
+    });
+    Page {
+        html: include_str!("../web/chat.html"),
+        client_bundle: client_bundle.map(Into::into),
     }
 }

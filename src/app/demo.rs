@@ -35,8 +35,8 @@ pub fn register(io: &SocketIo, options: &DemoOptions) {
     let admin = io.of("/admin");
     let token = options.admin_token.clone();
     admin.middleware(move |socket: Socket| {
-        let allowed = socket.handshake().auth.get("token").and_then(Value::as_str)
-            == Some(token.as_str());
+        let allowed =
+            socket.handshake().auth.get("token").and_then(Value::as_str) == Some(token.as_str());
         async move {
             if allowed {
                 Ok(())

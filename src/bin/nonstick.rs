@@ -105,30 +105,8 @@ async fn serve(args: Serve) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let node = nonstick::node::start(config(&args), listener)?;
     println!("listening on {}", node.addr());
-    wait_for_signal().await;
+    nonstick::node::shutdown_signal().await;
     node.shutdown().await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn main() -> ExitCode {

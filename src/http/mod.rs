@@ -65,6 +65,17 @@ pub struct HttpConfig {
     pub cors: Option<Cors>,
     /// Name of the sticky-session cookie set on polling handshakes, off when `None`.
     pub cookie: Option<String>,
+    /// A page at `GET /` and the browser client next to the Socket.IO endpoint.
+    pub page: Option<Page>,
+}
+
+/// The demo page and what it loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The HTML served at `GET /`.
+    pub html: &'static str,
+    /// The Socket.IO browser client served at `/socket.io/socket.io.min.js`.
+    pub client_bundle: Option<bytes::Bytes>,
 }
 
 /// What each Engine.IO route needs.
@@ -84,7 +95,9 @@ pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
             async move { axum::Json(serde_json::json!({ "ok": true, "node": &*node_id })) }
         }),
     );
-    // More routes (the demo page at `GET /`, the client bundle) are added here.
+    if let Some(page) = config.page.clone() {
+        app = app.merge(page_routes(page));
+    }
     for mount in mounts {
         let state = MountState {
             engine: mount.engine,
@@ -248,4 +261,33 @@ async fn cors_layer(State(cors): State<Arc<Cors>>, req: HttpRequest, next: Next)
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
+}
+
+/// `GET /` and `GET /socket.io/socket.io.min.js`, the paths the reference server uses.
+fn page_routes(page: Page) -> Router {
+    let html = page.html;
+    let bundle = page.client_bundle;
+    Router::new()
+        .route("/", get(move || async move { axum::response::Html(html) }))
+        .route(
+            "/socket.io/socket.io.min.js",
+            get(move || async move {
+                match bundle {
+                    Some(js) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/javascript; charset=utf-8",
+                        )],
+                        js,
+                    )
+                        .into_response(),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        "the Socket.IO browser client is not installed: run `npm ci --prefix web`",
+                    )
+                        .into_response(),
+                }
+            }),
+        )
 }

@@ -17,6 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use nonstick::config::{AppKind, Config};
 use nonstick::node::{self, RunningNode};
+use nonstick::socketio::SocketIo;
 
 /// Upper bound for any single wait in a test, so a broken server fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -35,10 +36,18 @@ impl TestNode {
 
     /// Starts a node with an explicit configuration.
     pub async fn start_with(config: Config) -> TestNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let node = node::start(config, listener).expect("start node");
+        let node = node::start(config, bind().await).expect("start node");
+        TestNode::running(node)
+    }
+
+    /// Starts a node serving a Socket.IO server built by the test at `/socket.io/`.
+    pub async fn serve(io: SocketIo) -> TestNode {
+        let node =
+            node::start_socketio(Config::new(AppKind::Demo), io, bind().await).expect("start node");
+        TestNode::running(node)
+    }
+
+    fn running(node: RunningNode) -> TestNode {
         let addr = node.addr();
         TestNode {
             node: Some(node),
@@ -72,6 +81,12 @@ impl TestNode {
             node.shutdown().await.expect("graceful shutdown");
         }
     }
+}
+
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
 }
 
 /// A response, body as text.

@@ -5,20 +5,14 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use nonstick::socketio::{
-    ConnectError, Event, RecoveryConfig, SocketIo, SocketIoConfig, Value,
-};
+use nonstick::socketio::{ConnectError, Event, RecoveryConfig, SocketIo, SocketIoConfig, Value};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::fixture::TestNode;
+use crate::fixture::{TestNode, WAIT};
 
-/// Upper bound for any single wait in these tests; a healthy run takes milliseconds.
-const WAIT: Duration = Duration::from_secs(5);
-
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A websocket-only Engine.IO client that speaks raw Socket.IO packets.
 struct Client {
@@ -40,7 +34,10 @@ impl Client {
             .expect("websocket connect failed");
         let mut client = Client { ws };
         let open = client.text().await;
-        assert!(open.starts_with("0{"), "expected an open packet, got {open}");
+        assert!(
+            open.starts_with("0{"),
+            "expected an open packet, got {open}"
+        );
         client
     }
 
@@ -56,10 +53,10 @@ impl Client {
         (client, sid)
     }
 
-    /// Send one Socket.IO packet (the Engine.IO `4` prefix is added here).
+    /// Send one Engine.IO message frame, e.g. `40` or `42["event"]`.
     async fn send(&mut self, packet: &str) {
         self.ws
-            .send(WsMessage::Text(format!("4{packet}").into()))
+            .send(WsMessage::Text(packet.to_owned().into()))
             .await
             .expect("send");
     }
@@ -81,11 +78,13 @@ impl Client {
                 .expect("websocket error");
             match msg {
                 WsMessage::Text(text) if text.as_str() == "2" => {
-                    self.ws.send(WsMessage::Text("3".into())).await.expect("pong");
+                    self.ws
+                        .send(WsMessage::Text("3".into()))
+                        .await
+                        .expect("pong");
                 }
                 WsMessage::Text(text) => {
-                    let text = text.as_str();
-                    return Frame::Text(text.strip_prefix('4').unwrap_or(text).to_owned());
+                    return Frame::Text(text.as_str().to_owned());
                 }
                 WsMessage::Binary(bytes) => return Frame::Binary(bytes.to_vec()),
                 WsMessage::Close(_) => panic!("connection closed while waiting for a frame"),
@@ -142,7 +141,8 @@ async fn binary_event_and_binary_ack_keep_their_attachments() {
     let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
     let (mut c, _) = Client::connected(&node).await;
 
-    c.send(r#"451-["echo",{"_placeholder":true,"num":0}]"#).await;
+    c.send(r#"451-["echo",{"_placeholder":true,"num":0}]"#)
+        .await;
     c.send_binary(&[1, 2, 3]).await;
     assert_eq!(
         c.text().await,
@@ -171,7 +171,7 @@ async fn events_are_answered_in_the_order_they_arrive() {
         c.send(&format!(r#"42["echo",{i}]"#)).await;
     }
     for i in 0..300 {
-        assert_eq!(c.text().await, format!(r#"2["echo",{i}]"#));
+        assert_eq!(c.text().await, format!(r#"42["echo",{i}]"#));
     }
     node.stop().await;
 }
@@ -194,11 +194,11 @@ async fn server_acks_reach_the_handler_that_asked() {
     let (mut c, _) = Client::connected(&node).await;
     let question = c.text().await;
     let id = question
-        .strip_prefix("2")
+        .strip_prefix("42")
         .and_then(|rest| rest.strip_suffix(r#"["question","why?"]"#))
         .unwrap_or_else(|| panic!("unexpected packet {question}"));
-    c.send(&format!(r#"3{id}["because",42]"#)).await;
-    assert_eq!(c.text().await, r#"2["answer",["because",42]]"#);
+    c.send(&format!(r#"43{id}["because",42]"#)).await;
+    assert_eq!(c.text().await, r#"42["answer",["because",42]]"#);
     node.stop().await;
 }
 
@@ -225,16 +225,16 @@ async fn broadcast_with_acks_collects_each_answer_and_times_out_the_silent() {
     let (mut yes, _) = Client::connected(&node).await;
     let (mut silent, _) = Client::connected(&node).await;
 
-    asker.send(r#"21["poll-room"]"#).await;
+    asker.send(r#"421["poll-room"]"#).await;
     let vote = yes.text().await;
     let id = vote
-        .strip_prefix('2')
+        .strip_prefix("42")
         .and_then(|rest| rest.strip_suffix(r#"["vote"]"#))
         .unwrap_or_else(|| panic!("unexpected packet {vote}"));
-    yes.send(&format!(r#"3{id}["yes"]"#)).await;
+    yes.send(&format!(r#"43{id}["yes"]"#)).await;
     // The silent one receives the question too, but never answers.
     assert!(silent.text().await.ends_with(r#"["vote"]"#));
-    assert_eq!(asker.text().await, r#"31[{"ok":1,"late":1}]"#);
+    assert_eq!(asker.text().await, r#"431[{"ok":1,"late":1}]"#);
     node.stop().await;
 }
 
@@ -256,13 +256,13 @@ async fn middleware_refusal_sends_connect_error_and_keeps_the_connection() {
     c.send("40/secure,").await;
     assert_eq!(
         c.text().await,
-        r#"4/secure,{"message":"nope","data":{"retry":false}}"#
+        r#"44/secure,{"message":"nope","data":{"retry":false}}"#
     );
     c.send(r#"40/secure,{"token":"ok"}"#).await;
     let reply = c.text().await;
-    assert!(connect_reply(&reply, "0/secure,")["sid"].is_string());
+    assert!(connect_reply(&reply, "40/secure,")["sid"].is_string());
     c.send("40").await;
-    assert!(connect_reply(&c.text().await, "0")["sid"].is_string());
+    assert!(connect_reply(&c.text().await, "40")["sid"].is_string());
     node.stop().await;
 }
 
@@ -278,20 +278,20 @@ async fn dynamic_namespaces_are_created_on_demand_and_dropped_when_empty() {
     let mut c = Client::open(&node).await;
 
     c.send("40/room-7,").await;
-    assert!(connect_reply(&c.text().await, "0/room-7,")["sid"].is_string());
-    assert_eq!(c.text().await, r#"2/room-7,["hello","/room-7"]"#);
+    assert!(connect_reply(&c.text().await, "40/room-7,")["sid"].is_string());
+    assert_eq!(c.text().await, r#"42/room-7,["hello","/room-7"]"#);
     assert!(io.namespaces().contains(&"/room-7".to_owned()));
 
     c.send("40/other,").await;
     assert_eq!(
         c.text().await,
-        r#"4/other,{"message":"Invalid namespace"}"#
+        r#"44/other,{"message":"Invalid namespace"}"#
     );
 
     c.send("41/room-7,").await;
     // The DISCONNECT has no answer; a round trip on another namespace orders the check after it.
     c.send("40/room-8,").await;
-    assert!(connect_reply(&c.text().await, "0/room-8,")["sid"].is_string());
+    assert!(connect_reply(&c.text().await, "40/room-8,")["sid"].is_string());
     assert!(!io.namespaces().contains(&"/room-7".to_owned()));
     node.stop().await;
 }
@@ -320,20 +320,23 @@ async fn recovery_restores_the_socket_and_replays_what_it_missed() {
 
     let mut a = Client::open(&node).await;
     a.send("40").await;
-    let reply = connect_reply(&a.text().await, "0");
+    let reply = connect_reply(&a.text().await, "40");
     let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
     assert!(pid.is_string(), "recovery adds a pid: {reply}");
     let state = a.text().await;
-    assert!(state.starts_with(r#"2["state",{"recovered":false},""#), "{state}");
-    a.send(r#"21["join","news"]"#).await;
-    assert_eq!(a.text().await, "31[]");
+    assert!(
+        state.starts_with(r#"42["state",{"recovered":false},""#),
+        "{state}"
+    );
+    a.send(r#"421["join","news"]"#).await;
+    assert_eq!(a.text().await, "431[]");
 
     let (mut b, _) = Client::connected(&node).await;
     let _state_b = b.text().await;
     b.send(r#"42["tell","first"]"#).await;
     let first = a.text().await;
     let offset: serde_json::Value =
-        serde_json::from_str(first.strip_prefix('2').unwrap_or(&first)).expect("event JSON");
+        serde_json::from_str(first.strip_prefix("42").unwrap_or(&first)).expect("event JSON");
     assert_eq!(offset[1], "first");
     let offset = offset[2].clone();
 
@@ -346,20 +349,23 @@ async fn recovery_restores_the_socket_and_replays_what_it_missed() {
     again
         .send(&format!("40{}", json!({ "pid": pid, "offset": offset })))
         .await;
-    let reply = connect_reply(&again.text().await, "0");
+    let reply = connect_reply(&again.text().await, "40");
     assert_eq!(reply["sid"], sid, "same socket id after recovery");
     assert_eq!(reply["pid"], pid);
     let missed = again.text().await;
-    assert!(missed.starts_with(r#"2["news","while away","#), "{missed}");
+    assert!(missed.starts_with(r#"42["news","while away","#), "{missed}");
     let state = again.text().await;
-    assert!(state.starts_with(r#"2["state",{"recovered":true},""#), "{state}");
+    assert!(
+        state.starts_with(r#"42["state",{"recovered":true},""#),
+        "{state}"
+    );
 
     // An unknown pid gets a fresh socket.
     let mut stranger = Client::open(&node).await;
     stranger
         .send(&format!("40{}", json!({ "pid": "nope", "offset": offset })))
         .await;
-    let reply = connect_reply(&stranger.text().await, "0");
+    let reply = connect_reply(&stranger.text().await, "40");
     assert_ne!(reply["sid"], sid);
     node.stop().await;
 }
@@ -379,14 +385,21 @@ async fn idle_sessions_are_closed_after_the_connect_timeout() {
 #[tokio::test]
 async fn invalid_packets_close_the_connection() {
     let node = TestNode::serve(echo_app(SocketIoConfig::default())).await;
-    for bad in ["abc", "2{}", r#"2abc["x"]"#, r#"2["connect"]"#, "5", "0"] {
+    for bad in [
+        "4abc",
+        "42{}",
+        r#"42abc["x"]"#,
+        r#"42["connect"]"#,
+        "45",
+        "40",
+    ] {
         let (mut c, _) = Client::connected(&node).await;
         c.send(bad).await;
         assert!(c.closed().await, "{bad:?} must close the connection");
     }
     // An event for a namespace the client has not joined closes too.
     let (mut c, _) = Client::connected(&node).await;
-    c.send(r#"2/other,["echo"]"#).await;
+    c.send(r#"42/other,["echo"]"#).await;
     assert!(c.closed().await);
     node.stop().await;
 }
