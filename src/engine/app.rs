@@ -170,6 +170,13 @@ impl Connection {
 
 /// What runs on top of the engine.
 pub trait Application: Send + Sync + 'static {
+    /// Whether a handshake may open a session (the reference's `allowRequest`). A refusal is
+    /// answered with HTTP 403, Engine.IO error code 4. Accepts everything by default.
+    fn allow_request(&self, request: &HandshakeInfo) -> bool {
+        let _ = request;
+        true
+    }
+
     /// A session was opened. Returns the handler for its messages.
     fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler>;
 }

@@ -209,6 +209,9 @@ impl Engine {
         if transport == Transport::Websocket && !req.websocket_upgrade {
             return Err(EngineError::BadRequest);
         }
+        if !self.shared.app.allow_request(&req.info) {
+            return Err(EngineError::Forbidden);
+        }
         if req.eio.as_deref() != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
         }

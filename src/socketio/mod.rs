@@ -43,7 +43,7 @@ pub use socket::{Handshake, Socket};
 
 pub use crate::protocol::value::Value;
 
-use crate::engine::{Application, Connection, SessionHandler};
+use crate::engine::{Application, Connection, HandshakeInfo, SessionHandler};
 use namespace::NamespaceInner;
 
 /// A Socket.IO server: the set of namespaces and their handlers.
@@ -58,6 +58,9 @@ pub struct SocketIo {
 /// A predicate that accepts namespace names for a dynamic namespace group.
 type Matcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// A predicate on Engine.IO handshakes.
+type RequestFilter = Arc<dyn Fn(&HandshakeInfo) -> bool + Send + Sync>;
+
 pub(crate) struct ServerInner {
     config: SocketIoConfig,
     /// Every namespace that exists now: the fixed ones, and the children of dynamic groups
@@ -65,6 +68,7 @@ pub(crate) struct ServerInner {
     namespaces: RwLock<HashMap<String, Arc<NamespaceInner>>>,
     /// Dynamic groups in registration order; the first matcher that accepts a name wins.
     dynamic: RwLock<Vec<(Matcher, Arc<NamespaceInner>)>>,
+    allow_request: RwLock<Option<RequestFilter>>,
 }
 
 impl SocketIo {
@@ -75,6 +79,7 @@ impl SocketIo {
                 config,
                 namespaces: RwLock::new(HashMap::new()),
                 dynamic: RwLock::new(Vec::new()),
+                allow_request: RwLock::new(None),
             }),
         }
     }
@@ -118,6 +123,16 @@ impl SocketIo {
         Namespace::from_inner(group)
     }
 
+    /// Decide which Engine.IO handshakes may open a session (the reference's `allowRequest`),
+    /// e.g. by `Origin` header or remote address. A refused handshake gets HTTP 403 with
+    /// Engine.IO error code 4. Replaces an earlier filter.
+    pub fn allow_request<F>(&self, filter: F)
+    where
+        F: Fn(&HandshakeInfo) -> bool + Send + Sync + 'static,
+    {
+        *write(&self.inner.allow_request) = Some(Arc::new(filter));
+    }
+
     /// The names of the namespaces that exist now (fixed ones, and dynamic children that have
     /// sockets), sorted.
     pub fn namespaces(&self) -> Vec<String> {
@@ -156,6 +171,11 @@ impl SocketIo {
 }
 
 impl Application for SocketIo {
+    fn allow_request(&self, request: &HandshakeInfo) -> bool {
+        let filter = read(&self.inner.allow_request).clone();
+        filter.is_none_or(|allowed| allowed(request))
+    }
+
     fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler> {
         client::Client::start(self.clone(), conn)
     }

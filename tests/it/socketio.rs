@@ -9,7 +9,7 @@ use nonstick::socketio::{ConnectError, Event, RecoveryConfig, SocketIo, SocketIo
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::fixture::{TestNode, WAIT};
+use crate::fixture::{TestNode, WAIT, get};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -401,5 +401,19 @@ async fn invalid_packets_close_the_connection() {
     let (mut c, _) = Client::connected(&node).await;
     c.send(r#"42/other,["echo"]"#).await;
     assert!(c.closed().await);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn allow_request_refuses_handshakes_with_403_code_4() {
+    let io = echo_app(SocketIoConfig::default());
+    io.allow_request(|req| req.query_value("team") == Some("blue"));
+    let node = TestNode::serve(io).await;
+    let refused = get(&node.url("/socket.io/?EIO=4&transport=polling&team=red")).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.body, r#"{"code":4,"message":"Forbidden"}"#);
+    let allowed = get(&node.url("/socket.io/?EIO=4&transport=polling&team=blue")).await;
+    assert_eq!(allowed.status, 200);
+    assert!(allowed.body.starts_with("0{"));
     node.stop().await;
 }

@@ -1,0 +1,127 @@
+//! The official clients against the demo app on a real node: socket.io-client 4.8 from Node
+//! (polling only, websocket only, default upgrade), python-socketio (polling, websocket), and
+//! the chat page in headless Chromium (default and polling only).
+//!
+//! The batteries live in `tests/clients/`; each prints `ok - …` / `not ok - …` lines and exits
+//! non-zero if any check failed. `scripts/test` installs what they need and sets
+//! `NONSTICK_NODE`, `NONSTICK_PYTHON` and `NONSTICK_CHROMIUM`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nonstick::config::AppKind;
+use tokio::process::Command;
+
+use crate::fixture::TestNode;
+
+/// A battery ends by itself within about a minute; this only guards against a stuck process.
+const BATTERY_LIMIT: Duration = Duration::from_secs(120);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn node_bin() -> String {
+    std::env::var("NONSTICK_NODE").unwrap_or_else(|_| "node".to_owned())
+}
+
+fn python_bin() -> PathBuf {
+    std::env::var_os("NONSTICK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+/// Fail with a clear message, rather than a confusing one from the battery, when the test
+/// dependencies were not installed.
+fn require(path: &Path) {
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/test --deps-only` (or `scripts/test`) first",
+        path.display()
+    );
+}
+
+/// Run one battery against `node` and fail the test with its output unless every check passed.
+async fn battery(node: &TestNode, program: &Path, args: &[&str]) {
+    let url = node.url("");
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .args(["--url", &url])
+        .current_dir(repo())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(BATTERY_LIMIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {args:?} did not finish", program.display()))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{args:?} against {url} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" 0 failed")) && stdout.contains("ok - "),
+        "{args:?}: no passing summary in:\n{stdout}"
+    );
+}
+
+async fn js_battery(script: &str, args: &[&str]) {
+    require(&repo().join("tests/clients/node_modules"));
+    require(&repo().join("web/node_modules"));
+    let node = TestNode::start(AppKind::Demo).await;
+    let script = format!("tests/clients/{script}");
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    battery(&node, Path::new(&node_bin()), &all).await;
+    node.stop().await;
+}
+
+async fn python_battery(transport: &str) {
+    let python = python_bin();
+    require(&python);
+    let node = TestNode::start(AppKind::Demo).await;
+    let args = [
+        "tests/clients/python/sio_client.py",
+        "--transport",
+        transport,
+    ];
+    battery(&node, &python, &args).await;
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn socket_io_client_over_polling() {
+    js_battery("sio-client.mjs", &["--transports", "polling"]).await;
+}
+
+#[tokio::test]
+async fn socket_io_client_over_websocket() {
+    js_battery("sio-client.mjs", &["--transports", "websocket"]).await;
+}
+
+#[tokio::test]
+async fn socket_io_client_with_upgrade() {
+    js_battery("sio-client.mjs", &["--transports", "default"]).await;
+}
+
+#[tokio::test]
+async fn python_socketio_over_polling() {
+    python_battery("polling").await;
+}
+
+#[tokio::test]
+async fn python_socketio_over_websocket() {
+    python_battery("websocket").await;
+}
+
+#[tokio::test]
+async fn chat_page_in_chromium() {
+    js_battery("chat-page.mjs", &[]).await;
+}
+
+#[tokio::test]
+async fn chat_page_in_chromium_over_polling() {
+    js_battery("chat-page.mjs", &["--transports", "polling"]).await;
+}
