@@ -63,6 +63,15 @@ struct Serve {
     /// Send `Access-Control-Allow-Credentials: true`.
     #[arg(long)]
     cors_credentials: bool,
+    /// Turn connection state recovery off (it is on for the demo app).
+    #[arg(long)]
+    no_recovery: bool,
+    /// The `auth.token` the demo's `/admin` namespace requires.
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// The Socket.IO browser client served to the demo page.
+    #[arg(long, default_value = nonstick::config::DEFAULT_CLIENT_BUNDLE)]
+    client_bundle: std::path::PathBuf,
 }
 
 fn parse_app(name: &str) -> Result<AppKind, String> {
@@ -98,6 +107,13 @@ fn config(args: &Serve) -> Config {
         config.cors_origins = Some(args.cors_origins.clone());
     }
     config.cors_credentials = args.cors_credentials;
+    if args.no_recovery {
+        config.recovery = false;
+    }
+    if let Some(token) = &args.admin_token {
+        config.admin_token = token.clone();
+    }
+    config.client_bundle = Some(args.client_bundle.clone());
     config
 }
 
