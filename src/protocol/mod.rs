@@ -8,5 +8,6 @@ pub mod eio;
 pub mod sio;
 pub mod value;
 
-pub use sio::{DecodeError as SioDecodeError, Decoder as SioDecoder, Packet as SioPacket};
+// The Socket.IO codec's types are reached as `sio::Packet`, `sio::Decoder`, ...: the Engine.IO
+// codec has types of the same names.
 pub use value::{Value, ValueError};
