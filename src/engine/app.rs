@@ -36,6 +36,21 @@ pub enum CloseReason {
     QueueOverflow,
 }
 
+impl CloseReason {
+    /// A stable snake_case name, for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::TransportError => "transport_error",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::ParseError => "parse_error",
+            CloseReason::ServerClose => "server_close",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::QueueOverflow => "queue_overflow",
+        }
+    }
+}
+
 /// Why a message could not be queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

@@ -13,6 +13,7 @@
 mod app;
 mod config;
 mod error;
+mod metrics;
 mod session;
 mod ws;
 
@@ -31,6 +32,7 @@ pub use app::{
 };
 pub use config::EngineConfig;
 pub use error::EngineError;
+pub use metrics::EngineMetrics;
 pub use ws::{CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_TOO_LARGE, LinkError, Outbound};
 
 use crate::protocol::eio::{Frame, Packet};
@@ -127,6 +129,7 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     shutting_down: AtomicBool,
     runtime: tokio::runtime::Handle,
+    pub(crate) counters: metrics::Counters,
 }
 
 impl Shared {
@@ -163,6 +166,7 @@ impl Engine {
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
                 runtime: tokio::runtime::Handle::current(),
+                counters: metrics::Counters::default(),
             }),
         }
     }
@@ -175,6 +179,11 @@ impl Engine {
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions().len()
+    }
+
+    /// A snapshot of this engine's counters.
+    pub fn metrics(&self) -> EngineMetrics {
+        self.shared.counters.snapshot(self.session_count())
     }
 
     fn session(&self, sid: &str) -> Option<Arc<Session>> {
@@ -256,6 +265,7 @@ impl Engine {
             sessions.insert(sid, Arc::clone(&session));
             session
         };
+        shared.counters.opened();
         // Held through on_open so an early close cannot deliver on_close before the
         // handler exists. Nobody else knows the session yet, so this never waits.
         let inbound = session.inbound.clone().try_lock_owned();

@@ -186,6 +186,9 @@ impl Session {
             return Err(SendError::QueueFull);
         }
         st.queued_messages += msgs.len();
+        if let Some(shared) = self.shared.upgrade() {
+            shared.counters.sent(msgs.len());
+        }
         st.queue.extend(msgs.into_iter().map(|m| match m {
             Message::Text(s) => Packet::Text(s),
             Message::Binary(b) => Packet::Binary(b),
@@ -258,6 +261,9 @@ impl Session {
         };
         self.changed.notify_waiters();
         self.closed_signal.notify_waiters();
+        if let Some(shared) = self.shared.upgrade() {
+            shared.counters.closed(&reason);
+        }
         if linger {
             let session = Arc::clone(self);
             let wait = self.config.ping_interval + self.config.ping_timeout;
@@ -497,6 +503,9 @@ impl Session {
     }
 
     fn deliver(&self, msg: Message) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.counters.received();
+        }
         if let Some(handler) = self.handler() {
             handler.on_message(msg);
         }

@@ -95,6 +95,25 @@ pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
             async move { axum::Json(serde_json::json!({ "ok": true, "node": &*node_id })) }
         }),
     );
+    let engines: Vec<(String, Engine)> = mounts
+        .iter()
+        .map(|m| (m.path.clone(), m.engine.clone()))
+        .collect();
+    app = app.route(
+        "/metrics",
+        get(move || {
+            let text = metrics_text(&engines);
+            async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
     if let Some(page) = config.page.clone() {
         app = app.merge(page_routes(page));
     }
@@ -290,4 +309,61 @@ fn page_routes(page: Page) -> Router {
                 }
             }),
         )
+}
+
+/// The engines' counters in the Prometheus text format, one label set per mount path.
+fn metrics_text(engines: &[(String, Engine)]) -> String {
+    use std::fmt::Write as _;
+    let snapshots: Vec<_> = engines.iter().map(|(p, e)| (p, e.metrics())).collect();
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, values: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in values {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let per_path = |f: &dyn Fn(&crate::engine::EngineMetrics) -> u64| {
+        snapshots
+            .iter()
+            .map(|(path, m)| (format!("path=\"{path}\""), f(m)))
+            .collect()
+    };
+    family(
+        "nonstick_sessions",
+        "gauge",
+        "Engine.IO sessions open now.",
+        per_path(&|m| m.sessions as u64),
+    );
+    family(
+        "nonstick_sessions_opened_total",
+        "counter",
+        "Engine.IO sessions opened.",
+        per_path(&|m| m.opened),
+    );
+    family(
+        "nonstick_sessions_closed_total",
+        "counter",
+        "Engine.IO sessions closed, by reason.",
+        snapshots
+            .iter()
+            .flat_map(|(path, m)| {
+                m.closed
+                    .iter()
+                    .map(move |(reason, n)| (format!("path=\"{path}\",reason=\"{reason}\""), *n))
+            })
+            .collect(),
+    );
+    family(
+        "nonstick_messages_received_total",
+        "counter",
+        "Engine.IO messages handed to the application.",
+        per_path(&|m| m.messages_received),
+    );
+    family(
+        "nonstick_messages_sent_total",
+        "counter",
+        "Engine.IO messages queued by the application.",
+        per_path(&|m| m.messages_sent),
+    );
+    out
 }

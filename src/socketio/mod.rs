@@ -2,7 +2,7 @@
 //! connection state recovery, and the public handler API.
 //!
 //! A [`SocketIo`] value is an [`engine::Application`](crate::engine::Application): each Engine.IO
-//! session gets a [`client`] that decodes Socket.IO packets and routes them to the sockets it
+//! session gets a client (`socketio::client`) that decodes Socket.IO packets and routes them to the sockets it
 //! holds, one per connected namespace.
 //!
 //! ```no_run

@@ -122,6 +122,38 @@ async fn healthz() {
 }
 
 #[tokio::test]
+async fn metrics_count_sessions_messages_and_closes() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    assert_eq!(post(&url, "4a\x1e4b").await.body, "ok");
+    let metrics = get(&node.url("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    for line in [
+        r#"nonstick_sessions{path="/engine.io/"} 1"#,
+        r#"nonstick_sessions_opened_total{path="/engine.io/"} 1"#,
+        r#"nonstick_messages_received_total{path="/engine.io/"} 2"#,
+        r#"nonstick_messages_sent_total{path="/engine.io/"} 2"#,
+        r#"nonstick_sessions{path="/socket.io/"} 0"#,
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line} in:\n{}",
+            metrics.body
+        );
+    }
+    assert_eq!(post(&url, "1").await.body, "ok");
+    let metrics = get(&node.url("/metrics")).await;
+    let closed = r#"nonstick_sessions_closed_total{path="/engine.io/",reason="transport_close"} 1"#;
+    assert!(
+        metrics.body.lines().any(|l| l == closed),
+        "{}",
+        metrics.body
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn echo_text_and_binary() {
     let node = TestNode::start(AppKind::ProtocolSuite).await;
     let sid = open_polling(&node, EIO).await;

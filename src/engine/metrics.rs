@@ -1,0 +1,74 @@
+//! Counters of one engine, for the `/metrics` endpoint and the benchmarks. Relaxed atomics:
+//! each counter is monotonic on its own and nothing is derived from two of them at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::app::CloseReason;
+
+/// Every close reason, in a fixed order (the index into `Counters::closed`).
+const REASONS: [CloseReason; 7] = [
+    CloseReason::TransportClose,
+    CloseReason::TransportError,
+    CloseReason::PingTimeout,
+    CloseReason::ParseError,
+    CloseReason::ServerClose,
+    CloseReason::ServerShutdown,
+    CloseReason::QueueOverflow,
+];
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    opened: AtomicU64,
+    closed: [AtomicU64; REASONS.len()],
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, reason: &CloseReason) {
+        if let Some(i) = REASONS.iter().position(|r| r == reason) {
+            self.closed[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn received(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, n: usize) {
+        self.messages_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, sessions: usize) -> EngineMetrics {
+        EngineMetrics {
+            sessions,
+            opened: self.opened.load(Ordering::Relaxed),
+            closed: REASONS
+                .iter()
+                .zip(&self.closed)
+                .map(|(r, n)| (r.as_str(), n.load(Ordering::Relaxed)))
+                .collect(),
+            messages_received: self.messages_in.load(Ordering::Relaxed),
+            messages_sent: self.messages_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of an engine's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineMetrics {
+    /// Sessions open now.
+    pub sessions: usize,
+    /// Sessions opened since start.
+    pub opened: u64,
+    /// Sessions closed since start, by [`CloseReason::as_str`].
+    pub closed: Vec<(&'static str, u64)>,
+    /// Messages handed to the application.
+    pub messages_received: u64,
+    /// Messages queued by the application.
+    pub messages_sent: u64,
+}
