@@ -52,6 +52,8 @@ pub struct Config {
     pub recovery: bool,
     /// The `auth.token` the demo's `/admin` namespace requires.
     pub admin_token: String,
+    /// Serve the demo chat page at `/` (on for the demo app).
+    pub page: bool,
     /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
     /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
     pub client_bundle: Option<PathBuf>,
@@ -73,6 +75,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             recovery: app == AppKind::Demo,
             admin_token: "secret".to_owned(),
+            page: app == AppKind::Demo,
             client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
         }
     }

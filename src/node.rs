@@ -33,8 +33,8 @@ pub fn start(config: Config, listener: TcpListener) -> io::Result<RunningNode> {
 }
 
 /// Starts a node serving the Socket.IO server `io` at `/socket.io/`, with the engine, HTTP
-/// and shutdown settings of `config` (its `app` is ignored). Must be called inside a Tokio
-/// runtime.
+/// and shutdown settings of `config` (its `app` and the built-in app's settings are not
+/// used). Must be called inside a Tokio runtime.
 pub fn start_socketio(
     config: Config,
     io: SocketIo,
@@ -44,10 +44,17 @@ pub fn start_socketio(
     start_mounts(config, vec![mount], listener)
 }
 
-/// Serve `io` at `/socket.io/` on `listener` with default settings until SIGINT or SIGTERM,
-/// then shut down gracefully. The shortest way to run a server from a program.
+/// Serve `io` at `/socket.io/` on `listener` until SIGINT or SIGTERM, then shut down
+/// gracefully. The shortest way to run a server from a program: reference defaults, no CORS,
+/// no page, `/healthz` and `/metrics`.
 pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
-    let node = start_socketio(Config::new(AppKind::Demo), io, listener)?;
+    let config = Config {
+        page: false,
+        cors_origins: None,
+        client_bundle: None,
+        ..Config::new(AppKind::Demo)
+    };
+    let node = start_socketio(config, io, listener)?;
     shutdown_signal().await;
     node.shutdown().await
 }
@@ -96,7 +103,7 @@ fn start_mounts(
             node_id: config.node_id.clone(),
             cors,
             cookie: config.cookie.then(|| "io".to_owned()),
-            page: (config.app == AppKind::Demo).then(|| demo_page(&config)),
+            page: config.page.then(|| demo_page(&config)),
         },
     );
     let (stop, stopped) = oneshot::channel::<()>();

@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 
 use super::value::Value;
 
-/// Event names a client may not emit, because the server uses them for its own events.
+/// Event names neither side may emit: Socket.IO uses them for its own events.
 const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
@@ -23,6 +23,12 @@ const RESERVED_EVENTS: [&str; 6] = [
     "newListener",
     "removeListener",
 ];
+
+/// Whether `name` is reserved by Socket.IO (`connect`, `disconnect`, …) and so may not be
+/// used as an event name.
+pub fn is_reserved_event(name: &str) -> bool {
+    RESERVED_EVENTS.contains(&name)
+}
 
 /// The most digits accepted in an ack id or attachment count: `u64::MAX` has 20.
 const MAX_DIGITS: usize = 20;

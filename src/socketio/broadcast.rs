@@ -14,18 +14,8 @@ use super::recovery::Target;
 use super::socket::{Socket, send_encoded};
 use crate::protocol::sio::{self, Packet};
 
-/// Event names the client reserves for itself; emitting them is an error.
-const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 pub(crate) fn check_event_name(event: &str) -> Result<(), EmitError> {
-    if RESERVED_EVENTS.contains(&event) {
+    if sio::is_reserved_event(event) {
         Err(EmitError::ReservedEvent(event.to_owned()))
     } else {
         Ok(())

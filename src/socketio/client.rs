@@ -14,7 +14,7 @@ use super::args::Event;
 use super::config::SocketIoConfig;
 use super::error::DisconnectReason;
 use super::handler::run_inline;
-use super::namespace::{NamespaceInner, with_recovery};
+use super::namespace::{Joining, NamespaceInner, with_recovery};
 use super::recovery::{RecoveryStore, Restored};
 use super::socket::{Handshake, Socket, SocketParts, send_encoded};
 use super::{SocketIo, lock};
@@ -102,7 +102,8 @@ impl Client {
                 let ack = packet
                     .id
                     .map(|id| Ack::new(self.conn.clone(), packet.nsp.clone(), id));
-                let (name, args) = split_event(packet.data);
+                let name = event_name(&packet);
+                let args = packet.into_args();
                 socket.dispatch(Event { name, args, ack });
             }
             PacketType::Ack | PacketType::BinaryAck => {
@@ -110,11 +111,7 @@ impl Client {
                     return self.violation();
                 };
                 if let Some(id) = packet.id {
-                    let args = match packet.data {
-                        Some(Value::Array(args)) => args,
-                        _ => Vec::new(),
-                    };
-                    socket.resolve_ack(id, args);
+                    socket.resolve_ack(id, packet.into_args());
                 }
             }
             // The decoder refuses CONNECT_ERROR from a client; treat it as the violation it is.
@@ -144,7 +141,7 @@ impl Client {
                 return self.violation();
             }
         }
-        let Some(ns) = self.io.resolve(&nsp) else {
+        let Some(joining) = self.io.resolve(&nsp) else {
             lock(&self.state).connecting.remove(&nsp);
             let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
             let _ = send_encoded(&self.conn, sio::encode(&refusal));
@@ -154,12 +151,13 @@ impl Client {
             Some(auth @ Value::Object(_)) => auth,
             _ => Value::Object(Default::default()),
         };
-        run_inline(self.clone().connect(ns, auth));
+        run_inline(self.clone().connect(joining, auth));
     }
 
     /// Join `ns`: recover or create the socket, run middleware, register it, answer CONNECT,
     /// replay missed events, then run the connection handler.
-    async fn connect(self: Arc<Self>, ns: Arc<NamespaceInner>, mut auth: Value) {
+    async fn connect(self: Arc<Self>, joining: Joining, mut auth: Value) {
+        let ns = joining.namespace().clone();
         let nsp = ns.name().to_owned();
         let restored = self.try_restore(&ns, &mut auth);
         let recovery_on = ns.recovery.is_some();
@@ -205,7 +203,6 @@ impl Client {
             for middleware in ns.middlewares() {
                 if let Err(refusal) = middleware(socket.clone()).await {
                     lock(&self.state).connecting.remove(&nsp);
-                    ns.release_if_unused();
                     let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
                     let _ = send_encoded(&self.conn, sio::encode(&packet));
                     return;
@@ -214,18 +211,21 @@ impl Client {
         }
 
         {
+            // One step under the client lock: `on_close` either sees the socket connected
+            // (and finishes it) or ran before, and the socket never joins.
             let mut st = lock(&self.state);
             st.connecting.remove(&nsp);
             if st.closed {
                 return;
             }
             st.sockets.insert(nsp.clone(), socket.clone());
+            ns.insert(&socket, rooms);
+            socket.set_connected();
         }
+        drop(joining);
         if let Some(timer) = lock(&self.connect_timer).take() {
             timer.abort();
         }
-        ns.insert(&socket, rooms);
-        socket.set_connected();
 
         let mut reply = indexmap::IndexMap::new();
         reply.insert("sid".to_owned(), Value::from(socket.id()));
@@ -260,20 +260,18 @@ impl Client {
     }
 }
 
-/// Split an event's data array into its name and arguments. A numeric name is kept as text.
-fn split_event(data: Option<Value>) -> (String, Vec<Value>) {
-    let mut args = match data {
-        Some(Value::Array(args)) => args,
-        _ => Vec::new(),
-    };
-    if args.is_empty() {
-        return (String::new(), args);
+/// The name of an event packet; a numeric name (the protocol allows it) as its decimal text.
+fn event_name(packet: &Packet) -> String {
+    match packet.event_name() {
+        Some(name) => name.to_owned(),
+        None => packet
+            .data
+            .as_ref()
+            .and_then(Value::as_array)
+            .and_then(|items| items.first())
+            .map(Value::to_string)
+            .unwrap_or_default(),
     }
-    let name = match args.remove(0) {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
-    (name, args)
 }
 
 impl SessionHandler for Client {

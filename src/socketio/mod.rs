@@ -44,7 +44,7 @@ pub use socket::{Handshake, Socket};
 pub use crate::protocol::value::Value;
 
 use crate::engine::{Application, Connection, HandshakeInfo, SessionHandler};
-use namespace::NamespaceInner;
+use namespace::{Joining, NamespaceInner};
 
 /// A Socket.IO server: the set of namespaces and their handlers.
 ///
@@ -152,21 +152,23 @@ impl SocketIo {
     }
 
     /// Find the namespace a CONNECT for `name` should join: a fixed one, or a child of the
-    /// first dynamic group that accepts the name (created on demand).
-    pub(crate) fn resolve(&self, name: &str) -> Option<Arc<NamespaceInner>> {
+    /// first dynamic group that accepts the name (created on demand). The CONNECT counts as
+    /// under way until the returned guard is dropped.
+    pub(crate) fn resolve(&self, name: &str) -> Option<Joining> {
         if let Some(ns) = read(&self.inner.namespaces).get(name) {
-            return Some(ns.clone());
+            return Some(Joining::new(ns.clone()));
         }
-        let group = read(&self.inner.dynamic)
-            .iter()
+        // The matchers are user code: call them without holding our lock.
+        let groups = read(&self.inner.dynamic).clone();
+        let group = groups
+            .into_iter()
             .find(|(matcher, _)| matcher(name))
-            .map(|(_, group)| group.clone())?;
+            .map(|(_, group)| group)?;
         let mut map = write(&self.inner.namespaces);
         let child = map
             .entry(name.to_owned())
-            .or_insert_with(|| group.child(name.to_owned(), &self.inner.config))
-            .clone();
-        Some(child)
+            .or_insert_with(|| group.child(name.to_owned(), &self.inner.config));
+        Some(Joining::new(child.clone()))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -58,6 +58,32 @@ pub(crate) struct NamespaceInner {
     children: RwLock<Vec<Weak<NamespaceInner>>>,
     /// The server, for removing an empty dynamic child from the namespace table.
     server: Weak<ServerInner>,
+    /// CONNECTs resolved to this namespace and not finished yet: an emptied dynamic child
+    /// stays in the table while one is under way, so the socket does not join a namespace
+    /// object the table no longer holds.
+    joining: AtomicUsize,
+}
+
+/// A CONNECT under way for a namespace; see `NamespaceInner::joining`.
+pub(crate) struct Joining(Arc<NamespaceInner>);
+
+impl Joining {
+    /// Count a CONNECT for `ns`. Called under the server's namespace table lock.
+    pub(crate) fn new(ns: Arc<NamespaceInner>) -> Self {
+        ns.joining.fetch_add(1, Ordering::AcqRel);
+        Joining(ns)
+    }
+
+    pub(crate) fn namespace(&self) -> &Arc<NamespaceInner> {
+        &self.0
+    }
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        self.0.joining.fetch_sub(1, Ordering::AcqRel);
+        self.0.release_if_unused();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +113,7 @@ impl NamespaceInner {
                 .map(|c| Mutex::new(RecoveryStore::new(c))),
             children: RwLock::new(Vec::new()),
             server,
+            joining: AtomicUsize::new(0),
         })
     }
 
@@ -105,6 +132,7 @@ impl NamespaceInner {
                 .map(|c| Mutex::new(RecoveryStore::new(c))),
             children: RwLock::new(Vec::new()),
             server: self.server.clone(),
+            joining: AtomicUsize::new(0),
         });
         let mut children = write(&self.children);
         children.retain(|c| c.strong_count() > 0);
@@ -174,15 +202,16 @@ impl NamespaceInner {
     /// the namespace table without bound.
     pub(crate) fn release_if_unused(self: &Arc<Self>) {
         if self.kind == Kind::Child
-            && self.is_empty()
+            && self.is_unused()
             && let Some(server) = self.server.upgrade()
         {
             server.drop_namespace_if_empty(self);
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        read(&self.members).sockets.is_empty()
+    /// No sockets and no CONNECT under way.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.joining.load(Ordering::Acquire) == 0 && read(&self.members).sockets.is_empty()
     }
 
     pub(crate) fn join(&self, id: &str, rooms: &[String]) {
@@ -301,7 +330,7 @@ impl ServerInner {
     /// Forget an emptied dynamic child namespace, unless a new socket joined it meanwhile.
     pub(crate) fn drop_namespace_if_empty(&self, ns: &Arc<NamespaceInner>) {
         let mut map = write(&self.namespaces);
-        if ns.is_empty() && map.get(ns.name()).is_some_and(|cur| Arc::ptr_eq(cur, ns)) {
+        if ns.is_unused() && map.get(ns.name()).is_some_and(|cur| Arc::ptr_eq(cur, ns)) {
             map.remove(ns.name());
         }
     }

@@ -308,7 +308,10 @@ impl Socket {
             };
             with_recovery(&self.inner.ns, |store| store.persist(saved));
         }
-        let handlers = lock(&self.inner.on_disconnect).clone();
+        // Taken out, not cloned: handlers that captured this socket would otherwise keep it,
+        // and its connection, alive in a reference cycle.
+        let handlers = std::mem::take(&mut *lock(&self.inner.on_disconnect));
+        write(&self.inner.events).clear();
         for handler in handlers {
             run_inline(handler(self.clone(), reason));
         }

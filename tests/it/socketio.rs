@@ -417,3 +417,47 @@ async fn allow_request_refuses_handshakes_with_403_code_4() {
     assert!(allowed.body.starts_with("0{"));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_gone_during_slow_middleware_never_joins() {
+    let io = SocketIo::new(SocketIoConfig::default());
+    let (passed_tx, mut passed) = tokio::sync::mpsc::unbounded_channel();
+    io.of("/slow").middleware(move |_socket| {
+        let passed_tx = passed_tx.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = passed_tx.send(());
+            Ok(())
+        }
+    });
+    let node = TestNode::serve(io.clone()).await;
+    let mut c = Client::open(&node).await;
+    c.send("40/slow,").await;
+    drop(c);
+    tokio::time::timeout(WAIT, passed.recv())
+        .await
+        .expect("middleware ran");
+    // The middleware finished after the connection was gone: the socket must not be left in
+    // the namespace.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(io.of("/slow").fetch_sockets().is_empty());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn refused_dynamic_namespaces_do_not_stay_in_the_table() {
+    let io = SocketIo::new(SocketIoConfig::default());
+    io.dynamic(|name| name.starts_with("/t-"))
+        .middleware(|_socket| async { Err(ConnectError::new("closed")) });
+    let node = TestNode::serve(io.clone()).await;
+    let mut c = Client::open(&node).await;
+    for i in 0..20 {
+        c.send(&format!("40/t-{i},")).await;
+        assert_eq!(
+            c.text().await,
+            format!(r#"44/t-{i},{{"message":"closed"}}"#)
+        );
+    }
+    assert_eq!(io.namespaces(), Vec::<String>::new());
+    node.stop().await;
+}
