@@ -94,16 +94,17 @@ enum Kind {
 }
 
 impl NamespaceInner {
-    pub(crate) fn new(
+    fn build(
         name: String,
+        kind: Kind,
+        handlers: Arc<RwLock<Handlers>>,
         config: &SocketIoConfig,
-        group: bool,
         server: Weak<ServerInner>,
     ) -> Arc<Self> {
         Arc::new(NamespaceInner {
             name,
-            kind: if group { Kind::Group } else { Kind::Fixed },
-            handlers: Arc::new(RwLock::new(Handlers::default())),
+            kind,
+            handlers,
             members: RwLock::new(Members::default()),
             ack_ids: AtomicU64::new(0),
             ack_timeout: config.ack_timeout,
@@ -117,23 +118,25 @@ impl NamespaceInner {
         })
     }
 
+    pub(crate) fn new(
+        name: String,
+        config: &SocketIoConfig,
+        group: bool,
+        server: Weak<ServerInner>,
+    ) -> Arc<Self> {
+        let kind = if group { Kind::Group } else { Kind::Fixed };
+        Self::build(name, kind, Arc::default(), config, server)
+    }
+
     /// A child namespace of this dynamic group, sharing its handlers.
     pub(crate) fn child(self: &Arc<Self>, name: String, config: &SocketIoConfig) -> Arc<Self> {
-        let child = Arc::new(NamespaceInner {
+        let child = Self::build(
             name,
-            kind: Kind::Child,
-            handlers: self.handlers.clone(),
-            members: RwLock::new(Members::default()),
-            ack_ids: AtomicU64::new(0),
-            ack_timeout: config.ack_timeout,
-            recovery: config
-                .recovery
-                .clone()
-                .map(|c| Mutex::new(RecoveryStore::new(c))),
-            children: RwLock::new(Vec::new()),
-            server: self.server.clone(),
-            joining: AtomicUsize::new(0),
-        });
+            Kind::Child,
+            self.handlers.clone(),
+            config,
+            self.server.clone(),
+        );
         let mut children = write(&self.children);
         children.retain(|c| c.strong_count() > 0);
         children.push(Arc::downgrade(&child));
