@@ -1,7 +1,7 @@
 //! One Engine.IO session seen by Socket.IO: decodes its packets and routes them to the sockets
 //! it holds, one per connected namespace.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -15,7 +15,7 @@ use super::config::SocketIoConfig;
 use super::error::DisconnectReason;
 use super::handler::run_inline;
 use super::namespace::{Joining, NamespaceInner, with_recovery};
-use super::recovery::{RecoveryStore, Restored};
+use super::recovery::{RecoveryStore, SavedSession};
 use super::socket::{Handshake, Socket, SocketParts, send_encoded};
 use super::{SocketIo, lock};
 use crate::engine::{CloseReason, Connection, Message, SessionHandler};
@@ -160,24 +160,23 @@ impl Client {
         let ns = joining.namespace().clone();
         let nsp = ns.name().to_owned();
         let restored = self.try_restore(&ns, &mut auth);
-        let recovery_on = ns.recovery.is_some();
-        let (id, pid, rooms, data, missed) = match restored {
-            Some(Restored { session, missed }) => (
+        let recovered = restored.is_some();
+        let (id, pid, rooms, data, offset) = match restored {
+            Some((session, offset)) => (
                 session.sid,
                 Some(session.pid),
                 session.rooms,
                 session.data,
-                Some(missed),
+                Some(offset),
             ),
             None => (
                 random_id(),
-                recovery_on.then(RecoveryStore::new_pid),
+                ns.recovery.is_some().then(RecoveryStore::new_pid),
                 Vec::new(),
                 Value::Null,
                 None,
             ),
         };
-        let recovered = missed.is_some();
         let socket = Socket::new(SocketParts {
             id,
             pid,
@@ -209,44 +208,65 @@ impl Client {
                 }
             }
         }
-
-        {
-            // One step under the client lock: `on_close` either sees the socket connected
-            // (and finishes it) or ran before, and the socket never joins.
-            let mut st = lock(&self.state);
-            st.connecting.remove(&nsp);
-            if st.closed {
-                return;
-            }
-            st.sockets.insert(nsp.clone(), socket.clone());
-            ns.insert(&socket, rooms);
-            socket.set_connected();
+        if !self.join(&ns, &socket, rooms, offset.as_deref()) {
+            return;
         }
         drop(joining);
         if let Some(timer) = lock(&self.connect_timer).take() {
             timer.abort();
         }
+        if let Some(handler) = ns.connect_handler() {
+            run_inline(handler(socket.clone()));
+        }
+        // Events that arrived since the CONNECT reply waited for the handler to register its
+        // event handlers.
+        socket.ready();
+    }
 
+    /// Make `socket` a member of `ns` and answer the CONNECT, as one step: under the
+    /// namespace's recovery lock, so that an event is either in the replay or sent live, never
+    /// lost or sent twice, and under the client lock, so that `on_close` either sees the socket
+    /// connected (and finishes it) or ran before (and the socket never joins). Returns false
+    /// when the connection is gone.
+    fn join(
+        &self,
+        ns: &NamespaceInner,
+        socket: &Socket,
+        rooms: Vec<String>,
+        offset: Option<&str>,
+    ) -> bool {
+        let nsp = ns.name();
+        let store = ns.recovery.as_ref().map(lock);
+        let mut st = lock(&self.state);
+        st.connecting.remove(nsp);
+        if st.closed {
+            return false;
+        }
         let mut reply = indexmap::IndexMap::new();
         reply.insert("sid".to_owned(), Value::from(socket.id()));
         if let Some(pid) = socket.pid() {
             reply.insert("pid".to_owned(), Value::from(pid));
         }
-        let reply = Packet::connect(&nsp, Some(Value::Object(reply)));
+        let reply = Packet::connect(nsp, Some(Value::Object(reply)));
         if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
-            return;
+            return false;
         }
-        for (event, args) in missed.unwrap_or_default() {
-            let _ = socket.send_packet(&Packet::event(&nsp, &event, args, None));
+        if let (Some(store), Some(offset)) = (&store, offset) {
+            let mut all_rooms: BTreeSet<String> = rooms.iter().cloned().collect();
+            all_rooms.insert(socket.id().to_owned());
+            for (event, args) in store.missed_since(offset, &all_rooms) {
+                let _ = socket.send_packet(&Packet::event(nsp, &event, args, None));
+            }
         }
-        if let Some(handler) = ns.connect_handler() {
-            handler(socket).await;
-        }
+        st.sockets.insert(nsp.to_owned(), socket.clone());
+        ns.insert(socket, rooms);
+        socket.set_connected();
+        true
     }
 
     /// Recovery: if the CONNECT carries a known `pid` and `offset`, take that session back.
     /// Both fields are removed from the auth the application sees.
-    fn try_restore(&self, ns: &NamespaceInner, auth: &mut Value) -> Option<Restored> {
+    fn try_restore(&self, ns: &NamespaceInner, auth: &mut Value) -> Option<(SavedSession, String)> {
         ns.recovery.as_ref()?;
         let Value::Object(map) = auth else {
             return None;
@@ -256,7 +276,9 @@ impl Client {
         let (Some(Value::String(pid)), Some(Value::String(offset))) = (pid, offset) else {
             return None;
         };
-        with_recovery(ns, |store| store.restore(&pid, &offset)).flatten()
+        with_recovery(ns, |store| store.restore(&pid, &offset))
+            .flatten()
+            .map(|session| (session, offset))
     }
 }
 

@@ -38,12 +38,6 @@ pub(crate) struct SavedSession {
     pub(crate) data: Value,
 }
 
-/// A recovered socket: its saved state and the events (name, arguments with offset) it missed.
-pub(crate) struct Restored {
-    pub(crate) session: SavedSession,
-    pub(crate) missed: Vec<(String, Vec<Value>)>,
-}
-
 struct Logged {
     offset: String,
     at: Instant,
@@ -114,20 +108,30 @@ impl RecoveryStore {
     }
 
     /// Take back the session `pid` if it has not expired and `offset` is still in the log.
-    pub(crate) fn restore(&mut self, pid: &str, offset: &str) -> Option<Restored> {
+    pub(crate) fn restore(&mut self, pid: &str, offset: &str) -> Option<SavedSession> {
         self.expire(Instant::now());
-        let index = self.packets.iter().position(|p| p.offset == offset)?;
-        let (session, _) = self.sessions.remove(pid)?;
-        let mut rooms: BTreeSet<String> = session.rooms.iter().cloned().collect();
-        rooms.insert(session.sid.clone());
-        let missed = self
-            .packets
+        if !self.packets.iter().any(|p| p.offset == offset) {
+            return None;
+        }
+        self.sessions.remove(pid).map(|(session, _)| session)
+    }
+
+    /// The logged events after `offset` (name, arguments with their offset) meant for a socket
+    /// in `rooms`. Empty if the offset has left the log since the session was restored.
+    pub(crate) fn missed_since(
+        &self,
+        offset: &str,
+        rooms: &BTreeSet<String>,
+    ) -> Vec<(String, Vec<Value>)> {
+        let Some(index) = self.packets.iter().position(|p| p.offset == offset) else {
+            return Vec::new();
+        };
+        self.packets
             .iter()
             .skip(index + 1)
-            .filter(|p| p.target.matches(&rooms))
+            .filter(|p| p.target.matches(rooms))
             .map(|p| (p.event.clone(), p.args.clone()))
-            .collect();
-        Some(Restored { session, missed })
+            .collect()
     }
 
     /// A fresh private id for a new socket.

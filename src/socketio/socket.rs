@@ -59,7 +59,14 @@ pub(crate) struct SocketInner {
     data: Mutex<Value>,
     /// Acks this socket owes us: ack id -> where the client's answer goes.
     pub(crate) pending_acks: Mutex<HashMap<u64, oneshot::Sender<AckResult>>>,
+    /// Events that arrived before the connection handler registered its event handlers
+    /// (possible when middleware suspended); `None` once they have been dispatched.
+    early_events: Mutex<Option<Vec<Event>>>,
 }
+
+/// Most events held for a socket whose connection handler has not started yet; a client that
+/// sends more in that window is closed as a protocol violator.
+const MAX_EARLY_EVENTS: usize = 1024;
 
 pub(crate) struct SocketParts {
     pub(crate) id: String,
@@ -88,6 +95,7 @@ impl Socket {
                 on_disconnect: Mutex::new(Vec::new()),
                 data: Mutex::new(parts.data),
                 pending_acks: Mutex::new(HashMap::new()),
+                early_events: Mutex::new(Some(Vec::new())),
             }),
         }
     }
@@ -266,8 +274,45 @@ impl Socket {
         send_encoded(&self.inner.conn, sio::encode(packet))
     }
 
-    /// An event arrived from the client: run its handler, in order with other packets.
+    /// An event arrived from the client: run its handler, in order with other packets. Before
+    /// the connection handler has started, the event waits for [`Socket::ready`].
     pub(crate) fn dispatch(&self, event: Event) {
+        {
+            let mut early = lock(&self.inner.early_events);
+            if let Some(queue) = early.as_mut() {
+                if queue.len() < MAX_EARLY_EVENTS {
+                    queue.push(event);
+                } else {
+                    drop(early);
+                    self.inner.conn.close(CloseReason::ParseError);
+                }
+                return;
+            }
+        }
+        self.run_event(event);
+    }
+
+    /// The connection handler has started: dispatch the events that waited for it, in order,
+    /// then let later events through directly.
+    pub(crate) fn ready(&self) {
+        loop {
+            let batch = {
+                let mut early = lock(&self.inner.early_events);
+                match early.as_mut() {
+                    Some(queue) if !queue.is_empty() => std::mem::take(queue),
+                    _ => {
+                        *early = None;
+                        return;
+                    }
+                }
+            };
+            for event in batch {
+                self.run_event(event);
+            }
+        }
+    }
+
+    fn run_event(&self, event: Event) {
         let handler = read(&self.inner.events).get(&event.name).cloned();
         if let Some(handler) = handler {
             run_inline(handler(self.clone(), event));
