@@ -197,12 +197,14 @@ async fn get_during_probe_gets_noop_when_the_upgrade_completes() {
 
 #[tokio::test]
 async fn next_ping_comes_ping_interval_after_the_pong() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    // The demo profile keeps the configured heartbeat (the protocol-suite one forces
+    // 300/200 ms); its engine sends pings before any Socket.IO CONNECT.
+    let mut config = Config::new(AppKind::Demo);
     // A pong deadline far beyond the test's waits: the second ping must not wait for it.
     config.engine.ping_interval = Duration::from_millis(100);
     config.engine.ping_timeout = Duration::from_secs(60);
     let node = TestNode::start_with(config).await;
-    let mut ws = ws_connect(&node.ws_url(&format!("{EIO}?EIO=4&transport=websocket")))
+    let mut ws = ws_connect(&node.ws_url("/socket.io/?EIO=4&transport=websocket"))
         .await
         .unwrap();
     ws_text(&mut ws).await;
