@@ -54,6 +54,10 @@ struct Serve {
     /// Most queued outbound messages per session.
     #[arg(long)]
     max_buffered_packets: Option<usize>,
+    /// Most queued outbound payload bytes per session (default 4 MB, or four times
+    /// --max-http-buffer-size when that is given).
+    #[arg(long)]
+    max_buffered_bytes: Option<usize>,
     /// Most live sessions per mount.
     #[arg(long)]
     max_sessions: Option<usize>,
@@ -96,6 +100,10 @@ fn config(args: &Serve) -> Config {
     }
     if let Some(n) = args.max_http_buffer_size {
         engine.max_payload = n;
+        engine.max_buffered_bytes = n.saturating_mul(4);
+    }
+    if let Some(n) = args.max_buffered_bytes {
+        engine.max_buffered_bytes = n;
     }
     if let Some(n) = args.max_buffered_packets {
         engine.max_buffered_packets = n;

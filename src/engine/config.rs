@@ -17,6 +17,12 @@ pub struct EngineConfig {
     /// Most messages a session may have waiting for a transport. Past it the session
     /// closes with `QueueOverflow`.
     pub max_buffered_packets: usize,
+    /// Most payload bytes (text length or binary size, before any base64) a session may
+    /// have waiting for a transport, enforced together with `max_buffered_packets`. Past
+    /// it the session closes with `QueueOverflow`. The default, 4 MB, is four maximum
+    /// payloads: a client that stops fetching costs at most that much memory. A single
+    /// message larger than this closes the session, so raise it for large emits.
+    pub max_buffered_bytes: usize,
     /// Whether HTTP long-polling is enabled.
     pub polling: bool,
     /// Whether WebSocket is enabled.
@@ -35,6 +41,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             max_payload: 1_000_000,
             max_buffered_packets: 10_000,
+            max_buffered_bytes: 4_000_000,
             polling: true,
             websocket: true,
             allow_upgrades: true,

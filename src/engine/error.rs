@@ -29,6 +29,10 @@ pub enum EngineError {
     /// The body held an invalid packet; the session is closed (code 3).
     #[error("Bad request")]
     BadPacket,
+    /// A POST whose body is declared as `application/octet-stream`, which Engine.IO v4
+    /// clients never send; the session is closed (code 3).
+    #[error("Bad request")]
+    BinaryBody,
     /// The handshake was refused, e.g. the session limit is reached (code 4, HTTP 403).
     #[error("Forbidden")]
     Forbidden,
@@ -51,7 +55,8 @@ impl EngineError {
             | EngineError::TransportMismatch
             | EngineError::DuplicatePoll
             | EngineError::ConcurrentPost
-            | EngineError::BadPacket => 3,
+            | EngineError::BadPacket
+            | EngineError::BinaryBody => 3,
             EngineError::Forbidden => 4,
             EngineError::UnsupportedProtocolVersion => 5,
             EngineError::PayloadTooLarge => return None,

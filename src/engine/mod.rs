@@ -18,13 +18,13 @@ mod session;
 mod ws;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream};
+use futures::{Sink, Stream};
 
 pub use app::{
     Application, CloseReason, Connection, HandshakeInfo, Message, SendError, SessionHandler,
@@ -37,10 +37,6 @@ pub use ws::{CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_TOO_LARGE, LinkError, Outbound}
 
 use crate::protocol::eio::{Frame, Packet};
 use session::Session;
-
-/// How long a long-poll that arrives during an upgrade probe waits before it is released
-/// with `6`. The client normally completes the upgrade first, and the poll is then refused.
-const NOOP_RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// The HTTP method of a request, as far as Engine.IO cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +64,8 @@ pub struct Request {
     pub websocket_upgrade: bool,
     /// The `Origin` header, if any.
     pub origin: Option<String>,
+    /// The `Content-Type` header, if any (a POST declared as binary is refused).
+    pub content_type: Option<String>,
     /// Query pairs, headers and peer address, kept for the application.
     pub info: HandshakeInfo,
 }
@@ -128,13 +126,37 @@ pub(crate) struct Shared {
     app: Arc<dyn Application>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     shutting_down: AtomicBool,
+    /// Sessions that count against `max_sessions`: registered, or unregistered but with
+    /// a websocket link that has not ended yet (see [`LiveSlot`]).
+    live: AtomicUsize,
     runtime: tokio::runtime::Handle,
     pub(crate) counters: metrics::Counters,
+}
+
+/// One place under `max_sessions`. The session holds it while registered and each of its
+/// websocket links holds a clone while it runs, so a closed session whose link is still
+/// being torn down keeps counting; the place is freed when the last holder drops it.
+pub(crate) struct LiveSlot {
+    shared: Weak<Shared>,
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Shared {
     fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a new session must be refused.
+    fn at_capacity(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+            || self.live.load(Ordering::Acquire) >= self.config.max_sessions
     }
 
     /// Forgets a session, if the map still holds this very session.
@@ -165,6 +187,7 @@ impl Engine {
                 app,
                 sessions: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
                 runtime: tokio::runtime::Handle::current(),
                 counters: metrics::Counters::default(),
             }),
@@ -176,7 +199,7 @@ impl Engine {
         &self.shared.config
     }
 
-    /// Live sessions.
+    /// Registered sessions (closed ones whose last long-poll is still due included).
     pub fn session_count(&self) -> usize {
         self.shared.sessions().len()
     }
@@ -240,14 +263,17 @@ impl Engine {
         info: HandshakeInfo,
     ) -> Result<(Arc<Session>, String), EngineError> {
         let shared = &self.shared;
-        if shared.shutting_down.load(Ordering::Acquire) {
-            return Err(EngineError::Forbidden);
-        }
         let session = {
             let mut sessions = shared.sessions();
-            if sessions.len() >= shared.config.max_sessions {
+            // Checked and counted under the map lock, so concurrent handshakes cannot
+            // overshoot the limit.
+            if shared.at_capacity() {
                 return Err(EngineError::Forbidden);
             }
+            shared.live.fetch_add(1, Ordering::AcqRel);
+            let live = Arc::new(LiveSlot {
+                shared: Arc::downgrade(shared),
+            });
             let sid: Arc<str> = loop {
                 let sid = new_sid();
                 if !sessions.contains_key(sid.as_str()) {
@@ -260,6 +286,7 @@ impl Engine {
                 info,
                 Arc::clone(&shared.config),
                 Arc::downgrade(shared),
+                live,
                 shared.runtime.clone(),
             ));
             sessions.insert(sid, Arc::clone(&session));
@@ -321,17 +348,32 @@ impl Engine {
         }
     }
 
+    /// The checks of a POST that need no body: run it before reading the body, so a
+    /// refused POST costs no read. A body declared as `application/octet-stream` (never
+    /// sent by v4 clients) closes the session.
+    pub fn check_post(&self, req: &Request) -> Result<(), EngineError> {
+        self.post_session(req).map(|_| ())
+    }
+
+    fn post_session(&self, req: &Request) -> Result<Arc<Session>, EngineError> {
+        let Route::Session(session, Transport::Polling) = self.verify(req)? else {
+            return Err(EngineError::BadRequest);
+        };
+        if req.content_type.as_deref().is_some_and(is_binary_content) {
+            session.close_with(CloseReason::TransportError, session::FinalAnswer::Close);
+            return Err(EngineError::BinaryBody);
+        }
+        Ok(session)
+    }
+
     /// A POST: hands every packet of the body to the application, in order, before it
     /// returns. An invalid packet closes the session after the packets before it.
     pub async fn post(&self, req: &Request, body: Bytes) -> Result<(), EngineError> {
-        let route = self.verify(req)?;
+        let session = self.post_session(req)?;
         if body.len() > self.shared.config.max_payload {
             return Err(EngineError::PayloadTooLarge);
         }
-        match route {
-            Route::Session(session, Transport::Polling) => session.post(body).await,
-            _ => Err(EngineError::BadRequest),
-        }
+        session.post(body).await
     }
 
     /// The check to run before answering a websocket upgrade with 101. An error means
@@ -342,10 +384,7 @@ impl Engine {
         }
         let kind = match self.verify(req)? {
             Route::Open(Transport::Websocket) => {
-                let shared = &self.shared;
-                if shared.shutting_down.load(Ordering::Acquire)
-                    || shared.sessions().len() >= shared.config.max_sessions
-                {
+                if self.shared.at_capacity() {
                     return Err(EngineError::Forbidden);
                 }
                 WsKind::Open(req.info.clone())
@@ -369,14 +408,14 @@ impl Engine {
         Si: Sink<Outbound> + Unpin + Send,
         St: Stream<Item = Result<Frame, LinkError>> + Unpin + Send,
     {
+        let limit = self.shared.config.ping_timeout;
         match accept.kind {
             WsKind::Open(info) => {
                 let Ok((session, open)) = self.create(Transport::Websocket, info) else {
-                    let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
-                    let _ = sink.close().await;
+                    ws::end_link(&mut sink, CLOSE_NORMAL, limit).await;
                     return;
                 };
-                if sink.send(ws::open_frame(open)).await.is_err() {
+                if !ws::write(&mut sink, ws::open_frame(open), limit).await {
                     session.close_with(CloseReason::TransportError, session::FinalAnswer::Close);
                     return;
                 }
@@ -386,14 +425,10 @@ impl Engine {
                 if ws::probe(&session, &mut sink, &mut stream).await {
                     ws::drive(session, sink, stream).await;
                 } else {
-                    let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
-                    let _ = sink.close().await;
+                    ws::end_link(&mut sink, CLOSE_NORMAL, limit).await;
                 }
             }
-            WsKind::Refuse => {
-                let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
-                let _ = sink.close().await;
-            }
+            WsKind::Refuse => ws::end_link(&mut sink, CLOSE_NORMAL, limit).await,
         }
     }
 
@@ -415,6 +450,15 @@ fn new_sid() -> String {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether a `Content-Type` value is `application/octet-stream` (parameters ignored).
+fn is_binary_content(value: &str) -> bool {
+    value.split(';').next().is_some_and(|media| {
+        media
+            .trim()
+            .eq_ignore_ascii_case("application/octet-stream")
+    })
 }
 
 /// The reference server refuses an `Origin` with characters outside tab, visible ASCII

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::app::{CloseReason, HandshakeInfo, Message, SendError, SessionHandler, Transport};
 use super::config::EngineConfig;
 use super::error::EngineError;
-use super::{NOOP_RELEASE_DELAY, Shared};
+use super::{LiveSlot, Shared};
 use crate::protocol::eio::{self, Packet};
 
 /// Where an upgrade to WebSocket stands.
@@ -27,7 +27,8 @@ pub(crate) enum Upgrade {
     Idle,
     /// A websocket is open for this sid but has not probed yet.
     Opening,
-    /// `3probe` was sent; long-polls are released with `6`.
+    /// `3probe` was sent: every long-poll, parked or new, is answered at once (with the
+    /// queued packets, or `6`), so the client can finish its pending requests and send `5`.
     Probing,
     /// `5` arrived: the websocket carries the session.
     Done,
@@ -49,17 +50,15 @@ pub(crate) struct State {
     pub(crate) transport: Transport,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) queue: VecDeque<Packet>,
-    /// Messages in `queue` (pings and closes do not count against the bound).
+    /// Messages in `queue` (pings and closes do not count against the bounds).
     queued_messages: usize,
+    /// Payload bytes of the messages in `queue`.
+    queued_bytes: usize,
     /// Id of the parked long-poll, if one is parked.
     pub(crate) poll_parked: Option<u64>,
     next_poll_id: u64,
     post_active: bool,
     pub(crate) upgrade: Upgrade,
-    /// Set when `3probe` is sent while a long-poll is parked: that poll returns `6` at once.
-    pub(crate) release_parked: bool,
-    /// A websocket carries the session and can write now.
-    pub(crate) ws_attached: bool,
     /// What the next (or parked) long-poll gets once the session is closed.
     final_payload: Option<Vec<Packet>>,
     /// Closed (by the server, or by a client `1` over POST) while no long-poll was parked: the session stays findable
@@ -85,8 +84,12 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// Wakes the parked long-poll and the websocket writer after any change of `state`.
     pub(crate) changed: Notify,
-    /// Wakes the heartbeat task when the session closes, so it ends at once.
-    closed_signal: Notify,
+    /// Wakes the heartbeat task when its timers change: a pong re-arms the ping timer, a
+    /// close ends the task.
+    heartbeat_wake: Notify,
+    /// Counts this session against `max_sessions` while it is registered; websocket
+    /// transports hold a clone until their link is gone (see [`LiveSlot`]).
+    live: Mutex<Option<Arc<LiveSlot>>>,
     /// Serializes delivery to the handler (see the module comment).
     pub(crate) inbound: Arc<tokio::sync::Mutex<()>>,
     /// Taken out after `on_close`, which breaks the session -> handler -> connection cycle.
@@ -101,6 +104,7 @@ impl Session {
         handshake: HandshakeInfo,
         config: Arc<EngineConfig>,
         shared: Weak<Shared>,
+        live: Arc<LiveSlot>,
         runtime: tokio::runtime::Handle,
     ) -> Session {
         let now = Instant::now();
@@ -109,12 +113,11 @@ impl Session {
             closed: None,
             queue: VecDeque::new(),
             queued_messages: 0,
+            queued_bytes: 0,
             poll_parked: None,
             next_poll_id: 0,
             post_active: false,
             upgrade: Upgrade::Idle,
-            release_parked: false,
-            ws_attached: transport == Transport::Websocket,
             final_payload: None,
             linger: false,
             // Timers start when the session is created, before the open packet is sent.
@@ -128,7 +131,8 @@ impl Session {
             shared,
             state: Mutex::new(state),
             changed: Notify::new(),
-            closed_signal: Notify::new(),
+            heartbeat_wake: Notify::new(),
+            live: Mutex::new(Some(live)),
             inbound: Arc::new(tokio::sync::Mutex::new(())),
             handler: Mutex::new(None),
             runtime,
@@ -144,6 +148,12 @@ impl Session {
     pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
         let mut slot = self.handler.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(handler);
+    }
+
+    /// A share of this session's place under `max_sessions`, for a transport whose link
+    /// may outlive the session; `None` once the session is unregistered.
+    pub(crate) fn live_slot(&self) -> Option<Arc<LiveSlot>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn handler(&self) -> Option<Arc<dyn SessionHandler>> {
@@ -167,8 +177,9 @@ impl Session {
             return false;
         }
         match st.transport {
-            Transport::Polling => st.poll_parked.is_some() && !st.release_parked,
-            Transport::Websocket => st.ws_attached,
+            // A parked poll is about to be answered with `6` while the upgrade probes.
+            Transport::Polling => st.poll_parked.is_some() && st.upgrade != Upgrade::Probing,
+            Transport::Websocket => true,
         }
     }
 
@@ -178,7 +189,16 @@ impl Session {
         if st.closed.is_some() {
             return Err(SendError::Closed);
         }
-        if st.queued_messages.saturating_add(msgs.len()) > self.config.max_buffered_packets {
+        let bytes = msgs
+            .iter()
+            .map(|m| match m {
+                Message::Text(s) => s.len(),
+                Message::Binary(b) => b.len(),
+            })
+            .fold(0usize, usize::saturating_add);
+        if st.queued_messages.saturating_add(msgs.len()) > self.config.max_buffered_packets
+            || st.queued_bytes.saturating_add(bytes) > self.config.max_buffered_bytes
+        {
             let closing =
                 self.close_locked(&mut st, CloseReason::QueueOverflow, FinalAnswer::Close);
             drop(st);
@@ -186,6 +206,7 @@ impl Session {
             return Err(SendError::QueueFull);
         }
         st.queued_messages += msgs.len();
+        st.queued_bytes += bytes;
         if let Some(shared) = self.shared.upgrade() {
             shared.counters.sent(msgs.len());
         }
@@ -201,6 +222,7 @@ impl Session {
     /// Takes every queued packet, for a transport that is about to write them.
     pub(crate) fn take_queue(st: &mut State) -> Vec<Packet> {
         st.queued_messages = 0;
+        st.queued_bytes = 0;
         st.queue.drain(..).collect()
     }
 
@@ -260,7 +282,7 @@ impl Session {
             return;
         };
         self.changed.notify_waiters();
-        self.closed_signal.notify_waiters();
+        self.heartbeat_wake.notify_waiters();
         if let Some(shared) = self.shared.upgrade() {
             shared.counters.closed(&reason);
         }
@@ -292,6 +314,8 @@ impl Session {
         if let Some(shared) = self.shared.upgrade() {
             shared.remove(self);
         }
+        // Only a websocket link still running holds the place now.
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Closes the session if its pong deadline has passed. Deadlines have no grace:
@@ -308,9 +332,9 @@ impl Session {
     /// Sends pings and enforces pong deadlines until the session closes.
     pub(crate) async fn heartbeat(self: Arc<Self>) {
         loop {
-            let closed = self.closed_signal.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
+            let wake = self.heartbeat_wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
             let wake_at = {
                 let st = self.lock();
                 if st.closed.is_some() {
@@ -324,7 +348,8 @@ impl Session {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake_at) => {}
-                _ = &mut closed => return,
+                // Closed (seen at the top of the loop) or a pong re-armed the timer.
+                _ = &mut wake => continue,
             }
             let now = Instant::now();
             let mut st = self.lock();
@@ -392,15 +417,13 @@ impl Session {
             id,
             armed: true,
         };
-        let mut noop_at: Option<Instant> = None;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             {
                 let mut st = self.lock();
-                let now = Instant::now();
-                if let Some(closing) = self.expire_locked(&mut st, now) {
+                if let Some(closing) = self.expire_locked(&mut st, Instant::now()) {
                     drop(st);
                     self.finish_close(Some(closing));
                     continue;
@@ -414,35 +437,23 @@ impl Session {
                     return Ok(eio::encode_payload(&packets));
                 }
                 if st.upgrade == Upgrade::Done {
+                    // Parked before `5`: the queue now belongs to the websocket. Later
+                    // polls are refused in `enter`.
                     guard.release(&mut st);
-                    return Err(EngineError::TransportMismatch);
+                    return Ok(eio::encode_payload(&[Packet::Noop]));
                 }
                 if !st.queue.is_empty() {
                     guard.release(&mut st);
-                    st.release_parked = false;
                     let packets = Self::take_queue(&mut st);
                     return Ok(eio::encode_payload(&packets));
                 }
                 if st.upgrade == Upgrade::Probing {
-                    if st.release_parked || noop_at.is_some_and(|t| now >= t) {
-                        st.release_parked = false;
-                        guard.release(&mut st);
-                        return Ok(eio::encode_payload(&[Packet::Noop]));
-                    }
-                    // A poll that arrives during the probe waits a little: the client
-                    // normally sends `5` instead, and then this poll is refused.
-                    noop_at.get_or_insert(now + NOOP_RELEASE_DELAY);
+                    // The client finishes its pending requests before it sends `5`.
+                    guard.release(&mut st);
+                    return Ok(eio::encode_payload(&[Packet::Noop]));
                 }
             }
-            match noop_at {
-                Some(at) => {
-                    tokio::select! {
-                        _ = &mut changed => {}
-                        _ = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => changed.await,
-            }
+            changed.await;
         }
     }
 
@@ -464,7 +475,7 @@ impl Session {
         }
         let _post = PostGuard { session: self };
         let _inbound = self.inbound.clone().lock_owned().await;
-        let Ok(text) = std::str::from_utf8(&body) else {
+        let Ok(text) = eio::payload_text(&body) else {
             self.close_with(CloseReason::ParseError, FinalAnswer::Close);
             return Err(EngineError::BadPacket);
         };
@@ -490,9 +501,13 @@ impl Session {
             Packet::Binary(data) => self.deliver(Message::Binary(data)),
             Packet::Pong { probe: false } => {
                 let mut st = self.lock();
-                if st.closed.is_none() {
+                // Only a pong that answers the outstanding ping counts: unsolicited ones
+                // must not postpone pings forever.
+                if st.closed.is_none() && st.pong_deadline.is_some() {
                     st.pong_deadline = None;
                     st.next_ping = Some(Instant::now() + self.config.ping_interval);
+                    drop(st);
+                    self.heartbeat_wake.notify_waiters();
                 }
             }
             Packet::Close => self.close_with(CloseReason::TransportClose, FinalAnswer::Noop),

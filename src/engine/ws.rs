@@ -1,8 +1,14 @@
 //! The websocket transport over an abstract frame link: a `Stream` of inbound frames and
 //! a `Sink` of outbound ones. The HTTP front adapts axum's socket to it; a peer node
 //! could adapt a gRPC stream the same way.
+//!
+//! Every write to a link, the final close included, has a deadline of `pingTimeout`: a
+//! peer that stops reading fills the socket buffers and would otherwise hold the task,
+//! its socket and its session's place under `max_sessions` forever. A peer that reads
+//! nothing for that long would miss its ping anyway.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
@@ -38,12 +44,38 @@ pub enum LinkError {
     Failed(String),
 }
 
-/// Runs an established websocket session until it ends.
+/// Writes one item within `limit`; `false` if the link failed or stalled.
+pub(crate) async fn write<Si>(sink: &mut Si, item: Outbound, limit: Duration) -> bool
+where
+    Si: Sink<Outbound> + Unpin,
+{
+    matches!(
+        tokio::time::timeout(limit, sink.send(item)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Sends a close frame and closes the link, each within `limit`. The caller drops the
+/// link afterwards whatever happened.
+pub(crate) async fn end_link<Si>(sink: &mut Si, code: u16, limit: Duration)
+where
+    Si: Sink<Outbound> + Unpin,
+{
+    if write(sink, Outbound::Close(code), limit).await {
+        let _ = tokio::time::timeout(limit, sink.close()).await;
+    }
+}
+
+/// Runs an established websocket session until it ends. Returns once the session is
+/// closed and the link is closed or given up on.
 pub(crate) async fn drive<Si, St>(session: Arc<Session>, mut sink: Si, mut stream: St)
 where
     Si: Sink<Outbound> + Unpin + Send,
     St: Stream<Item = Result<Frame, LinkError>> + Unpin + Send,
 {
+    // Keeps the session counted under `max_sessions` until the link is gone.
+    let _live = session.live_slot();
+    let limit = session.config.ping_timeout;
     let reader = async {
         loop {
             let frame = match stream.next().await {
@@ -87,15 +119,14 @@ where
             };
             let count = packets.len();
             for packet in packets {
-                if sink
-                    .feed(Outbound::Frame(packet.into_frame()))
-                    .await
-                    .is_err()
-                {
+                let fed =
+                    tokio::time::timeout(limit, sink.feed(Outbound::Frame(packet.into_frame())))
+                        .await;
+                if !matches!(fed, Ok(Ok(()))) {
                     return false;
                 }
             }
-            if count > 0 && sink.flush().await.is_err() {
+            if count > 0 && !matches!(tokio::time::timeout(limit, sink.flush()).await, Ok(Ok(()))) {
                 return false;
             }
             if closed {
@@ -108,17 +139,23 @@ where
         end = reader => end,
         _ = writer => None,
     };
-    if let Some((reason, answer, code)) = end {
-        session.close_with(reason, answer);
-        if let Some(code) = code {
-            let _ = sink.send(Outbound::Close(code)).await;
+    match end {
+        Some((reason, answer, code)) => {
+            session.close_with(reason, answer);
+            match code {
+                Some(code) => end_link(&mut sink, code, limit).await,
+                None => {
+                    let _ = tokio::time::timeout(limit, sink.close()).await;
+                }
+            }
         }
-    } else {
-        // The session closed (server side, timeout, client `1`) or the writer failed.
-        session.close_with(CloseReason::TransportError, FinalAnswer::Close);
-        let _ = sink.send(Outbound::Close(CLOSE_NORMAL)).await;
+        None => {
+            // The session closed (server side, timeout, client `1`) or the writer failed
+            // or stalled.
+            session.close_with(CloseReason::TransportError, FinalAnswer::Close);
+            end_link(&mut sink, CLOSE_NORMAL, limit).await;
+        }
     }
-    let _ = sink.close().await;
 }
 
 /// Runs the probe of a polling session's upgrade. Returns `true` once `5` arrived and
@@ -156,8 +193,8 @@ where
         };
         match packet {
             Ok(Packet::Ping { probe: true }) if !probed => {
-                let pong = Packet::Pong { probe: true }.into_frame();
-                if sink.send(Outbound::Frame(pong)).await.is_err() {
+                let pong = Outbound::Frame(Packet::Pong { probe: true }.into_frame());
+                if !write(sink, pong, session.config.ping_timeout).await {
                     break false;
                 }
                 probed = true;
@@ -167,7 +204,6 @@ where
                         break false;
                     }
                     st.upgrade = Upgrade::Probing;
-                    st.release_parked = st.poll_parked.is_some();
                 }
                 session.changed.notify_waiters();
             }
@@ -178,8 +214,6 @@ where
                 }
                 st.transport = Transport::Websocket;
                 st.upgrade = Upgrade::Done;
-                st.ws_attached = true;
-                st.release_parked = false;
                 break true;
             }
             _ => break false,
@@ -191,7 +225,6 @@ where
         let mut st = session.lock();
         if st.upgrade != Upgrade::Done {
             st.upgrade = Upgrade::Idle;
-            st.release_parked = false;
         }
     }
     upgraded

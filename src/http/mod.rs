@@ -188,6 +188,11 @@ async fn engine_endpoint(
         }),
         Method::Get => engine.poll(&req).await.map(polling_response),
         Method::Post => {
+            // Refusals that need no body (unknown sid, binary content type) come first,
+            // so they cost no read of up to `max_payload` bytes.
+            if let Err(e) = engine.check_post(&req) {
+                return HttpError(e).into_response();
+            }
             let declared = headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())

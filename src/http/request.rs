@@ -31,6 +31,9 @@ pub fn parse(
     let origin = headers
         .get(header::ORIGIN)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     Request {
         method: match *method {
             HttpMethod::GET => Method::Get,
@@ -42,6 +45,7 @@ pub fn parse(
         sid: first("sid"),
         websocket_upgrade,
         origin,
+        content_type,
         info: HandshakeInfo {
             headers: headers
                 .iter()

@@ -177,13 +177,16 @@ pub fn payload_packets(payload: &str) -> impl Iterator<Item = Result<Packet, Dec
     payload.split(SEPARATOR).map(decode_packet)
 }
 
-/// Decodes a whole polling payload (the body of a POST). Fails on the first bad packet.
+/// The text of a polling payload (the body of a POST): payloads are UTF-8.
+pub fn payload_text(body: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(body).map_err(|_| DecodeError::InvalidUtf8)
+}
+
+/// Decodes a whole polling payload (the body of a POST). Fails on the first bad packet;
+/// an empty body is [`DecodeError::Empty`]. The engine reads POST bodies with the same
+/// two steps, [`payload_text`] then [`payload_packets`], acting on each packet as it goes.
 pub fn decode_payload(body: &[u8]) -> Result<Vec<Packet>, DecodeError> {
-    let text = std::str::from_utf8(body).map_err(|_| DecodeError::InvalidUtf8)?;
-    if text.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    payload_packets(text).collect()
+    payload_packets(payload_text(body)?).collect()
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use nonstick::config::{AppKind, Config};
 
-use crate::fixture::{TestNode, get, open_polling, post, request};
+use crate::fixture::{TestNode, WAIT, get, open_polling, post, request, request_with_type};
 
 const EIO: &str = "/engine.io/";
 
@@ -312,5 +312,90 @@ async fn cookie_and_cors() {
         preflight.header("access-control-allow-methods"),
         Some("GET,HEAD,PUT,PATCH,POST,DELETE")
     );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn queued_bytes_over_the_limit_close_the_session() {
+    let mut config = Config::new(AppKind::ProtocolSuite);
+    config.engine.max_buffered_bytes = 1000;
+    let node = TestNode::start_with(config).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    // Two echoes of 401 bytes fit.
+    let small = format!("4{}", "s".repeat(400));
+    assert_eq!(post(&url, &format!("{small}\x1e{small}")).await.status, 200);
+    assert_eq!(get(&url).await.body, format!("{small}\x1e{small}"));
+    // Two echoes of 601 bytes, never fetched, are over 1000 bytes: far below the
+    // message count bound, the byte bound closes the session.
+    let big = format!("4{}", "b".repeat(600));
+    post(&url, &format!("{big}\x1e{big}")).await;
+    assert_eq!(get(&url).await.status, 400);
+    let metrics = get(&node.url("/metrics")).await.body;
+    let closed = r#"nonstick_sessions_closed_total{path="/engine.io/",reason="queue_overflow"} 1"#;
+    assert!(metrics.lines().any(|l| l == closed), "{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unsolicited_pongs_do_not_postpone_pings() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let mut parked = tokio::spawn({
+        let url = url.clone();
+        async move { get(&url).await }
+    });
+    // Pongs every 100 ms, before any ping was sent (pingInterval is 300 ms): the ping
+    // must come anyway, and the parked GET must return it.
+    let mut reply = None;
+    for _ in 0..50 {
+        assert_eq!(post(&url, "3").await.status, 200);
+        if let Ok(done) = tokio::time::timeout(Duration::from_millis(100), &mut parked).await {
+            reply = Some(done.unwrap());
+            break;
+        }
+    }
+    let reply = reply.expect("a ping despite unsolicited pongs");
+    assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn binary_content_type_post_is_refused_and_closes() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let reply = request_with_type("POST", &url, "application/octet-stream", "4hello").await;
+    assert_eq!(reply.status, 400);
+    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(json["code"], 3);
+    assert_eq!(get(&url).await.status, 400);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn post_for_unknown_sid_is_refused_before_its_body() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let mut raw = tokio::net::TcpStream::connect(node.addr()).await.unwrap();
+    // Headers announce a body that never comes: the refusal must not wait for it.
+    let request = format!(
+        "POST {EIO}?EIO=4&transport=polling&sid=nope HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100000\r\n\r\n",
+        node.addr()
+    );
+    raw.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, raw.read(&mut buf))
+            .await
+            .expect("an answer without the body")
+            .unwrap();
+        assert!(n > 0, "connection closed without an answer");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     node.stop().await;
 }

@@ -113,10 +113,15 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// Sends one request and reads the whole body as text.
 pub async fn request(method: &str, url: &str, body: &str) -> Reply {
+    request_with_type(method, url, "text/plain;charset=UTF-8", body).await
+}
+
+/// Sends one request with this `Content-Type` and reads the whole body as text.
+pub async fn request_with_type(method: &str, url: &str, content_type: &str, body: &str) -> Reply {
     let req = hyper::Request::builder()
         .method(method)
         .uri(url)
-        .header("content-type", "text/plain;charset=UTF-8")
+        .header("content-type", content_type)
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("valid request");
     let response = tokio::time::timeout(WAIT, client().request(req))
