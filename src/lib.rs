@@ -8,6 +8,8 @@
 //!   handler API.
 //! - [`http`]: axum routes that parse requests once and call the engine.
 //! - [`app`]: the built-in applications (the demo app and the protocol-suite profile).
+//! - [`registry`]: the Raft-replicated session registry (openraft on sled).
+//! - [`rpc`]: peer gRPC plumbing: generated protobuf code, cluster secret, peer channels, server.
 //! - [`node`], [`config`]: wiring and settings of one server process.
 #![warn(missing_docs)]
 
@@ -17,6 +19,8 @@ pub mod engine;
 pub mod http;
 pub mod node;
 pub mod protocol;
+pub mod registry;
+pub mod rpc;
 pub mod socketio;
 
 pub use node::serve;

@@ -5,5 +5,6 @@ mod eio_codec;
 mod engine_polling;
 mod engine_websocket;
 mod fixture;
+mod registry;
 mod sio_codec;
 mod socketio;

@@ -1,0 +1,746 @@
+//! The session registry: a Raft-replicated record of every session's owner, epoch, transport,
+//! namespaces, rooms and data, stored on sled on every node.
+//!
+//! [`Registry`] is the whole interface; openraft and sled stay inside this module (sled inside
+//! [`store`] alone). A node starts it with [`Registry::start`], mounts the returned
+//! [`RegistryService`] on its peer gRPC server ([`crate::rpc::serve`]), and calls
+//! [`Registry::initialize`] with the static member list. After that:
+//!
+//! - [`Registry::write`] works on every node: a follower forwards to the leader itself, and
+//!   concurrent writes of one node are grouped into one Raft entry ([`Command::Batch`]), so a
+//!   burst of handshakes costs one replication round and one fsync, not one each;
+//! - [`Registry::session`] and [`Registry::sessions_owned_by`] read the locally applied state
+//!   (fast, possibly a few milliseconds behind the leader);
+//! - [`Registry::read_linearizable`] reads after confirming with the leader that nothing newer
+//!   is committed: use it before answering "unknown sid" for a sid this node has not seen.
+//!
+//! Failure model: a write returns once it is committed by a majority and applied locally
+//! (on the leader; a follower's own state may apply it a moment later). It fails with
+//! [`RegistryError::NoLeader`] when no majority is reachable within
+//! [`RegistryConfig::write_timeout`]. A write retried after a lost connection may be applied
+//! twice; commands are idempotent except that the repeat answers
+//! [`Response::AlreadyExists`] / [`Response::StaleEpoch`].
+
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod network;
+mod service;
+mod state;
+pub mod store;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use openraft::error::{Fatal, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use error::RegistryError;
+pub use service::RaftGrpc;
+pub use types::{Command, NodeId, Response, SessionRecord, SocketRecord, Transport, TypeConfig};
+
+use crate::rpc::Peers;
+use crate::rpc::pb::raft::RaftBytes;
+use crate::rpc::pb::raft::raft_service_client::RaftServiceClient;
+use crate::rpc::pb::raft::raft_service_server::RaftServiceServer;
+use service::{ForwardError, ReadIndexReply, WriteReply};
+use store::StateView;
+
+/// The gRPC service a node mounts so its peers can reach its registry.
+pub type RegistryService = RaftServiceServer<RaftGrpc>;
+
+/// Largest gRPC message of the registry protocol (batched log entries, snapshot chunks).
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// How many writes may wait for the batcher before `write` callers wait for room.
+const WRITE_QUEUE: usize = 16 * 1024;
+
+/// How many times a write or read is re-sent after "not leader" or an unreachable leader,
+/// within its time limit.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// Settings of one registry node.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// This node's id (unique in the cluster, never reused for another data directory).
+    pub node_id: NodeId,
+    /// Where sled keeps this node's log and state. Exclusive to one process.
+    pub data_dir: PathBuf,
+    /// The peer directory shared with the node's other inter-node services.
+    pub peers: Peers,
+    /// How often the leader sends heartbeats; also the time limit of one append-entries call.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries since the previous one.
+    pub snapshot_every: u64,
+    /// Log entries kept after a snapshot (so a briefly lagging follower needs no snapshot).
+    pub logs_kept_after_snapshot: u64,
+    /// Most commands grouped into one Raft entry by the write batcher.
+    pub max_batch: usize,
+    /// How many batches may be replicating at once.
+    pub max_inflight_batches: usize,
+    /// Time limit of [`Registry::write`] and [`Registry::read_linearizable`], leader search
+    /// and forwarding included.
+    pub write_timeout: Duration,
+    /// Time limit of a membership change, including a new learner's catch-up.
+    pub membership_timeout: Duration,
+}
+
+impl RegistryConfig {
+    /// Settings with defaults suited to a LAN cluster (heartbeat 200 ms, elections after
+    /// 1–2 s, snapshot every 10 000 entries, batches of up to 512 commands, 5 s writes).
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>, peers: Peers) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            peers,
+            heartbeat_interval: Duration::from_millis(200),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_every: 10_000,
+            logs_kept_after_snapshot: 1_000,
+            max_batch: 512,
+            max_inflight_batches: 4,
+            write_timeout: Duration::from_secs(5),
+            membership_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, RegistryError> {
+        let config = openraft::Config {
+            cluster_name: "nonstick".into(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: millis(self.election_timeout_min),
+            election_timeout_max: millis(self.election_timeout_max),
+            install_snapshot_timeout: millis(self.write_timeout),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            // Entries are batches of up to `max_batch` commands: keep one append call (and one
+            // gRPC message) well under MAX_MESSAGE_SIZE.
+            max_payload_entries: 64,
+            // Chunks travel as JSON byte arrays (about 4 bytes per byte).
+            snapshot_max_chunk_size: 1 << 20,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| RegistryError::Raft(format!("invalid raft settings: {e}")))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// This node's part in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It leads: writes are committed through it.
+    Leader,
+    /// A voting follower.
+    Follower,
+    /// Standing for election.
+    Candidate,
+    /// A non-voting member catching up or replicating.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// A point-in-time view of this node's registry, for health checks, metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// The current Raft term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry applied to the local state.
+    pub applied_index: Option<u64>,
+    /// Index covered by the current snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Index up to which the log has been purged.
+    pub purged_index: Option<u64>,
+    /// Sessions in the local state.
+    pub sessions: usize,
+}
+
+/// A handle to this node's registry. Cheap to clone; every clone talks to the same instance.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Arc<Core>,
+    state: StateView,
+    writes: mpsc::Sender<PendingWrite>,
+    /// The batcher task, aborted on shutdown.
+    batcher: Mutex<Option<JoinHandle<()>>>,
+    /// Dies once the storage (and so sled's directory lock) is released.
+    lease: Weak<()>,
+    membership_timeout: Duration,
+    /// A leader whose last majority acknowledgement is older than this is unhealthy.
+    election_timeout_max: Duration,
+}
+
+/// What the batcher and the write path share.
+struct Core {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    peers: Peers,
+    write_timeout: Duration,
+}
+
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<Result<Response, RegistryError>>,
+}
+
+impl Registry {
+    /// Opens the data directory, starts Raft and the write batcher, and returns the handle and
+    /// the gRPC service to mount on this node's peer server. A directory with earlier state
+    /// resumes it (the node rejoins its cluster); an empty one waits for
+    /// [`Registry::initialize`] or to be added by the leader.
+    pub async fn start(
+        config: RegistryConfig,
+    ) -> Result<(Registry, RegistryService), RegistryError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let dir = config.data_dir.clone();
+        let (log_store, sm_store) = tokio::task::spawn_blocking(move || store::open(&dir))
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))?
+            .map_err(|e| RegistryError::Storage(e.to_string()))?;
+        let state = sm_store.view();
+        let lease = sm_store.lease();
+        let network = network::Network {
+            peers: config.peers.clone(),
+        };
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store)
+            .await
+            .map_err(|e| RegistryError::Raft(e.to_string()))?;
+        let core = Arc::new(Core {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            peers: config.peers.clone(),
+            write_timeout: config.write_timeout,
+        });
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let batcher = tokio::spawn(run_batcher(
+            core.clone(),
+            queue,
+            config.max_batch.max(1),
+            config.max_inflight_batches.max(1),
+        ));
+        let service = RaftServiceServer::new(RaftGrpc::new(raft))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let registry = Registry {
+            inner: Arc::new(Inner {
+                core,
+                state,
+                writes,
+                batcher: Mutex::new(Some(batcher)),
+                lease,
+                membership_timeout: config.membership_timeout,
+                election_timeout_max: config.election_timeout_max,
+            }),
+        };
+        Ok((registry, service))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.core.node_id
+    }
+
+    /// Forms the cluster from `members` (node id -> gRPC address), all voters. Every node of a
+    /// static member list may call it with the same list: a node that is already initialized,
+    /// or already received the membership from another, does nothing. The addresses are also
+    /// added to [`Peers`] where unknown.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), RegistryError> {
+        let core = &self.inner.core;
+        for (id, addr) in &members {
+            if core.peers.addr(*id).is_none() {
+                core.peers
+                    .set(*id, addr)
+                    .map_err(|e| RegistryError::Membership(e.to_string()))?;
+            }
+        }
+        if core.raft.is_initialized().await.map_err(fatal_error)? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        match core.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(RegistryError::Membership(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal_error(e)),
+        }
+    }
+
+    /// Applies `command` through Raft and returns what it did. Works on any node; waits at
+    /// most [`RegistryConfig::write_timeout`]. Concurrent calls are batched into one entry.
+    pub async fn write(&self, command: Command) -> Result<Response, RegistryError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(PendingWrite { command, reply })
+            .await
+            .map_err(|_| RegistryError::Shutdown)?;
+        answer.await.map_err(|_| RegistryError::Shutdown)?
+    }
+
+    /// The locally applied record of `sid`.
+    pub fn session(&self, sid: &str) -> Option<SessionRecord> {
+        self.inner.state.session(sid)
+    }
+
+    /// The sids the locally applied state says `node` owns, sorted.
+    pub fn sessions_owned_by(&self, node: NodeId) -> Vec<String> {
+        self.inner.state.owned_by(node)
+    }
+
+    /// The record of `sid` as of now, cluster-wide: confirms with the leader (a heartbeat round
+    /// to a majority) which log position is the latest, waits until this node has applied it,
+    /// then reads locally.
+    pub async fn read_linearizable(
+        &self,
+        sid: &str,
+    ) -> Result<Option<SessionRecord>, RegistryError> {
+        let core = &self.inner.core;
+        let deadline = Instant::now() + core.write_timeout;
+        let read_index = core.read_index(deadline).await?;
+        if let Some(index) = read_index {
+            core.raft
+                .wait(Some(remaining(deadline)))
+                .applied_index_at_least(Some(index), "read_linearizable")
+                .await
+                .map_err(|e| match e {
+                    openraft::metrics::WaitError::Timeout(..) => RegistryError::Timeout,
+                    openraft::metrics::WaitError::ShuttingDown => RegistryError::Shutdown,
+                })?;
+        }
+        Ok(self.session(sid))
+    }
+
+    /// Adds node `id` at gRPC address `addr` as a non-voting learner and waits (at most
+    /// [`RegistryConfig::membership_timeout`]) until it has caught up. Runs on the leader.
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), RegistryError> {
+        let core = &self.inner.core;
+        core.peers
+            .set(id, addr)
+            .map_err(|e| RegistryError::Membership(e.to_string()))?;
+        let addr = core.peers.addr(id).unwrap_or_else(|| addr.to_owned());
+        let change = core.raft.add_learner(id, BasicNode::new(addr), true);
+        match tokio::time::timeout(self.inner.membership_timeout, change).await {
+            Ok(result) => result.map(|_| ()).map_err(membership_error),
+            Err(_) => Err(RegistryError::Timeout),
+        }
+    }
+
+    /// Makes `voters` the set of voting members (they must already be members; voters left
+    /// out are removed from the cluster). Runs on the leader.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<(), RegistryError> {
+        let change = self.inner.core.raft.change_membership(voters, false);
+        match tokio::time::timeout(self.inner.membership_timeout, change).await {
+            Ok(result) => result.map(|_| ()).map_err(membership_error),
+            Err(_) => Err(RegistryError::Timeout),
+        }
+    }
+
+    /// Every member as `(id, gRPC address, is voter)`, as this node last applied it.
+    pub fn membership(&self) -> Vec<(NodeId, String, bool)> {
+        let metrics = self.inner.core.raft.metrics();
+        let stored = metrics.borrow().membership_config.clone();
+        let membership = stored.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.core.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this node can take part in writes now: it is running and either leads with a
+    /// majority that acknowledged it within an election timeout, or follows a known leader (a
+    /// follower cut off from its leader drops it after an election timeout).
+    pub fn is_healthy(&self) -> bool {
+        let metrics = self.inner.core.raft.metrics();
+        let m = metrics.borrow();
+        if m.running_state.is_err() {
+            return false;
+        }
+        match m.current_leader {
+            None => false,
+            Some(leader) if leader == m.id => {
+                let limit = millis(self.inner.election_timeout_max);
+                m.millis_since_quorum_ack.is_some_and(|ms| ms < limit)
+            }
+            Some(_) => matches!(m.state, ServerState::Follower | ServerState::Learner),
+        }
+    }
+
+    /// A snapshot of this node's Raft and state counters.
+    pub fn status(&self) -> RegistryStatus {
+        let metrics = self.inner.core.raft.metrics();
+        let m = metrics.borrow();
+        RegistryStatus {
+            node_id: m.id,
+            role: match m.state {
+                ServerState::Leader => Role::Leader,
+                ServerState::Follower => Role::Follower,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Learner => Role::Learner,
+                ServerState::Shutdown => Role::Shutdown,
+            },
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
+            purged_index: m.purged.map(|id| id.index),
+            sessions: self.inner.state.len(),
+        }
+    }
+
+    /// Builds a snapshot now (the log before it is then purged down to
+    /// [`RegistryConfig::logs_kept_after_snapshot`] entries). Returns once requested, not built.
+    pub async fn trigger_snapshot(&self) -> Result<(), RegistryError> {
+        self.inner
+            .core
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(fatal_error)
+    }
+
+    /// Stops Raft and the batcher (pending writes fail with [`RegistryError::Shutdown`]) and
+    /// waits, at most 5 s, until the data directory is released, so it can be opened again in
+    /// the same process. Call it once; the gRPC service should be stopped as well.
+    pub async fn shutdown(&self) -> Result<(), RegistryError> {
+        let batcher = self
+            .inner
+            .batcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(batcher) = batcher {
+            batcher.abort();
+        }
+        self.inner
+            .core
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| RegistryError::Raft(e.to_string()))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.inner.lease.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(RegistryError::Storage(
+                    "the data directory is still in use after shutdown".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("node_id", &self.inner.core.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn fatal_error(e: Fatal<NodeId>) -> RegistryError {
+    match e {
+        Fatal::Stopped => RegistryError::Shutdown,
+        other => RegistryError::Raft(other.to_string()),
+    }
+}
+
+fn membership_error(
+    e: RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+) -> RegistryError {
+    if let Some(forward) = e.forward_to_leader() {
+        return RegistryError::NotLeader {
+            leader: forward.leader_id,
+        };
+    }
+    match e {
+        RaftError::Fatal(e) => fatal_error(e),
+        RaftError::APIError(e) => RegistryError::Membership(e.to_string()),
+    }
+}
+
+/// Groups queued writes into batches and submits them, at most `max_inflight` at a time. A
+/// write that finds no batch in flight goes out alone at once; writes arriving meanwhile wait
+/// for a free slot and then leave together.
+async fn run_batcher(
+    core: Arc<Core>,
+    mut queue: mpsc::Receiver<PendingWrite>,
+    max_batch: usize,
+    max_inflight: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_inflight));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut size = first.command.len().max(1);
+        let mut batch = vec![first];
+        while size < max_batch {
+            match queue.try_recv() {
+                Ok(next) => {
+                    size += next.command.len().max(1);
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            core.submit_batch(batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Failure of a call to the leader.
+enum CallError {
+    /// The leader could not be reached; the request was most likely not delivered.
+    Unavailable(String),
+    /// Anything else; the outcome is unknown.
+    Other(String),
+}
+
+/// What a forwarded request asks of the leader.
+enum LeaderCall<'a> {
+    Write(&'a Command),
+    ReadIndex,
+}
+
+impl Core {
+    async fn submit_batch(&self, mut batch: Vec<PendingWrite>) {
+        if batch.len() == 1 {
+            if let Some(write) = batch.pop() {
+                let result = self.submit(write.command).await;
+                let _ = write.reply.send(result);
+            }
+            return;
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| (w.command, w.reply)).unzip();
+        match self.submit(Command::Batch(commands)).await {
+            Ok(Response::Batch(responses)) if responses.len() == replies.len() => {
+                for (reply, response) in replies.into_iter().zip(responses) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Ok(other) => {
+                let e = RegistryError::Codec(format!("unexpected answer to a batch: {other:?}"));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Commits `command` through the leader, wherever it is.
+    async fn submit(&self, command: Command) -> Result<Response, RegistryError> {
+        let deadline = Instant::now() + self.write_timeout;
+        let mut hint = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt, deadline).await?;
+            }
+            let leader = match hint.take() {
+                Some(leader) => leader,
+                None => self.wait_for_leader(deadline).await?,
+            };
+            if leader == self.node_id {
+                let write = self.raft.client_write(command.clone());
+                match tokio::time::timeout(remaining(deadline), write).await {
+                    Ok(Ok(written)) => return Ok(written.data),
+                    Ok(Err(e)) => {
+                        if let Some(forward) = e.forward_to_leader() {
+                            hint = forward.leader_id;
+                            continue;
+                        }
+                        return Err(match e {
+                            RaftError::Fatal(e) => fatal_error(e),
+                            RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
+                        });
+                    }
+                    Err(_) => return Err(RegistryError::Timeout),
+                }
+            }
+            match self
+                .call_leader::<WriteReply>(leader, LeaderCall::Write(&command), deadline)
+                .await
+            {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(ForwardError::NotLeader { leader })) => hint = leader,
+                Ok(Err(ForwardError::Failed(message))) => return Err(RegistryError::Raft(message)),
+                Err(CallError::Unavailable(message)) => {
+                    tracing::debug!(leader, "registry leader unreachable: {message}");
+                }
+                Err(CallError::Other(message)) => {
+                    return Err(RegistryError::Unreachable {
+                        node: leader,
+                        message,
+                    });
+                }
+            }
+        }
+        Err(RegistryError::NoLeader)
+    }
+
+    /// The log index a linearizable read must wait for, from the leader.
+    async fn read_index(&self, deadline: Instant) -> Result<Option<u64>, RegistryError> {
+        let mut hint = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt, deadline).await?;
+            }
+            let leader = match hint.take() {
+                Some(leader) => leader,
+                None => self.wait_for_leader(deadline).await?,
+            };
+            if leader == self.node_id {
+                match tokio::time::timeout(remaining(deadline), self.raft.get_read_log_id()).await {
+                    Ok(Ok((read, _applied))) => return Ok(read.map(|id| id.index)),
+                    Ok(Err(e)) => {
+                        if let Some(forward) = e.forward_to_leader() {
+                            hint = forward.leader_id;
+                            continue;
+                        }
+                        return Err(match e {
+                            RaftError::Fatal(e) => fatal_error(e),
+                            RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
+                        });
+                    }
+                    Err(_) => return Err(RegistryError::Timeout),
+                }
+            }
+            match self
+                .call_leader::<ReadIndexReply>(leader, LeaderCall::ReadIndex, deadline)
+                .await
+            {
+                Ok(Ok(read)) => return Ok(read.map(|id| id.index)),
+                Ok(Err(ForwardError::NotLeader { leader })) => hint = leader,
+                Ok(Err(ForwardError::Failed(message))) => return Err(RegistryError::Raft(message)),
+                // A read has no side effect: any failure may be retried.
+                Err(CallError::Unavailable(message) | CallError::Other(message)) => {
+                    tracing::debug!(leader, "registry leader unreachable: {message}");
+                }
+            }
+        }
+        Err(RegistryError::NoLeader)
+    }
+
+    /// Waits until some leader is known.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, RegistryError> {
+        let metrics = self
+            .raft
+            .wait(Some(remaining(deadline)))
+            .metrics(|m| m.current_leader.is_some(), "registry leader")
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => RegistryError::NoLeader,
+                openraft::metrics::WaitError::ShuttingDown => RegistryError::Shutdown,
+            })?;
+        metrics.current_leader.ok_or(RegistryError::NoLeader)
+    }
+
+    async fn call_leader<T: DeserializeOwned>(
+        &self,
+        leader: NodeId,
+        call: LeaderCall<'_>,
+        deadline: Instant,
+    ) -> Result<T, CallError> {
+        let channel = self
+            .peers
+            .channel(leader)
+            .ok_or_else(|| CallError::Unavailable(format!("no address for node {leader}")))?;
+        let mut client = RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let data = match call {
+            LeaderCall::Write(command) => {
+                serde_json::to_vec(command).map_err(|e| CallError::Other(e.to_string()))?
+            }
+            LeaderCall::ReadIndex => Vec::new(),
+        };
+        let timeout = remaining(deadline);
+        let mut request = tonic::Request::new(RaftBytes { data });
+        request.set_timeout(timeout);
+        let rpc = async {
+            match call {
+                LeaderCall::Write(_) => client.client_write(request).await,
+                LeaderCall::ReadIndex => client.read_index(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, rpc).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(CallError::Unavailable(status.message().to_owned()));
+            }
+            Ok(Err(status)) => {
+                return Err(CallError::Other(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )));
+            }
+            Err(_) => return Err(CallError::Other(format!("no answer within {timeout:?}"))),
+        };
+        serde_json::from_slice(&reply.data).map_err(|e| CallError::Other(e.to_string()))
+    }
+}
+
+/// Waits a little longer after each failed attempt (50 ms steps, at most 500 ms), but never
+/// past `deadline`.
+async fn backoff(attempt: u32, deadline: Instant) -> Result<(), RegistryError> {
+    let wait = Duration::from_millis(50 * u64::from(attempt)).min(Duration::from_millis(500));
+    if Instant::now() + wait >= deadline {
+        return Err(RegistryError::Timeout);
+    }
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
