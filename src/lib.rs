@@ -16,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod http;
 pub mod node;
 pub mod protocol;

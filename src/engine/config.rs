@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub allow_upgrades: bool,
     /// Most live sessions in this engine; handshakes past it are refused (code 4).
     pub max_sessions: usize,
+    /// Put in front of every new sid, before its 128 random bits. A cluster node sets it to
+    /// `"<node id>."` so that any node can route a brand-new session to its owner.
+    pub sid_prefix: String,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +49,7 @@ impl Default for EngineConfig {
             websocket: true,
             allow_upgrades: true,
             max_sessions: 100_000,
+            sid_prefix: String::new(),
         }
     }
 }

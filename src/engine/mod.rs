@@ -275,7 +275,7 @@ impl Engine {
                 shared: Arc::downgrade(shared),
             });
             let sid: Arc<str> = loop {
-                let sid = new_sid();
+                let sid = new_sid(&shared.config.sid_prefix);
                 if !sessions.contains_key(sid.as_str()) {
                     break sid.into();
                 }
@@ -443,9 +443,11 @@ impl Engine {
 }
 
 /// A new session id: 128 bits from the thread-local CSPRNG, URL-safe base64.
-fn new_sid() -> String {
+fn new_sid(prefix: &str) -> String {
     let bytes: [u8; 16] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let mut sid = prefix.to_owned();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, &mut sid);
+    sid
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -9,6 +9,7 @@
 //! because it has no cap on concurrent HTTP/2 streams per connection.
 
 pub mod auth;
+pub mod link;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +30,11 @@ pub mod pb {
     pub mod raft {
         #![allow(missing_docs)]
         tonic::include_proto!("nonstick.raft");
+    }
+    /// Package `nonstick.forward`: Engine.IO requests forwarded to the session owner.
+    pub mod forward {
+        #![allow(missing_docs)]
+        tonic::include_proto!("nonstick.forward");
     }
 }
 

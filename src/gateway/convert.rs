@@ -1,0 +1,81 @@
+//! Engine requests and errors to and from their protobuf form. The numbers of
+//! [`error_to_pb`] are wire values: never renumber them.
+
+use bytes::Bytes;
+
+use crate::engine::{EngineError, HandshakeInfo, Method, Request};
+use crate::rpc::pb::forward as pb;
+
+pub(crate) fn request_to_pb(mount: &str, req: &Request, body: Bytes) -> pb::EngineRequest {
+    pb::EngineRequest {
+        mount: mount.to_owned(),
+        method: match req.method {
+            Method::Get => pb::Method::Get,
+            Method::Post => pb::Method::Post,
+            Method::Other => pb::Method::Other,
+        } as i32,
+        sid: req.sid.clone().unwrap_or_default(),
+        transport: req.transport.clone(),
+        eio: req.eio.clone(),
+        origin: req.origin.clone(),
+        content_type: req.content_type.clone(),
+        body: body.to_vec(),
+        websocket_upgrade: req.websocket_upgrade,
+    }
+}
+
+/// The engine request a forwarded one stands for, and its body. The handshake details stay on
+/// the receiving node: a forwarded request always names an existing session.
+pub(crate) fn request_from_pb(pb: pb::EngineRequest) -> (String, Request, Bytes) {
+    let method = match pb::Method::try_from(pb.method) {
+        Ok(pb::Method::Get) => Method::Get,
+        Ok(pb::Method::Post) => Method::Post,
+        _ => Method::Other,
+    };
+    let req = Request {
+        method,
+        transport: pb.transport,
+        eio: pb.eio,
+        sid: Some(pb.sid),
+        websocket_upgrade: pb.websocket_upgrade,
+        origin: pb.origin,
+        content_type: pb.content_type,
+        info: HandshakeInfo::default(),
+    };
+    (pb.mount, req, Bytes::from(pb.body))
+}
+
+pub(crate) fn error_to_pb(e: &EngineError) -> u32 {
+    match e {
+        EngineError::UnknownTransport => 0,
+        EngineError::UnknownSid => 1,
+        EngineError::BadHandshakeMethod => 2,
+        EngineError::BadRequest => 3,
+        EngineError::TransportMismatch => 4,
+        EngineError::DuplicatePoll => 5,
+        EngineError::ConcurrentPost => 6,
+        EngineError::BadPacket => 7,
+        EngineError::BinaryBody => 8,
+        EngineError::Forbidden => 9,
+        EngineError::UnsupportedProtocolVersion => 10,
+        EngineError::PayloadTooLarge => 11,
+    }
+}
+
+pub(crate) fn error_from_pb(code: u32) -> EngineError {
+    match code {
+        0 => EngineError::UnknownTransport,
+        1 => EngineError::UnknownSid,
+        2 => EngineError::BadHandshakeMethod,
+        4 => EngineError::TransportMismatch,
+        5 => EngineError::DuplicatePoll,
+        6 => EngineError::ConcurrentPost,
+        7 => EngineError::BadPacket,
+        8 => EngineError::BinaryBody,
+        9 => EngineError::Forbidden,
+        10 => EngineError::UnsupportedProtocolVersion,
+        11 => EngineError::PayloadTooLarge,
+        // 3, and anything a newer peer may send.
+        _ => EngineError::BadRequest,
+    }
+}

@@ -1,0 +1,168 @@
+//! For a request that carries a sid: serve it here, or forward it to the node that owns the
+//! session. The only place routing happens.
+//!
+//! The owner is, in this order: this node, if its engine holds the sid; the owner recorded in
+//! the replicated registry; the owner hint in the sid itself (`"<node>.<random>"`), which lets a
+//! brand-new session be routed before the registry has replicated it. A sid none of these place
+//! on another node is served locally, where the engine answers "Session ID unknown" at once.
+//!
+//! The owner serves a forwarded request with the same engine functions as a local one
+//! ([`service`]), and never forwards it again.
+
+mod convert;
+pub mod service;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::engine::{Engine, EngineError, Request};
+use crate::registry::{NodeId, Registry};
+use crate::rpc::Peers;
+use crate::rpc::link::{LinkError, PollingLink};
+use crate::rpc::pb::forward::polling_reply;
+
+/// How much longer than the longest park (a ping interval) a forwarded request may take.
+const FORWARD_MARGIN: Duration = Duration::from_secs(5);
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Serve it with this node's engine.
+    Local,
+    /// Forward it to this node.
+    Remote(NodeId),
+}
+
+/// Why a forwarded request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The owner's engine refused it, exactly as it would a local request.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The owner could not be asked.
+    #[error(transparent)]
+    Owner(#[from] LinkError),
+}
+
+/// The routing front of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Engines by mount path.
+    engines: HashMap<String, Engine>,
+    cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    node: NodeId,
+    registry: Registry,
+    peers: Peers,
+    /// One polling link per peer, created on first use.
+    links: Mutex<HashMap<NodeId, PollingLink>>,
+}
+
+impl Gateway {
+    /// A gateway that serves everything locally (a single node).
+    pub fn local(engines: impl IntoIterator<Item = (String, Engine)>) -> Self {
+        Gateway {
+            inner: Arc::new(Inner {
+                engines: engines.into_iter().collect(),
+                cluster: None,
+            }),
+        }
+    }
+
+    /// A gateway of cluster node `node`, routing by `registry` and reaching peers through
+    /// `peers`.
+    pub fn clustered(
+        node: NodeId,
+        engines: impl IntoIterator<Item = (String, Engine)>,
+        registry: Registry,
+        peers: Peers,
+    ) -> Self {
+        Gateway {
+            inner: Arc::new(Inner {
+                engines: engines.into_iter().collect(),
+                cluster: Some(Cluster {
+                    node,
+                    registry,
+                    peers,
+                    links: Mutex::new(HashMap::new()),
+                }),
+            }),
+        }
+    }
+
+    /// The engine mounted at `mount`.
+    pub fn engine(&self, mount: &str) -> Option<&Engine> {
+        self.inner.engines.get(mount)
+    }
+
+    /// Where a request for `sid` on `mount` must be served.
+    pub fn route(&self, mount: &str, sid: &str) -> Route {
+        let Some(cluster) = &self.inner.cluster else {
+            return Route::Local;
+        };
+        if self.engine(mount).is_some_and(|e| e.has_session(sid)) {
+            return Route::Local;
+        }
+        let owner = match cluster.registry.session(sid) {
+            Some(record) => Some(record.owner),
+            None => owner_hint(sid),
+        };
+        match owner {
+            Some(node) if node != cluster.node => Route::Remote(node),
+            _ => Route::Local,
+        }
+    }
+
+    /// Forward a polling GET or POST (or any other sid request) to `node` and return the body of
+    /// its 200 answer. Dropping the future cancels the request on the owner.
+    pub async fn forward(
+        &self,
+        node: NodeId,
+        mount: &str,
+        req: &Request,
+        body: Bytes,
+    ) -> Result<String, GatewayError> {
+        let link = self.link(node)?;
+        let deadline = self
+            .engine(mount)
+            .map(|e| e.config().ping_interval + e.config().ping_timeout)
+            .unwrap_or_default()
+            + FORWARD_MARGIN;
+        let request = convert::request_to_pb(mount, req, body);
+        match link.call(request, deadline).await? {
+            polling_reply::Result::Body(body) => Ok(body),
+            polling_reply::Result::Error(code) => Err(convert::error_from_pb(code).into()),
+        }
+    }
+
+    fn link(&self, node: NodeId) -> Result<PollingLink, LinkError> {
+        let cluster = self
+            .inner
+            .cluster
+            .as_ref()
+            .ok_or(LinkError::UnknownPeer(node))?;
+        let mut links = cluster.links.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(links
+            .entry(node)
+            .or_insert_with(|| PollingLink::new(node, cluster.peers.clone()))
+            .clone())
+    }
+}
+
+/// The node id a sid names as its owner: the digits before the first `.`.
+pub fn owner_hint(sid: &str) -> Option<NodeId> {
+    let (node, rest) = sid.split_once('.')?;
+    if rest.is_empty() || node.is_empty() || node.len() > 20 {
+        return None;
+    }
+    node.parse().ok()
+}

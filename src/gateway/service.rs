@@ -1,0 +1,117 @@
+//! The owner's side of forwarding: the `Forward` gRPC service. Each forwarded request is served
+//! by this node's engine exactly as a local one, in a task of its own; a `cancel` frame, or the
+//! end of the stream, aborts the task, which drops the engine call the way a vanished HTTP
+//! client would (a parked GET then closes the session, as the aborted-GET rule says).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request as GrpcRequest, Response, Status, Streaming};
+
+use super::Gateway;
+use super::convert;
+use crate::engine::{EngineError, Method};
+use crate::rpc::pb::forward::forward_server::{Forward, ForwardServer};
+use crate::rpc::pb::forward::{PollingFrame, PollingReply, WsFrame, polling_frame, polling_reply};
+
+/// Replies that may wait for the stream to the forwarding node to take them.
+const REPLY_QUEUE: usize = 4096;
+
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The `Forward` service of one node.
+#[derive(Clone)]
+pub struct ForwardService {
+    gateway: Gateway,
+}
+
+impl ForwardService {
+    /// The service, ready to be mounted on the node's gRPC server.
+    pub fn server(gateway: Gateway) -> ForwardServer<ForwardService> {
+        ForwardServer::new(ForwardService { gateway })
+    }
+
+    /// Serve one forwarded request with the local engine.
+    async fn serve(&self, frame: crate::rpc::pb::forward::EngineRequest) -> polling_reply::Result {
+        let (mount, req, body) = convert::request_from_pb(frame);
+        let Some(engine) = self.gateway.engine(&mount) else {
+            return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
+        };
+        let result = match req.method {
+            Method::Get => engine.poll(&req).await,
+            Method::Post => match engine.check_post(&req) {
+                Ok(()) => engine.post(&req, body).await.map(|()| "ok".to_owned()),
+                Err(e) => Err(e),
+            },
+            Method::Other => Err(engine.check(&req).err().unwrap_or(EngineError::BadRequest)),
+        };
+        match result {
+            Ok(body) => polling_reply::Result::Body(body),
+            Err(e) => polling_reply::Result::Error(convert::error_to_pb(&e)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Forward for ForwardService {
+    type PollingStream = ReplyStream<PollingReply>;
+    type WebsocketStream = ReplyStream<WsFrame>;
+
+    async fn polling(
+        &self,
+        request: GrpcRequest<Streaming<PollingFrame>>,
+    ) -> Result<Response<Self::PollingStream>, Status> {
+        let mut frames = request.into_inner();
+        let (replies, rx) = mpsc::channel(REPLY_QUEUE);
+        let service = self.clone();
+        tokio::spawn(async move {
+            let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
+            while let Ok(Some(frame)) = frames.message().await {
+                match frame.kind {
+                    Some(polling_frame::Kind::Request(request)) => {
+                        let (service, replies, running2) =
+                            (service.clone(), replies.clone(), running.clone());
+                        let id = frame.id;
+                        let task = tokio::spawn(async move {
+                            let result = service.serve(request).await;
+                            lock(&running2).remove(&id);
+                            let reply = PollingReply {
+                                id,
+                                result: Some(result),
+                            };
+                            let _ = replies.send(Ok(reply)).await;
+                        });
+                        lock(&running).insert(id, task.abort_handle());
+                    }
+                    Some(polling_frame::Kind::Cancel(_)) => {
+                        if let Some(task) = lock(&running).remove(&frame.id) {
+                            task.abort();
+                        }
+                    }
+                    None => {}
+                }
+            }
+            // The forwarding node is gone or restarted its stream: nobody waits for these.
+            for (_, task) in lock(&running).drain() {
+                task.abort();
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn websocket(
+        &self,
+        _request: GrpcRequest<Streaming<WsFrame>>,
+    ) -> Result<Response<Self::WebsocketStream>, Status> {
+        Err(Status::unimplemented("websocket relay"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
