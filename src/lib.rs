@@ -9,9 +9,12 @@
 //! - [`http`]: axum routes that parse requests once and call the engine.
 //! - [`app`]: the built-in applications (the demo app and the protocol-suite profile).
 //! - [`node`], [`config`]: wiring and settings of one server process.
+//! - [`balancer`]: the embedded per-request HTTP/WebSocket balancer for local clusters and
+//!   benchmark controls.
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod balancer;
 pub mod config;
 pub mod engine;
 pub mod http;
