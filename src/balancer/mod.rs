@@ -94,7 +94,10 @@ pub struct HealthConfig {
     /// Upper bound for opening a TCP connection to a backend; past it the request gets `502`
     /// and the backend is marked down like a refusing one.
     pub connect_timeout: Duration,
-    /// The optional active probe; `None` means passive checking only.
+    /// The optional active probe; `None` means passive checking only: a backend comes back
+    /// when its cooldown is over or when a request to it succeeds. With a probe, a backend
+    /// marked down (refused connection or failed probe) comes back only through a
+    /// successful probe or the end of its mark.
     pub probe: Option<ProbeConfig>,
 }
 

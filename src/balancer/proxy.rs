@@ -48,6 +48,9 @@ pub(super) struct Proxy {
     client: Client<HttpConnector, Incoming>,
     /// Cloned into websocket relays so that stopping the balancer closes them.
     stopped: watch::Receiver<bool>,
+    /// With an active probe, only the probe puts a backend back: a request pinned to a
+    /// backend the probe calls unhealthy must not flip it up between two probes.
+    probing: bool,
 }
 
 impl Proxy {
@@ -62,6 +65,7 @@ impl Proxy {
             router: Arc::new(router),
             client: backend_client(config.health.connect_timeout),
             stopped,
+            probing: config.health.probe.is_some(),
         }
     }
 
@@ -118,7 +122,7 @@ impl Proxy {
                 );
             }
         };
-        if self.router.mark_up(index) {
+        if !self.probing && self.router.mark_up(index) {
             tracing::info!(backend = %backend.addr, "backend up");
         }
 
