@@ -608,3 +608,20 @@ async fn raw_http_client() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\n0"), "{answer}");
 }
+
+/// An Engine.IO websocket session through the relay to a real node: open packet, then a
+/// ping answered by the client and the Socket.IO CONNECT answered by the server.
+#[tokio::test]
+async fn engine_websocket_through_the_balancer() {
+    let node = TestNode::start(AppKind::Demo).await;
+    let lb = start_over(BalancerConfig::new(vec![node.addr()], Mode::RoundRobin)).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", lb.addr());
+    let mut ws = ws_connect(&url)
+        .await
+        .expect("websocket through the balancer");
+    let open = ws_text(&mut ws).await;
+    assert!(open.starts_with("0{\"sid\":"), "{open}");
+    ws_send(&mut ws, "40").await;
+    let connected = ws_text(&mut ws).await;
+    assert!(connected.starts_with("40"), "{connected}");
+}
