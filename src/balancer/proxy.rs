@@ -20,8 +20,8 @@ use super::route::Router;
 use super::sid::SidTable;
 use super::{BalancerConfig, Mode};
 
-/// Idle pooled backend connections are closed after this; well under common server idle
-/// timeouts would be pointless, since the backends are ours and keep connections open.
+/// Idle pooled backend connections are closed after this, so a balancer that went quiet does
+/// not keep sockets open on the backends.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
