@@ -11,9 +11,12 @@
 //! - [`registry`]: the Raft-replicated session registry (openraft on sled).
 //! - [`rpc`]: peer gRPC plumbing: generated protobuf code, cluster secret, peer channels, server.
 //! - [`node`], [`config`]: wiring and settings of one server process.
+//! - [`balancer`]: the embedded per-request HTTP/WebSocket balancer for local clusters and
+//!   benchmark controls.
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod balancer;
 pub mod config;
 pub mod engine;
 pub mod gateway;

@@ -1,0 +1,332 @@
+//! Forwarding one client request to its backend: rewrite the target and the hop-by-hop
+//! headers, stream the bodies, relay upgrades, and answer 502 when the backend is unreachable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
+
+use super::body::{ProxyBody, Sniff};
+use super::route::Router;
+use super::sid::SidTable;
+use super::{BalancerConfig, Mode};
+
+/// Idle pooled backend connections are closed after this, so a balancer that went quiet does
+/// not keep sockets open on the backends.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so they are
+/// never forwarded as they are.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The forwarding state shared by all client connections of one balancer.
+#[derive(Debug)]
+pub(super) struct Proxy {
+    router: Arc<Router>,
+    /// Pooled keep-alive connections to the backends.
+    client: Client<HttpConnector, Incoming>,
+    /// Cloned into websocket relays so that stopping the balancer closes them.
+    stopped: watch::Receiver<bool>,
+    /// With an active probe, only the probe puts a backend back: a request pinned to a
+    /// backend the probe calls unhealthy must not flip it up between two probes.
+    probing: bool,
+}
+
+impl Proxy {
+    pub(super) fn new(config: &BalancerConfig, stopped: watch::Receiver<bool>) -> Proxy {
+        let router = Router::new(
+            &config.backends,
+            config.mode,
+            config.health.cooldown,
+            SidTable::new(&config.sids),
+        );
+        Proxy {
+            router: Arc::new(router),
+            client: backend_client(config.health.connect_timeout),
+            stopped,
+            probing: config.health.probe.is_some(),
+        }
+    }
+
+    pub(super) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Forwards `request` from `peer` and returns the backend's answer (or a local 502).
+    /// Dropping the returned future (the client went away) drops the backend request and
+    /// closes its backend connection, which is how a backend learns of an aborted long-poll.
+    pub(super) async fn handle(
+        &self,
+        peer: SocketAddr,
+        mut request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        if request.method() == Method::CONNECT {
+            return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        }
+        let query = request.uri().query();
+        let sid = query_value(query, "sid");
+        let index = self.router.pick(peer.ip(), sid);
+        let handshake = self.router.mode() == Mode::StickySid
+            && sid.is_none()
+            && request.method() == Method::GET
+            && query_value(query, "transport") == Some("polling");
+
+        let upgrade = upgrade_protocol(request.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+        let backend = self.router.backend(index);
+        let (mut parts, body) = request.into_parts();
+        parts.uri = backend_uri(&backend.authority, &parts.uri);
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        forwarded_for(&mut parts.headers, peer.ip());
+
+        let mut response = match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(e) => {
+                // Only a failed connect says the backend is gone; a reset mid-request may be
+                // this one request's fault.
+                if e.is_connect() && self.router.mark_down(index, Duration::ZERO) {
+                    tracing::warn!(backend = %backend.addr, "backend down: {e}");
+                }
+                tracing::debug!(backend = %backend.addr, "request failed: {e}");
+                return local(
+                    StatusCode::BAD_GATEWAY,
+                    format!("backend {} unreachable\n", backend.addr),
+                );
+            }
+        };
+        if !self.probing && self.router.mark_up(index) {
+            tracing::info!(backend = %backend.addr, "backend up");
+        }
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return local(
+                    StatusCode::BAD_GATEWAY,
+                    "backend switched protocols unasked\n",
+                );
+            };
+            let backend_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(relay(client_upgrade, backend_upgrade, self.stopped.clone()));
+            let (parts, _) = response.into_parts();
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+
+        strip_hop_by_hop(response.headers_mut());
+        let (parts, body) = response.into_parts();
+        let sniff = (handshake && parts.status == StatusCode::OK)
+            .then(|| Box::new(Sniff::new(self.router.clone(), index)));
+        Response::from_parts(parts, ProxyBody::Backend { body, sniff })
+    }
+}
+
+fn backend_client(connect_timeout: Duration) -> Client<HttpConnector, Incoming> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Splices the two upgraded connections until either side closes or the balancer stops.
+async fn relay(client: OnUpgrade, backend: OnUpgrade, mut stopped: watch::Receiver<bool>) {
+    let splice = async {
+        let (client, backend) = tokio::try_join!(client, backend)?;
+        let mut client = TokioIo::new(client);
+        let mut backend = TokioIo::new(backend);
+        tokio::io::copy_bidirectional(&mut client, &mut backend).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    };
+    tokio::select! {
+        result = splice => {
+            if let Err(e) = result {
+                tracing::debug!("upgraded relay ended: {e}");
+            }
+        }
+        _ = stopped.changed() => {}
+    }
+}
+
+/// A 502 or 405 made here.
+fn local(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The raw value of `key` in a query string (no percent-decoding: Engine.IO sids and
+/// transport names never need it).
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key && !v.is_empty()).then_some(v)
+    })
+}
+
+/// The `Upgrade` protocol when the request asks to switch (`Connection: upgrade` and an
+/// `Upgrade` header).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+fn backend_uri(authority: &hyper::http::uri::Authority, uri: &Uri) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path);
+    // Scheme, authority and path are all present and valid, which is all `from_parts` checks.
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        // Headers listed in `Connection` are hop-by-hop as well.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For`, keeping what earlier proxies wrote.
+fn forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    let mut value = String::new();
+    for earlier in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(text) = earlier.to_str() {
+            let text = text.trim();
+            if !text.is_empty() {
+                value.push_str(text);
+                value.push_str(", ");
+            }
+        }
+    }
+    value.push_str(&client.to_canonical().to_string());
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values() {
+        let q = Some("EIO=4&transport=polling&sid=ab-c_d&t=x");
+        assert_eq!(query_value(q, "sid"), Some("ab-c_d"));
+        assert_eq!(query_value(q, "transport"), Some("polling"));
+        assert_eq!(query_value(q, "missing"), None);
+        assert_eq!(query_value(Some("sid=&x"), "sid"), None);
+        assert_eq!(query_value(None, "sid"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-trace"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(upgrade_protocol(&h), None);
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert_eq!(
+            upgrade_protocol(&h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        forwarded_for(&mut h, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        forwarded_for(&mut h, "::ffff:10.0.0.2".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn backend_uri_keeps_path_and_query() {
+        let authority = hyper::http::uri::Authority::from_static("127.0.0.1:9");
+        let uri: Uri = "/socket.io/?EIO=4&sid=x".parse().unwrap();
+        assert_eq!(
+            backend_uri(&authority, &uri).to_string(),
+            "http://127.0.0.1:9/socket.io/?EIO=4&sid=x"
+        );
+    }
+}
