@@ -1,35 +1,76 @@
-//! Wiring of one server process: build the engines and the HTTP front, run until shutdown.
+//! Wiring of one server process: build the engines, the gateway and the HTTP front (and, for a
+//! cluster node, the registry and the peer gRPC server), run until shutdown.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::Routes;
 
-use crate::app;
+use crate::app::{self, AppMount};
 use crate::config::{AppKind, Config};
-use crate::engine::Engine;
-use crate::http::{self, Cors, CorsOrigins, HttpConfig, Mount, Page};
+use crate::engine::{Application, Engine};
+use crate::gateway::service::ForwardService;
+use crate::gateway::{Gateway, Recorded};
+use crate::http::{self, Cors, CorsOrigins, HttpConfig, Page};
+use crate::registry::{NodeId, Registry, RegistryConfig};
+use crate::rpc::{self, Peers, Secret};
 use crate::socketio::SocketIo;
 
-/// A node serving HTTP on its listener. Stop it with [`RunningNode::shutdown`]; dropping
-/// it stops it too, abruptly.
-#[derive(Debug)]
+/// A running node. Stop it with [`RunningNode::shutdown`]; dropping it stops it too, abruptly.
 pub struct RunningNode {
     addr: SocketAddr,
-    engines: Vec<Engine>,
+    gateway: Gateway,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<io::Result<()>>>,
-    shutdown_timeout: std::time::Duration,
+    shutdown_timeout: Duration,
+    cluster: Option<ClusterParts>,
+}
+
+/// What a cluster node runs besides HTTP.
+struct ClusterParts {
+    registry: Registry,
+    grpc_addr: SocketAddr,
+    stop_grpc: Option<oneshot::Sender<()>>,
+    grpc: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("addr", &self.addr)
+            .field("grpc", &self.cluster.as_ref().map(|c| c.grpc_addr))
+            .finish()
+    }
+}
+
+/// The cluster side of a node's settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's id in the cluster (also the owner hint in its sids).
+    pub node_id: NodeId,
+    /// Every member's gRPC address, this node included. The cluster initializes itself from
+    /// this list once; later starts find it initialized.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where this node's registry keeps its Raft log and state (exclusive to this process).
+    pub data_dir: PathBuf,
+    /// The secret every inter-node call must carry.
+    pub secret: Secret,
 }
 
 /// Starts a node serving its configured built-in application on `listener`. Must be
 /// called inside a Tokio runtime.
 pub fn start(config: Config, listener: TcpListener) -> io::Result<RunningNode> {
     let mounts = app::mounts(config.app, &config);
-    start_mounts(config, mounts, listener)
+    let gateway = Gateway::local(engines(mounts, |app| app));
+    start_http(config, gateway, listener, None)
 }
 
 /// Starts a node serving the Socket.IO server `io` at `/socket.io/`, with the engine, HTTP
@@ -41,7 +82,71 @@ pub fn start_socketio(
     listener: TcpListener,
 ) -> io::Result<RunningNode> {
     let mount = app::socketio_mount(config.engine.clone(), io);
-    start_mounts(config, vec![mount], listener)
+    let gateway = Gateway::local(engines(vec![mount], |app| app));
+    start_http(config, gateway, listener, None)
+}
+
+/// Starts a cluster node: its registry (joining or initializing the cluster), its peer gRPC
+/// server on `grpc` and its HTTP front on `http`, serving the configured built-in application.
+/// A request for a session owned by another node is forwarded there.
+pub async fn start_cluster(
+    mut config: Config,
+    cluster: ClusterConfig,
+    http: TcpListener,
+    grpc: TcpListener,
+) -> io::Result<RunningNode> {
+    let node = cluster.node_id;
+    let grpc_addr = grpc.local_addr()?;
+    let peers = Peers::new(cluster.secret.clone());
+    for (id, addr) in &cluster.peers {
+        peers.set(*id, addr).map_err(io::Error::other)?;
+    }
+    let (registry, raft) = Registry::start(RegistryConfig::new(
+        node,
+        cluster.data_dir.clone(),
+        peers.clone(),
+    ))
+    .await
+    .map_err(io::Error::other)?;
+    config.node_id = node.to_string();
+    config.engine.sid_prefix = format!("{node}.");
+    let mounts = app::mounts(config.app, &config);
+    let recorder = registry.clone();
+    let engines = engines(mounts, move |app| {
+        Arc::new(Recorded::new(app, recorder.clone(), node)) as Arc<dyn Application>
+    });
+    let gateway = Gateway::clustered(node, engines, registry.clone(), peers);
+
+    let routes = Routes::new(raft).add_service(ForwardService::server(gateway.clone()));
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let secret = cluster.secret.clone();
+    let grpc_task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = grpc_stopped.await;
+        };
+        if let Err(e) = rpc::serve(grpc, routes, secret, stopped).await {
+            tracing::error!(%e, "peer gRPC server failed");
+        }
+    });
+    // Every member may try: the first one forms the cluster, the others find it formed.
+    let members = cluster.peers.clone();
+    let init = registry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = init.initialize(members).await {
+            tracing::warn!(%e, "cluster initialization");
+        }
+    });
+    start_http(
+        config,
+        gateway,
+        http,
+        Some(ClusterParts {
+            registry,
+            grpc_addr,
+            stop_grpc: Some(stop_grpc),
+            grpc: Some(grpc_task),
+        }),
+    )
 }
 
 /// Serve `io` at `/socket.io/` on `listener` until SIGINT or SIGTERM, then shut down
@@ -59,36 +164,24 @@ pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
     node.shutdown().await
 }
 
-/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+/// An engine per mount, each application passed through `wrap` first.
+fn engines(
+    mounts: Vec<AppMount>,
+    wrap: impl Fn(Arc<dyn Application>) -> Arc<dyn Application>,
+) -> Vec<(String, Engine)> {
+    mounts
+        .into_iter()
+        .map(|m| (m.path, Engine::new(m.engine, wrap(m.app))))
+        .collect()
 }
 
-fn start_mounts(
+fn start_http(
     config: Config,
-    mounts: Vec<Mount>,
+    gateway: Gateway,
     listener: TcpListener,
+    cluster: Option<ClusterParts>,
 ) -> io::Result<RunningNode> {
     let addr = listener.local_addr()?;
-    let engines = mounts.iter().map(|m| m.engine.clone()).collect();
     let cors = config.cors_origins.as_ref().map(|origins| Cors {
         origins: if origins.iter().any(|o| o == "*") {
             CorsOrigins::Any
@@ -98,7 +191,7 @@ fn start_mounts(
         credentials: config.cors_credentials,
     });
     let router = http::router(
-        mounts,
+        gateway.clone(),
         HttpConfig {
             node_id: config.node_id.clone(),
             cors,
@@ -124,55 +217,111 @@ fn start_mounts(
     tracing::info!(%addr, node = %config.node_id, "listening");
     Ok(RunningNode {
         addr,
-        engines,
+        gateway,
         stop: Some(stop),
         server: Some(server),
         shutdown_timeout: config.shutdown_timeout,
+        cluster,
     })
 }
 
 impl RunningNode {
-    /// The address the node listens on.
+    /// The address the node's HTTP front listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// The address of a cluster node's peer gRPC server.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|c| c.grpc_addr)
+    }
+
+    /// A cluster node's registry.
+    pub fn registry(&self) -> Option<&Registry> {
+        self.cluster.as_ref().map(|c| &c.registry)
+    }
+
     /// The engines of the node's mounts.
-    pub fn engines(&self) -> &[Engine] {
-        &self.engines
+    pub fn engines(&self) -> Vec<Engine> {
+        self.gateway.mounts().into_iter().map(|(_, e)| e).collect()
     }
 
     /// Graceful stop: stop accepting, close every session (parked long-polls get `1`,
-    /// websockets are closed), then wait a bounded time for connections to finish.
+    /// websockets are closed), wait a bounded time for connections to finish, then stop the
+    /// peer server and the registry.
     pub async fn shutdown(mut self) -> io::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for engine in &self.engines {
+        for engine in self.engines() {
             engine.shutdown();
         }
-        let Some(mut server) = self.server.take() else {
-            return Ok(());
-        };
-        match tokio::time::timeout(self.shutdown_timeout, &mut server).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(io::Error::other(join)),
-            Err(_) => {
-                server.abort();
-                Ok(())
+        let result = match self.server.take() {
+            None => Ok(()),
+            Some(mut server) => {
+                match tokio::time::timeout(self.shutdown_timeout, &mut server).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(join)) => Err(io::Error::other(join)),
+                    Err(_) => {
+                        server.abort();
+                        Ok(())
+                    }
+                }
             }
+        };
+        if let Some(mut cluster) = self.cluster.take() {
+            if let Some(stop) = cluster.stop_grpc.take() {
+                let _ = stop.send(());
+            }
+            if let Some(grpc) = cluster.grpc.take() {
+                let _ = tokio::time::timeout(self.shutdown_timeout, grpc).await;
+            }
+            cluster
+                .registry
+                .shutdown()
+                .await
+                .map_err(io::Error::other)?;
         }
+        result
     }
 }
 
 impl Drop for RunningNode {
     fn drop(&mut self) {
-        for engine in &self.engines {
+        for engine in self.engines() {
             engine.shutdown();
         }
         if let Some(server) = self.server.take() {
             server.abort();
         }
+        if let Some(cluster) = self.cluster.as_mut()
+            && let Some(grpc) = cluster.grpc.take()
+        {
+            grpc.abort();
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

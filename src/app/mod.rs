@@ -9,15 +9,25 @@ use std::time::Duration;
 
 pub use crate::config::AppKind;
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig};
-use crate::http::Mount;
+use crate::engine::{Application, EngineConfig};
 use crate::socketio::{RecoveryConfig, SocketIo, SocketIoConfig};
+
+/// One application to serve at a path, with the Engine.IO settings of its mount.
+#[derive(Clone)]
+pub struct AppMount {
+    /// The path, with its trailing slash (e.g. `/socket.io/`).
+    pub path: String,
+    /// Engine.IO settings of this mount.
+    pub engine: EngineConfig,
+    /// What runs on top of the engine.
+    pub app: Arc<dyn Application>,
+}
 
 /// Where Socket.IO is served, as in the reference server.
 pub const SOCKETIO_PATH: &str = "/socket.io/";
 
-/// The Engine.IO mounts of an application. Must be called inside a Tokio runtime.
-pub fn mounts(kind: AppKind, config: &Config) -> Vec<Mount> {
+/// The mounts of a built-in application.
+pub fn mounts(kind: AppKind, config: &Config) -> Vec<AppMount> {
     match kind {
         AppKind::ProtocolSuite => {
             // The official suites hardcode these heartbeat values.
@@ -33,9 +43,10 @@ pub fn mounts(kind: AppKind, config: &Config) -> Vec<Mount> {
             });
             sio_suite::register(&io);
             vec![
-                Mount {
+                AppMount {
                     path: "/engine.io/".to_owned(),
-                    engine: Engine::new(engine_config.clone(), Arc::new(echo::Echo)),
+                    engine: engine_config.clone(),
+                    app: Arc::new(echo::Echo),
                 },
                 socketio_mount(engine_config, io),
             ]
@@ -63,10 +74,11 @@ pub fn socketio_config(config: &Config) -> SocketIoConfig {
     }
 }
 
-/// Mount a Socket.IO server at [`SOCKETIO_PATH`]. Must be called inside a Tokio runtime.
-pub fn socketio_mount(engine: EngineConfig, io: SocketIo) -> Mount {
-    Mount {
+/// A Socket.IO server at [`SOCKETIO_PATH`].
+pub fn socketio_mount(engine: EngineConfig, io: SocketIo) -> AppMount {
+    AppMount {
         path: SOCKETIO_PATH.to_owned(),
-        engine: Engine::new(engine, Arc::new(io)),
+        engine,
+        app: Arc::new(io),
     }
 }

@@ -199,6 +199,12 @@ impl Engine {
         &self.shared.config
     }
 
+    /// Whether this engine holds a session with this sid (a closed one whose last long-poll
+    /// is still due included).
+    pub fn has_session(&self, sid: &str) -> bool {
+        self.shared.sessions().contains_key(sid)
+    }
+
     /// Registered sessions (closed ones whose last long-poll is still due included).
     pub fn session_count(&self) -> usize {
         self.shared.sessions().len()

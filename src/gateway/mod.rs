@@ -10,6 +10,7 @@
 //! ([`service`]), and never forwards it again.
 
 mod convert;
+mod record;
 pub mod service;
 
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+
+pub use record::Recorded;
 
 use crate::engine::{Engine, EngineError, Request};
 use crate::registry::{NodeId, Registry};
@@ -72,7 +75,7 @@ impl Gateway {
     pub fn local(engines: impl IntoIterator<Item = (String, Engine)>) -> Self {
         Gateway {
             inner: Arc::new(Inner {
-                engines: engines.into_iter().collect(),
+                engines: by_mount(engines),
                 cluster: None,
             }),
         }
@@ -88,7 +91,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             inner: Arc::new(Inner {
-                engines: engines.into_iter().collect(),
+                engines: by_mount(engines),
                 cluster: Some(Cluster {
                     node,
                     registry,
@@ -97,6 +100,18 @@ impl Gateway {
                 }),
             }),
         }
+    }
+
+    /// Every mount path and its engine, sorted by path.
+    pub fn mounts(&self) -> Vec<(String, Engine)> {
+        let mut mounts: Vec<_> = self
+            .inner
+            .engines
+            .iter()
+            .map(|(path, engine)| (path.clone(), engine.clone()))
+            .collect();
+        mounts.sort_by(|a, b| a.0.cmp(&b.0));
+        mounts
     }
 
     /// The engine mounted at `mount`.
@@ -156,6 +171,21 @@ impl Gateway {
             .or_insert_with(|| PollingLink::new(node, cluster.peers.clone()))
             .clone())
     }
+}
+
+/// Engines keyed by mount path, each path with its trailing slash (clients always add it).
+fn by_mount(engines: impl IntoIterator<Item = (String, Engine)>) -> HashMap<String, Engine> {
+    engines
+        .into_iter()
+        .map(|(path, engine)| {
+            let path = if path.ends_with('/') {
+                path
+            } else {
+                format!("{path}/")
+            };
+            (path, engine)
+        })
+        .collect()
 }
 
 /// The node id a sid names as its owner: the digits before the first `.`.

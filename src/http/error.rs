@@ -1,26 +1,51 @@
-//! The one place where an [`EngineError`] becomes an HTTP response.
+//! The one place where a refusal (an engine error, or an owner that cannot be reached) becomes
+//! an HTTP response.
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::engine::EngineError;
+use crate::gateway::GatewayError;
 
-/// An engine refusal on its way to the wire.
+/// A refusal on its way to the wire.
 #[derive(Debug)]
-pub struct HttpError(pub EngineError);
+pub enum HttpError {
+    /// The engine (here or on the owner) refused the request.
+    Engine(EngineError),
+    /// The session's owner could not be asked. The client, like for any non-200 answer,
+    /// reconnects.
+    OwnerUnavailable,
+}
 
 impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> Self {
-        HttpError(e)
+        HttpError::Engine(e)
+    }
+}
+
+impl From<GatewayError> for HttpError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Engine(e) => HttpError::Engine(e),
+            GatewayError::Owner(_) => HttpError::OwnerUnavailable,
+        }
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = match self.0.code() {
-            Some(code) => serde_json::json!({ "code": code, "message": self.0.to_string() }),
-            None => serde_json::json!({ "message": self.0.to_string() }),
+        let (status, body) = match self {
+            HttpError::Engine(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                match e.code() {
+                    Some(code) => serde_json::json!({ "code": code, "message": e.to_string() }),
+                    None => serde_json::json!({ "message": e.to_string() }),
+                },
+            ),
+            HttpError::OwnerUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "code": 1, "message": "Session owner unavailable" }),
+            ),
         };
         (
             status,

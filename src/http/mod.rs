@@ -1,6 +1,6 @@
 //! The axum front: parse each request once, call the engine, map errors to the wire in one place.
 //!
-//! - [`router`] builds the routes: one Engine.IO endpoint per [`Mount`], `GET /healthz`,
+//! - [`router`] builds the routes: one Engine.IO endpoint per mount of the [`Gateway`], `GET /healthz`,
 //!   and CORS around all of it when configured.
 //! - `request.rs` turns an HTTP request into the engine's typed request.
 //! - `error.rs` holds the only `IntoResponse` for engine errors.
@@ -27,16 +27,11 @@ use axum::routing::{any, get};
 
 pub use error::HttpError;
 
-use crate::engine::{Engine, Method};
+use bytes::Bytes;
 
-/// One Engine.IO endpoint: a path prefix such as `/engine.io/` and the engine behind it.
-#[derive(Debug, Clone)]
-pub struct Mount {
-    /// The path, with its trailing slash (e.g. `/socket.io/`).
-    pub path: String,
-    /// The engine serving it.
-    pub engine: Engine,
-}
+use crate::engine::{Engine, EngineError, Method, Request};
+use crate::gateway::{Gateway, Route};
+use crate::registry::NodeId;
 
 /// Which origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +77,15 @@ pub struct Page {
 #[derive(Clone)]
 struct MountState {
     engine: Engine,
+    /// Routes requests whose session lives on another node.
+    gateway: Gateway,
+    /// The mount path, as the gateway knows it.
+    mount: Arc<str>,
     cookie: Option<Arc<str>>,
 }
 
 /// Builds the HTTP front for these mounts.
-pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
+pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
     let node_id: Arc<str> = config.node_id.clone().into();
     let mut app = Router::new().route(
         "/healthz",
@@ -95,10 +94,7 @@ pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
             async move { axum::Json(serde_json::json!({ "ok": true, "node": &*node_id })) }
         }),
     );
-    let engines: Vec<(String, Engine)> = mounts
-        .iter()
-        .map(|m| (m.path.clone(), m.engine.clone()))
-        .collect();
+    let engines = gateway.mounts();
     app = app.route(
         "/metrics",
         get(move || {
@@ -117,15 +113,12 @@ pub fn router(mounts: Vec<Mount>, config: HttpConfig) -> Router {
     if let Some(page) = config.page.clone() {
         app = app.merge(page_routes(page));
     }
-    for mount in mounts {
+    for (path, engine) in gateway.mounts() {
         let state = MountState {
-            engine: mount.engine,
+            engine,
+            gateway: gateway.clone(),
+            mount: path.clone().into(),
             cookie: config.cookie.as_deref().map(Arc::from),
-        };
-        let path = if mount.path.ends_with('/') {
-            mount.path
-        } else {
-            format!("{}/", mount.path)
         };
         let mut endpoint = Router::new().route(&path, any(engine_endpoint));
         let bare = path.trim_end_matches('/');
@@ -155,6 +148,11 @@ async fn engine_endpoint(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
     let req = request::parse(&method, &uri, &headers, remote);
+    if let Some(sid) = &req.sid
+        && let Route::Remote(owner) = state.gateway.route(&state.mount, sid)
+    {
+        return forwarded(&state, owner, req, &headers, body).await;
+    }
     let engine = state.engine;
     let max_payload = engine.config().max_payload;
     if req.websocket_upgrade
@@ -162,7 +160,7 @@ async fn engine_endpoint(
     {
         let accept = match engine.accept_websocket(&req) {
             Ok(accept) => accept,
-            Err(e) => return HttpError(e).into_response(),
+            Err(e) => return HttpError::from(e).into_response(),
         };
         // Let slightly larger messages through so the link can answer them with
         // close code 1009 rather than a bare error.
@@ -191,19 +189,11 @@ async fn engine_endpoint(
             // Refusals that need no body (unknown sid, binary content type) come first,
             // so they cost no read of up to `max_payload` bytes.
             if let Err(e) = engine.check_post(&req) {
-                return HttpError(e).into_response();
+                return HttpError::from(e).into_response();
             }
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if declared.is_some_and(|n| n > max_payload) {
-                Err(crate::engine::EngineError::PayloadTooLarge)
-            } else {
-                match axum::body::to_bytes(body, max_payload).await {
-                    Ok(bytes) => engine.post(&req, bytes).await.map(|()| ok_response()),
-                    Err(_) => Err(crate::engine::EngineError::PayloadTooLarge),
-                }
+            match read_body(&headers, body, max_payload).await {
+                Ok(bytes) => engine.post(&req, bytes).await.map(|()| ok_response()),
+                Err(e) => Err(e),
             }
         }
         Method::Other => Err(engine
@@ -211,7 +201,58 @@ async fn engine_endpoint(
             .err()
             .unwrap_or(crate::engine::EngineError::BadRequest)),
     };
-    result.unwrap_or_else(|e| HttpError(e).into_response())
+    result.unwrap_or_else(|e| HttpError::from(e).into_response())
+}
+
+/// A request whose session lives on `owner`: one hop there and back. A POST body is read (and
+/// its size limit enforced) here, before the hop.
+async fn forwarded(
+    state: &MountState,
+    owner: NodeId,
+    req: Request,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    if req.websocket_upgrade {
+        // Relaying a websocket to its session's owner is not built yet: the client keeps
+        // polling, which the probe failure leaves intact.
+        return HttpError::from(EngineError::BadRequest).into_response();
+    }
+    let body = if req.method == Method::Post {
+        match read_body(headers, body, state.engine.config().max_payload).await {
+            Ok(bytes) => bytes,
+            Err(e) => return HttpError::from(e).into_response(),
+        }
+    } else {
+        Bytes::new()
+    };
+    match state.gateway.forward(owner, &state.mount, &req, body).await {
+        Ok(text) if req.method == Method::Post => {
+            debug_assert_eq!(text, "ok");
+            ok_response()
+        }
+        Ok(payload) => polling_response(payload),
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+/// A POST body, refused with 413 past `max_payload` (by its declared length before reading
+/// anything, or while reading).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_payload: usize,
+) -> Result<Bytes, EngineError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max_payload) {
+        return Err(EngineError::PayloadTooLarge);
+    }
+    axum::body::to_bytes(body, max_payload)
+        .await
+        .map_err(|_| EngineError::PayloadTooLarge)
 }
 
 fn polling_response(body: String) -> Response {

@@ -21,9 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Peers;
 use super::pb::forward::forward_client::ForwardClient;
-use super::pb::forward::{
-    Cancel, EngineRequest, PollingFrame, polling_frame, polling_reply,
-};
+use super::pb::forward::{Cancel, EngineRequest, PollingFrame, polling_frame, polling_reply};
 
 /// Frames that may wait for the stream to take them, per peer.
 const QUEUE: usize = 4096;

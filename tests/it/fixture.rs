@@ -47,7 +47,7 @@ impl TestNode {
         TestNode::running(node)
     }
 
-    fn running(node: RunningNode) -> TestNode {
+    pub fn running(node: RunningNode) -> TestNode {
         let addr = node.addr();
         TestNode {
             node: Some(node),
@@ -213,4 +213,70 @@ pub async fn ws_send(ws: &mut Ws, text: &str) {
 /// Waits until the server closes the socket (text frames before the close are skipped).
 pub async fn ws_closed(ws: &mut Ws) {
     while ws_next(ws).await.is_some() {}
+}
+
+/// The cluster secret of test clusters.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret";
+
+/// N cluster nodes in this process, each with its own sled directory, HTTP and gRPC on
+/// 127.0.0.1:0, all serving `kind`. Stopped on drop or by [`TestCluster::stop`].
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    /// Kept until the nodes are stopped: their registries live in it.
+    _dirs: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn start(n: u64, kind: AppKind) -> TestCluster {
+        let dirs = tempfile::tempdir().expect("tempdir");
+        let mut grpc = Vec::new();
+        let mut peers = std::collections::BTreeMap::new();
+        for id in 1..=n {
+            let listener = bind().await;
+            peers.insert(id, listener.local_addr().expect("addr").to_string());
+            grpc.push(listener);
+        }
+        let mut nodes = Vec::new();
+        for (id, grpc) in (1..=n).zip(grpc) {
+            let cluster = node::ClusterConfig {
+                node_id: id,
+                peers: peers.clone(),
+                data_dir: dirs.path().join(format!("node-{id}")),
+                secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
+            };
+            let running = node::start_cluster(Config::new(kind), cluster, bind().await, grpc)
+                .await
+                .expect("start cluster node");
+            nodes.push(TestNode::running(running));
+        }
+        let cluster = TestCluster { nodes, _dirs: dirs };
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    /// Wait until every node knows the same leader.
+    async fn wait_for_leader(&self) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let leaders: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| n.node().registry().and_then(|r| r.leader()))
+                .collect();
+            if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no common leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 mod balancer;
 mod clients;
+mod cluster;
 mod eio_codec;
 mod engine_polling;
 mod engine_websocket;

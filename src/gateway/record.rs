@@ -1,0 +1,91 @@
+//! Records the sessions of this node in the replicated registry: a wrapper around the
+//! application of a mount that writes `CreateSession` when a session opens and `DeleteSession`
+//! when it closes.
+//!
+//! The writes do not hold up the handshake: the sid's owner hint routes a brand-new session
+//! before the registry has it, and the registry batches concurrent writes into one Raft entry.
+
+use std::sync::Arc;
+
+use crate::engine::{
+    Application, CloseReason, Connection, HandshakeInfo, Message, SessionHandler, Transport,
+};
+use crate::registry::{self, Command, NodeId, Registry};
+
+/// An application whose sessions are recorded in the registry.
+pub struct Recorded {
+    inner: Arc<dyn Application>,
+    registry: Registry,
+    node: NodeId,
+}
+
+impl Recorded {
+    /// Wrap `inner`, recording its sessions as owned by `node`.
+    pub fn new(inner: Arc<dyn Application>, registry: Registry, node: NodeId) -> Self {
+        Recorded {
+            inner,
+            registry,
+            node,
+        }
+    }
+}
+
+impl Application for Recorded {
+    fn allow_request(&self, request: &HandshakeInfo) -> bool {
+        self.inner.allow_request(request)
+    }
+
+    fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler> {
+        let sid = conn.sid().to_owned();
+        let transport = match conn.transport() {
+            Transport::Polling => registry::Transport::Polling,
+            Transport::Websocket => registry::Transport::Websocket,
+        };
+        write(
+            &self.registry,
+            Command::CreateSession {
+                sid: sid.clone(),
+                owner: self.node,
+                transport,
+            },
+        );
+        Arc::new(RecordedSession {
+            inner: self.inner.on_open(conn),
+            registry: self.registry.clone(),
+            sid,
+        })
+    }
+}
+
+struct RecordedSession {
+    inner: Arc<dyn SessionHandler>,
+    registry: Registry,
+    sid: String,
+}
+
+impl SessionHandler for RecordedSession {
+    fn on_message(&self, msg: Message) {
+        self.inner.on_message(msg);
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        self.inner.on_close(reason);
+        write(
+            &self.registry,
+            Command::DeleteSession {
+                sid: self.sid.clone(),
+            },
+        );
+    }
+}
+
+/// Apply `command` in the background; a failure only costs routing precision (the sid's
+/// owner hint still routes the session), so it is logged, not retried.
+fn write(registry: &Registry, command: Command) {
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = registry.write(command).await {
+            tracing::debug!(%e, "registry write failed");
+        }
+    });
+}

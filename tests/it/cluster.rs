@@ -1,0 +1,129 @@
+//! Three cluster nodes in one process: polling requests for a session reach its owner from any
+//! node, with the same rules as local requests; bad sids, oversized bodies and a dead owner get
+//! clear answers without hanging.
+
+use std::time::Duration;
+
+use nonstick::config::AppKind;
+use tokio::io::AsyncWriteExt;
+
+use crate::fixture::{TestCluster, get, open_polling, post};
+
+const EIO: &str = "/engine.io/";
+
+fn session_url(node: &crate::fixture::TestNode, sid: &str) -> String {
+    node.url(&format!("{EIO}?EIO=4&transport=polling&sid={sid}"))
+}
+
+#[tokio::test]
+async fn any_node_serves_a_session_owned_by_another() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let sid = open_polling(a, EIO).await;
+    assert!(sid.starts_with("1."), "the sid names its owner: {sid}");
+
+    // POST through B, GET through C: the echo comes back from the owner, A.
+    let reply = post(&session_url(b, &sid), "4hello\x1e4world").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+    let reply = get(&session_url(c, &sid)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "4hello\x1e4world")
+    );
+
+    // A parked GET through B gets the ping of the owner (300 ms heartbeat of the profile).
+    let reply = get(&session_url(b, &sid)).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
+    assert_eq!(post(&session_url(c, &sid), "3").await.status, 200);
+
+    // The owner applies its rules to forwarded requests: a close through C, then B gets 400.
+    assert_eq!(post(&session_url(c, &sid), "1").await.status, 200);
+    let reply = get(&session_url(b, &sid)).await;
+    assert_eq!(reply.body, "6", "a GET racing the close gets the noop");
+    let reply = get(&session_url(b, &sid)).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body, r#"{"code":1,"message":"Session ID unknown"}"#);
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_forged_and_garbled_sids_get_400_code_1() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let b = &cluster.nodes[1];
+    for sid in [
+        "nonsense",
+        "3.AAAAAAAAAAAAAAAAAAAAAA",
+        "1.",
+        ".x",
+        "99999999999999999999999.x",
+    ] {
+        let reply = get(&session_url(b, sid)).await;
+        assert_eq!(reply.status, 400, "{sid}");
+        assert_eq!(
+            reply.body, r#"{"code":1,"message":"Session ID unknown"}"#,
+            "{sid}"
+        );
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_posts_are_refused_before_the_hop() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let sid = open_polling(a, EIO).await;
+    let big = format!("4{}", "x".repeat(1_000_001));
+    let reply = post(&session_url(b, &sid), &big).await;
+    assert_eq!(reply.status, 413);
+    let forwarded = b.node().engines()[0].metrics();
+    assert_eq!(forwarded.messages_received, 0);
+    // The session is untouched on its owner.
+    assert_eq!(post(&session_url(b, &sid), "4small").await.status, 200);
+    assert_eq!(get(&session_url(a, &sid)).await.body, "4small");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn an_aborted_forwarded_poll_closes_the_session_on_the_owner() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let sid = open_polling(a, EIO).await;
+    let mut raw = tokio::net::TcpStream::connect(b.addr())
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET {EIO}?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        b.addr()
+    );
+    raw.write_all(request.as_bytes()).await.expect("write");
+    // Let the GET park on the owner, then go away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let reply = get(&session_url(a, &sid)).await;
+    assert_eq!(
+        reply.status, 400,
+        "the aborted GET closed the session: {reply:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_for_a_dead_owner_fails_fast() {
+    let mut cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let sid = open_polling(&cluster.nodes[2], EIO).await;
+    let dead = cluster.nodes.remove(2);
+    dead.stop().await;
+    let b = &cluster.nodes[1];
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), get(&session_url(b, &sid)))
+        .await
+        .expect("answered, not hung");
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert_eq!(
+        reply.body,
+        r#"{"code":1,"message":"Session owner unavailable"}"#
+    );
+    eprintln!("dead owner answered in {:?}", started.elapsed());
+    cluster.stop().await;
+}
