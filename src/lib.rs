@@ -21,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod http;
+pub mod launch;
 pub mod node;
 pub mod protocol;
 pub mod registry;

@@ -197,6 +197,10 @@ fn start_http(
             cors,
             cookie: config.cookie.then(|| "io".to_owned()),
             page: config.page.then(|| demo_page(&config)),
+            healthy: cluster.as_ref().map(|c| {
+                let registry = c.registry.clone();
+                Arc::new(move || registry.is_healthy()) as http::Health
+            }),
         },
     );
     let (stop, stopped) = oneshot::channel::<()>();

@@ -6,7 +6,15 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use nonstick::balancer::{BalancerConfig, Mode, UnknownMode};
 use nonstick::config::{AppKind, Config};
+use nonstick::launch::{self, LocalCluster};
+use nonstick::node::ClusterConfig;
+use nonstick::rpc::Secret;
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve an application over HTTP until SIGINT or SIGTERM.
+    /// Serve an application on a single node until SIGINT or SIGTERM.
     Serve(Serve),
+    /// Run one node of a cluster until SIGINT or SIGTERM.
+    Node(Node),
+    /// Run a local cluster (node processes and the balancer) until Ctrl-C.
+    Cluster(Cluster),
+    /// Run the embedded per-request balancer until SIGINT or SIGTERM.
+    Balancer(Balancer),
 }
 
 #[derive(clap::Args)]
@@ -30,12 +44,81 @@ struct Serve {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Application: `demo` or `protocol-suite`.
-    #[arg(long, default_value = "demo", value_parser = parse_app)]
-    app: AppKind,
     /// Node id reported by /healthz (random by default).
     #[arg(long)]
     node_id: Option<String>,
+    #[command(flatten)]
+    app: AppOptions,
+}
+
+/// One node of a cluster.
+#[derive(clap::Args)]
+struct Node {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    id: u64,
+    /// HTTP address (Engine.IO/Socket.IO, /healthz, /metrics).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Address of the peer gRPC server (forwarding, Raft).
+    #[arg(long)]
+    grpc: SocketAddr,
+    /// Every member's gRPC address, this node included: `1=host:port,2=host:port,...`.
+    #[arg(long, value_parser = parse_peers)]
+    peers: BTreeMap<u64, String>,
+    /// This node's gRPC address as the others reach it (default: its entry in --peers).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory of this node's registry (Raft log and state).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    app: AppOptions,
+}
+
+/// A local cluster: node processes behind the embedded balancer.
+#[derive(clap::Args)]
+struct Cluster {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Address of the balancer, the one address clients use.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Keep the nodes' registries here (node-1, node-2, ...) instead of a temporary directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// How the balancer picks a node: `round-robin`, `sticky-sid` or `sticky-ip` (`sticky` is
+    /// `sticky-sid`).
+    #[arg(long, default_value = "round-robin", value_parser = parse_mode)]
+    balancer: Mode,
+    /// Application: `demo` or `protocol-suite`.
+    #[arg(long, default_value = "demo", value_parser = parse_app)]
+    app: AppKind,
+}
+
+/// The embedded balancer alone.
+#[derive(clap::Args)]
+struct Balancer {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Backend HTTP addresses, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    backends: Vec<SocketAddr>,
+    /// `round-robin`, `sticky-sid` or `sticky-ip`.
+    #[arg(long, default_value = "round-robin", value_parser = parse_mode)]
+    mode: Mode,
+}
+
+#[derive(clap::Args)]
+struct AppOptions {
+    /// Application: `demo` or `protocol-suite`.
+    #[arg(long, default_value = "demo", value_parser = parse_app)]
+    app: AppKind,
     /// Set the `io` sticky-session cookie on polling handshakes.
     #[arg(long)]
     cookie: bool,
@@ -82,11 +165,31 @@ fn parse_app(name: &str) -> Result<AppKind, String> {
     AppKind::parse(name).ok_or_else(|| format!("unknown app {name:?} (demo, protocol-suite)"))
 }
 
-fn config(args: &Serve) -> Config {
-    let mut config = Config::new(args.app);
-    if let Some(id) = &args.node_id {
-        config.node_id = id.clone();
+fn parse_mode(name: &str) -> Result<Mode, String> {
+    match name {
+        "sticky" => Ok(Mode::StickySid),
+        other => other.parse().map_err(|e: UnknownMode| e.to_string()),
     }
+}
+
+fn parse_peers(list: &str) -> Result<BTreeMap<u64, String>, String> {
+    list.split(',')
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (id, addr) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
+            let id = id
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{id:?} is not a node id"))?;
+            Ok((id, addr.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn config(args: &AppOptions) -> Config {
+    let mut config = Config::new(args.app);
     config.cookie = args.cookie;
     let engine = &mut config.engine;
     if let Some(ms) = args.ping_interval {
@@ -125,12 +228,71 @@ fn config(args: &Serve) -> Config {
     config
 }
 
-async fn serve(args: Serve) -> std::io::Result<()> {
+async fn serve(args: Serve) -> io::Result<()> {
+    let mut config = config(&args.app);
+    if let Some(id) = &args.node_id {
+        config.node_id = id.clone();
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let node = nonstick::node::start(config(&args), listener)?;
+    let node = nonstick::node::start(config, listener)?;
     println!("listening on {}", node.addr());
     nonstick::node::shutdown_signal().await;
     node.shutdown().await
+}
+
+async fn node(args: Node) -> io::Result<()> {
+    let secret = match &args.secret_file {
+        Some(path) => std::fs::read_to_string(path)?,
+        None => std::env::var("NONSTICK_SECRET").map_err(|_| {
+            io::Error::other("no cluster secret: give --secret-file or set NONSTICK_SECRET")
+        })?,
+    };
+    let secret = Secret::new(secret.trim()).map_err(io::Error::other)?;
+    let mut peers = args.peers.clone();
+    if let Some(advertise) = &args.advertise {
+        peers.insert(args.id, advertise.clone());
+    }
+    let cluster = ClusterConfig {
+        node_id: args.id,
+        peers,
+        data_dir: args.data_dir.clone(),
+        secret,
+    };
+    let http = tokio::net::TcpListener::bind(args.listen).await?;
+    let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
+    let node = nonstick::node::start_cluster(config(&args.app), cluster, http, grpc).await?;
+    println!("node {} listening on {}", args.id, node.addr());
+    nonstick::node::shutdown_signal().await;
+    node.shutdown().await
+}
+
+async fn cluster(args: Cluster) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let plan = LocalCluster {
+        nodes: args.nodes,
+        listen: args.listen,
+        data_dir: args.data_dir,
+        mode: args.balancer,
+        app: args.app,
+    };
+    let running = launch::start(&exe, plan).await?;
+    println!(
+        "cluster of {} nodes behind {} ({}): http://{}/",
+        args.nodes,
+        running.addr(),
+        args.balancer,
+        running.addr()
+    );
+    nonstick::node::shutdown_signal().await;
+    running.shutdown().await
+}
+
+async fn balancer(args: Balancer) -> io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let running = nonstick::balancer::start(BalancerConfig::new(args.backends, args.mode), listener)?;
+    println!("balancer ({}) listening on {}", args.mode, running.addr());
+    nonstick::node::shutdown_signal().await;
+    running.shutdown().await
 }
 
 fn main() -> ExitCode {
@@ -151,6 +313,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Node(args) => runtime.block_on(node(args)),
+        Command::Cluster(args) => runtime.block_on(cluster(args)),
+        Command::Balancer(args) => runtime.block_on(balancer(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,7 +52,7 @@ pub struct Cors {
 }
 
 /// Settings of the HTTP front.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct HttpConfig {
     /// The node id reported by `/healthz`.
     pub node_id: String,
@@ -62,7 +62,13 @@ pub struct HttpConfig {
     pub cookie: Option<String>,
     /// A page at `GET /` and the browser client next to the Socket.IO endpoint.
     pub page: Option<Page>,
+    /// Whether the node can serve (a cluster node: it reaches a Raft majority). `/healthz`
+    /// answers 503 while this says no; always healthy when `None`.
+    pub healthy: Option<Health>,
 }
+
+/// A check of whether the node can serve, for `/healthz`.
+pub type Health = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The demo page and what it loads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,11 +93,18 @@ struct MountState {
 /// Builds the HTTP front for these mounts.
 pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
     let node_id: Arc<str> = config.node_id.clone().into();
+    let healthy = config.healthy.clone();
     let mut app = Router::new().route(
         "/healthz",
         get(move || {
-            let node_id = Arc::clone(&node_id);
-            async move { axum::Json(serde_json::json!({ "ok": true, "node": &*node_id })) }
+            let ok = healthy.as_ref().is_none_or(|healthy| healthy());
+            let body = serde_json::json!({ "ok": ok, "node": &*node_id });
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            async move { (status, axum::Json(body)) }
         }),
     );
     let engines = gateway.mounts();

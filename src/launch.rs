@@ -1,0 +1,195 @@
+//! A local cluster for development, demos and benchmarks: N `nonstick node` processes on
+//! loopback ports, each with its own registry directory and a shared random secret, behind the
+//! embedded balancer. `nonstick cluster` is this plus a signal handler.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+use crate::balancer::{self, BalancerConfig, Mode, RunningBalancer};
+use crate::config::AppKind;
+
+/// How long the nodes may take to answer `/healthz` with 200 (Raft election included).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LocalCluster {
+    /// How many nodes.
+    pub nodes: u64,
+    /// The balancer's address.
+    pub listen: SocketAddr,
+    /// Where the nodes keep their registries (`node-<id>` below it); a temporary directory,
+    /// removed at shutdown, when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// How the balancer picks a node.
+    pub mode: Mode,
+    /// The application every node serves.
+    pub app: AppKind,
+}
+
+/// A running local cluster.
+pub struct RunningCluster {
+    balancer: RunningBalancer,
+    children: Vec<Child>,
+    nodes: Vec<SocketAddr>,
+    /// A directory we created and remove at shutdown.
+    temporary: Option<PathBuf>,
+}
+
+/// Start the nodes (running `exe node …`), wait until each answers `/healthz` with 200, then
+/// start the balancer in front of them.
+pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster> {
+    let (root, temporary) = match &plan.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "nonstick-cluster-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            (dir.clone(), Some(dir))
+        }
+    };
+    std::fs::create_dir_all(&root)?;
+    let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    let ids: Vec<u64> = (1..=plan.nodes).collect();
+    let mut http = Vec::new();
+    let mut grpc = Vec::new();
+    for _ in &ids {
+        http.push(free_port().await?);
+        grpc.push(free_port().await?);
+    }
+    let peers = ids
+        .iter()
+        .zip(&grpc)
+        .map(|(id, addr)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let app = match plan.app {
+        AppKind::Demo => "demo",
+        AppKind::ProtocolSuite => "protocol-suite",
+    };
+    let mut children = Vec::new();
+    for ((id, http), grpc) in ids.iter().zip(&http).zip(&grpc) {
+        let child = Command::new(exe)
+            .args(["node", "--id", &id.to_string()])
+            .args(["--listen", &http.to_string(), "--grpc", &grpc.to_string()])
+            .args(["--peers", &peers, "--app", app])
+            .arg("--data-dir")
+            .arg(root.join(format!("node-{id}")))
+            .env("NONSTICK_SECRET", &secret)
+            .kill_on_drop(true)
+            .spawn()?;
+        children.push(child);
+    }
+    let mut cluster = RunningCluster {
+        balancer: balancer::start(
+            BalancerConfig::new(http.clone(), plan.mode),
+            TcpListener::bind(plan.listen).await?,
+        )?,
+        children,
+        nodes: http,
+        temporary,
+    };
+    for node in cluster.nodes.clone() {
+        if let Err(e) = wait_ready(node).await {
+            cluster.stop_nodes().await;
+            return Err(e);
+        }
+    }
+    Ok(cluster)
+}
+
+impl RunningCluster {
+    /// The balancer's address: the one clients use.
+    pub fn addr(&self) -> SocketAddr {
+        self.balancer.addr()
+    }
+
+    /// The nodes' HTTP addresses, node 1 first.
+    pub fn nodes(&self) -> &[SocketAddr] {
+        &self.nodes
+    }
+
+    /// Stop the balancer, then every node (SIGTERM, then a kill after a bounded wait), and
+    /// remove the temporary registry directory.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        self.stop_nodes().await;
+        let result = self.balancer.shutdown().await;
+        if let Some(dir) = self.temporary.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    async fn stop_nodes(&mut self) {
+        for child in &self.children {
+            terminate(child);
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(STOP_WITHIN, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago (the child binds it right after).
+async fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0").await?.local_addr()
+}
+
+/// Ask a child to stop gracefully.
+fn terminate(child: &Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) has no memory
+        // effects; at worst it fails with ESRCH.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = child;
+}
+
+/// Poll `GET /healthz` until it answers 200, at most [`READY_WITHIN`].
+async fn wait_ready(node: SocketAddr) -> io::Result<()> {
+    let until = tokio::time::Instant::now() + READY_WITHIN;
+    loop {
+        if healthy(node).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > until {
+            return Err(io::Error::other(format!(
+                "node {node} was not ready within {READY_WITHIN:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn healthy(node: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(node).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        io::Result::Ok(head.ends_with(b"200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Ok(true))
+    )
+}
