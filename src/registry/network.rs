@@ -36,10 +36,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        if self.peers.addr(target).is_none() {
-            if let Err(e) = self.peers.set(target, &node.addr) {
-                tracing::warn!(target, addr = %node.addr, "raft peer address refused: {e}");
-            }
+        if self.peers.addr(target).is_none()
+            && let Err(e) = self.peers.set(target, &node.addr)
+        {
+            tracing::warn!(target, addr = %node.addr, "raft peer address refused: {e}");
         }
         Connection {
             target,

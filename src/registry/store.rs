@@ -7,7 +7,7 @@
 //! - `sm`: `s:<sid>` -> JSON `SessionRecord`, plus the markers `m:applied`, `m:membership` and
 //!   the last snapshot `m:snapshot`.
 //!
-//! The state machine also lives in memory ([`Sessions`]) for reads; its sled copy is what a
+//! The state machine also lives in memory (`Sessions`) for reads; its sled copy is what a
 //! restart loads. One `apply` call writes its sessions and the applied marker in one
 //! `sled::Batch`, under the state lock, so memory and the staged sled state always describe the
 //! same log position. Log appends, votes, snapshots and installs flush the Db before they are

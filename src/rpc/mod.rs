@@ -24,18 +24,13 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 pub use auth::{ClientAuth, Secret, SecretError, ServerAuth};
 
-/// Code generated from the `.proto` files under `proto/`, one module per protobuf package.
+/// Code generated from every `.proto` file under `proto/`: package `nonstick.<name>` is
+/// `pb::<name>` (e.g. `pb::raft`, the registry's Raft service). A new file in `proto/` with a
+/// new `nonstick.*` package appears here without any code change.
+#[allow(missing_docs, clippy::all)]
 pub mod pb {
-    /// Package `nonstick.raft`: the Raft messages of the session registry.
-    pub mod raft {
-        #![allow(missing_docs)]
-        tonic::include_proto!("nonstick.raft");
-    }
-    /// Package `nonstick.forward`: Engine.IO requests forwarded to the session owner.
-    pub mod forward {
-        #![allow(missing_docs)]
-        tonic::include_proto!("nonstick.forward");
-    }
+    include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+    pub use self::nonstick::*;
 }
 
 /// HTTP/2 keepalive ping interval, on client and server connections.

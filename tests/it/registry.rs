@@ -475,6 +475,11 @@ async fn a_call_without_the_cluster_secret_is_refused() {
     right.set(1, &addr).expect("peer");
     let mut client = RaftServiceClient::new(right.channel(1).expect("channel"));
     client.read_index(request()).await.expect("accepted");
+    // A one-node cluster is its own majority.
+    eventually("the single node is healthy", || {
+        nodes[0].registry.is_healthy()
+    })
+    .await;
 
     nodes[0].stop().await;
 }
@@ -485,8 +490,15 @@ async fn a_call_without_the_cluster_secret_is_refused() {
 #[ignore = "measurement, run in release by hand"]
 async fn write_throughput() {
     init_tracing();
+    for inflight in [1, 4] {
+        println!("-- at most {inflight} batches in flight per node");
+        measure_writes(inflight).await;
+    }
+}
+
+async fn measure_writes(inflight: usize) {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut nodes = cluster(&root, 3, |_| {}).await;
+    let mut nodes = cluster(&root, 3, |c| c.max_inflight_batches = inflight).await;
     let leader_id = agreed_leader(&nodes).await;
     let leader = nodes.iter().find(|m| m.id == leader_id).expect("leader");
     let follower = nodes.iter().find(|m| m.id != leader_id).expect("follower");
@@ -514,7 +526,7 @@ async fn write_throughput() {
             let tasks = (0..concurrency).map(|t| {
                 let registry = node.registry.clone();
                 let owner = node.id;
-                let base = counter + (t * per_task) as u64;
+                let base = counter + 1 + (t * per_task) as u64;
                 tokio::spawn(async move {
                     for i in 0..per_task as u64 {
                         let result = registry
