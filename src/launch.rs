@@ -136,7 +136,10 @@ impl RunningCluster {
             terminate(child);
         }
         for child in &mut self.children {
-            if tokio::time::timeout(STOP_WITHIN, child.wait()).await.is_err() {
+            if tokio::time::timeout(STOP_WITHIN, child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }

@@ -289,7 +289,8 @@ async fn cluster(args: Cluster) -> io::Result<()> {
 
 async fn balancer(args: Balancer) -> io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let running = nonstick::balancer::start(BalancerConfig::new(args.backends, args.mode), listener)?;
+    let running =
+        nonstick::balancer::start(BalancerConfig::new(args.backends, args.mode), listener)?;
     println!("balancer ({}) listening on {}", args.mode, running.addr());
     nonstick::node::shutdown_signal().await;
     running.shutdown().await

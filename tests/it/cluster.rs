@@ -127,3 +127,34 @@ async fn a_request_for_a_dead_owner_fails_fast() {
     eprintln!("dead owner answered in {:?}", started.elapsed());
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
+    let plan = nonstick::launch::LocalCluster {
+        nodes: 3,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: None,
+        mode: nonstick::balancer::Mode::RoundRobin,
+        app: AppKind::ProtocolSuite,
+    };
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nonstick"));
+    let running = nonstick::launch::start(exe, plan).await.expect("cluster");
+    let front = format!("http://{}", running.addr());
+    let url = |query: &str| format!("{front}/engine.io/?EIO=4&transport=polling{query}");
+    // Several sessions, each request of each going to the next node in turn: every one is
+    // served (forwarded to its owner when needed), none answered "Session ID unknown".
+    for _ in 0..3 {
+        let open = get(&url("")).await;
+        assert_eq!(open.status, 200, "{open:?}");
+        let json: serde_json::Value =
+            serde_json::from_str(open.body.trim_start_matches('0')).expect("open packet");
+        let sid = json["sid"].as_str().expect("sid").to_owned();
+        for i in 0..6 {
+            let reply = post(&url(&format!("&sid={sid}")), &format!("4m{i}")).await;
+            assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+            let reply = get(&url(&format!("&sid={sid}"))).await;
+            assert_eq!((reply.status, reply.body), (200, format!("4m{i}")));
+        }
+    }
+    running.shutdown().await.expect("shutdown");
+}
