@@ -11,6 +11,7 @@
 
 mod convert;
 mod record;
+mod relay;
 pub mod service;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use record::Recorded;
+pub use relay::Relay;
 
 use crate::engine::{Engine, EngineError, Request};
 use crate::registry::{NodeId, Registry};
@@ -157,6 +159,26 @@ impl Gateway {
             polling_reply::Result::Body(body) => Ok(body),
             polling_reply::Result::Error(code) => Err(convert::error_from_pb(code).into()),
         }
+    }
+
+    /// Ask `node`, the owner, to accept the websocket request `req` of `mount`; on success,
+    /// complete the upgrade and [`Relay::run`] it.
+    pub async fn open_relay(
+        &self,
+        node: NodeId,
+        mount: &str,
+        req: &Request,
+    ) -> Result<Relay, GatewayError> {
+        let cluster = self
+            .inner
+            .cluster
+            .as_ref()
+            .ok_or(LinkError::UnknownPeer(node))?;
+        let write_deadline = self
+            .engine(mount)
+            .map(|e| e.config().ping_timeout)
+            .unwrap_or(FORWARD_MARGIN);
+        relay::open(&cluster.peers, node, mount, req, write_deadline).await
     }
 
     fn link(&self, node: NodeId) -> Result<PollingLink, LinkError> {

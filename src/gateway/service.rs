@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
+use futures::{SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,9 +15,13 @@ use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use super::Gateway;
 use super::convert;
-use crate::engine::{EngineError, Method};
+use super::relay::{RELAY_QUEUE, close_frame};
+use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound};
+use crate::protocol::eio::Frame;
 use crate::rpc::pb::forward::forward_server::{Forward, ForwardServer};
-use crate::rpc::pb::forward::{PollingFrame, PollingReply, WsFrame, polling_frame, polling_reply};
+use crate::rpc::pb::forward::{
+    PollingFrame, PollingReply, WsFrame, polling_frame, polling_reply, ws_frame,
+};
 
 /// Replies that may wait for the stream to the forwarding node to take them.
 const REPLY_QUEUE: usize = 4096;
@@ -106,10 +110,90 @@ impl Forward for ForwardService {
 
     async fn websocket(
         &self,
-        _request: GrpcRequest<Streaming<WsFrame>>,
+        request: GrpcRequest<Streaming<WsFrame>>,
     ) -> Result<Response<Self::WebsocketStream>, Status> {
-        Err(Status::unimplemented("websocket relay"))
+        let mut inbound = request.into_inner();
+        let Some(WsFrame {
+            kind: Some(ws_frame::Kind::Open(open)),
+        }) = inbound.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "a relay starts with its upgrade request",
+            ));
+        };
+        let (mount, req, _) = convert::request_from_pb(open);
+        let engine = self.gateway.engine(&mount).cloned();
+        let accept = engine
+            .as_ref()
+            .ok_or(EngineError::UnknownSid)
+            .and_then(|engine| engine.accept_websocket(&req));
+        let (mut out, replies) = futures::channel::mpsc::channel(RELAY_QUEUE);
+        let (engine, accept) = match (engine, accept) {
+            (Some(engine), Ok(accept)) => (engine, accept),
+            (_, Err(e)) => return Ok(refusal(&e)),
+            (None, Ok(_)) => return Ok(refusal(&EngineError::UnknownSid)),
+        };
+        let _ = out.try_send(Ok(WsFrame {
+            kind: Some(ws_frame::Kind::Accepted(true)),
+        }));
+        let max_payload = engine.config().max_payload;
+        let sink = out.clone().with(|o: Outbound| {
+            futures::future::ready(Ok::<_, futures::channel::mpsc::SendError>(Ok(match o {
+                Outbound::Frame(Frame::Text(text)) => WsFrame {
+                    kind: Some(ws_frame::Kind::Text(text)),
+                },
+                Outbound::Frame(Frame::Binary(data)) => WsFrame {
+                    kind: Some(ws_frame::Kind::Binary(data.to_vec())),
+                },
+                Outbound::Close(code) => close_frame(code),
+            })))
+        });
+        // The relay's frames, until it says close or the stream ends. The size limit is
+        // enforced here too: a forwarded frame is checked like a local one.
+        let frames = inbound
+            .take_while(|frame| {
+                futures::future::ready(!matches!(
+                    frame,
+                    Ok(WsFrame {
+                        kind: Some(ws_frame::Kind::Close(_))
+                    })
+                ))
+            })
+            .filter_map(move |frame| {
+                futures::future::ready(match frame {
+                    Ok(WsFrame {
+                        kind: Some(ws_frame::Kind::Text(text)),
+                    }) if text.len() > max_payload => Some(Err(WsLinkError::TooLarge)),
+                    Ok(WsFrame {
+                        kind: Some(ws_frame::Kind::Binary(data)),
+                    }) if data.len() > max_payload => Some(Err(WsLinkError::TooLarge)),
+                    Ok(WsFrame {
+                        kind: Some(ws_frame::Kind::Text(text)),
+                    }) => Some(Ok(Frame::Text(text))),
+                    Ok(WsFrame {
+                        kind: Some(ws_frame::Kind::Binary(data)),
+                    }) => Some(Ok(Frame::Binary(data.into()))),
+                    Ok(_) => None,
+                    Err(status) => Some(Err(WsLinkError::Failed(status.to_string()))),
+                })
+            });
+        tokio::spawn(async move {
+            engine
+                .run_websocket(accept, Box::pin(sink), Box::pin(frames))
+                .await;
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
+}
+
+/// The whole answer to a relay the engine refused: one `refused` frame.
+fn refusal(e: &EngineError) -> Response<ReplyStream<WsFrame>> {
+    let frame = WsFrame {
+        kind: Some(ws_frame::Kind::Refused(convert::error_to_pb(e))),
+    };
+    Response::new(Box::pin(futures::stream::once(futures::future::ready(Ok(
+        frame,
+    )))))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -164,7 +164,7 @@ async fn engine_endpoint(
     if let Some(sid) = &req.sid
         && let Route::Remote(owner) = state.gateway.route(&state.mount, sid)
     {
-        return forwarded(&state, owner, req, &headers, body).await;
+        return forwarded(&state, owner, req, &headers, upgrade, body).await;
     }
     let engine = state.engine;
     let max_payload = engine.config().max_payload;
@@ -175,16 +175,10 @@ async fn engine_endpoint(
             Ok(accept) => accept,
             Err(e) => return HttpError::from(e).into_response(),
         };
-        // Let slightly larger messages through so the link can answer them with
-        // close code 1009 rather than a bare error.
-        let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
-        return upgrade
-            .max_message_size(wire_limit)
-            .max_frame_size(wire_limit)
-            .on_upgrade(move |socket| async move {
-                let (sink, stream) = ws::link(socket, max_payload);
-                engine.run_websocket(accept, sink, stream).await;
-            });
+        return websocket_limits(upgrade, max_payload).on_upgrade(move |socket| async move {
+            let (sink, stream) = ws::link(socket, max_payload);
+            engine.run_websocket(accept, sink, stream).await;
+        });
     }
     let result = match req.method {
         Method::Get if req.sid.is_none() => engine.open_polling(&req).map(|opened| {
@@ -224,12 +218,21 @@ async fn forwarded(
     owner: NodeId,
     req: Request,
     headers: &HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Body,
 ) -> Response {
-    if req.websocket_upgrade {
-        // Relaying a websocket to its session's owner is not built yet: the client keeps
-        // polling, which the probe failure leaves intact.
-        return HttpError::from(EngineError::BadRequest).into_response();
+    if req.websocket_upgrade
+        && let Ok(upgrade) = upgrade
+    {
+        let relay = match state.gateway.open_relay(owner, &state.mount, &req).await {
+            Ok(relay) => relay,
+            Err(e) => return HttpError::from(e).into_response(),
+        };
+        let max_payload = state.engine.config().max_payload;
+        return websocket_limits(upgrade, max_payload).on_upgrade(move |socket| async move {
+            let (sink, stream) = ws::link(socket, max_payload);
+            relay.run(sink, stream).await;
+        });
     }
     let body = if req.method == Method::Post {
         match read_body(headers, body, state.engine.config().max_payload).await {
@@ -247,6 +250,15 @@ async fn forwarded(
         Ok(payload) => polling_response(payload),
         Err(e) => HttpError::from(e).into_response(),
     }
+}
+
+/// Let slightly larger messages through than `max_payload`, so the link can answer them with
+/// close code 1009 rather than a bare error.
+fn websocket_limits(upgrade: WebSocketUpgrade, max_payload: usize) -> WebSocketUpgrade {
+    let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
+    upgrade
+        .max_message_size(wire_limit)
+        .max_frame_size(wire_limit)
 }
 
 /// A POST body, refused with 413 past `max_payload` (by its declared length before reading
