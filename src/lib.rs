@@ -15,6 +15,7 @@
 //!   benchmark controls.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod app;
 pub mod balancer;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Wiring of one server process: build the engines, the gateway and the HTTP front (and, for a
 //! cluster node, the registry and the peer gRPC server), run until shutdown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
+use crate::adapter::{AdapterService, GrpcFanout};
 use crate::app::{self, AppMount};
 use crate::config::{AppKind, Config};
 use crate::engine::{Application, Engine};
@@ -111,13 +112,23 @@ pub async fn start_cluster(
     config.node_id = node.to_string();
     config.engine.sid_prefix = format!("{node}.");
     let mounts = app::mounts(config.app, &config);
+    let mut servers = HashMap::new();
+    for mount in &mounts {
+        if let Some(io) = &mount.socketio {
+            let fanout = GrpcFanout::new(node, &mount.path, peers.clone(), registry.clone());
+            io.set_fanout(Arc::new(fanout));
+            servers.insert(mount.path.clone(), io.clone());
+        }
+    }
     let recorder = registry.clone();
     let engines = engines(mounts, move |app| {
         Arc::new(Recorded::new(app, recorder.clone(), node)) as Arc<dyn Application>
     });
     let gateway = Gateway::clustered(node, engines, registry.clone(), peers);
 
-    let routes = Routes::new(raft).add_service(ForwardService::server(gateway.clone()));
+    let routes = Routes::new(raft)
+        .add_service(ForwardService::server(gateway.clone()))
+        .add_service(AdapterService::server(servers));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let secret = cluster.secret.clone();
     let grpc_task = tokio::spawn(async move {

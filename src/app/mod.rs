@@ -21,6 +21,8 @@ pub struct AppMount {
     pub engine: EngineConfig,
     /// What runs on top of the engine.
     pub app: Arc<dyn Application>,
+    /// The Socket.IO server, when `app` is one (a cluster connects it to the other nodes).
+    pub socketio: Option<SocketIo>,
 }
 
 /// Where Socket.IO is served, as in the reference server.
@@ -47,6 +49,7 @@ pub fn mounts(kind: AppKind, config: &Config) -> Vec<AppMount> {
                     path: "/engine.io/".to_owned(),
                     engine: engine_config.clone(),
                     app: Arc::new(echo::Echo),
+                    socketio: None,
                 },
                 socketio_mount(engine_config, io),
             ]
@@ -79,6 +82,7 @@ pub fn socketio_mount(engine: EngineConfig, io: SocketIo) -> AppMount {
     AppMount {
         path: SOCKETIO_PATH.to_owned(),
         engine,
-        app: Arc::new(io),
+        app: Arc::new(io.clone()),
+        socketio: Some(io),
     }
 }

@@ -11,6 +11,7 @@ use super::error::EmitError;
 use super::namespace::{NamespaceInner, with_recovery};
 use super::read;
 use super::recovery::Target;
+use super::remote::RemoteBroadcast;
 use super::socket::{Socket, send_encoded};
 use crate::protocol::sio::{self, Packet};
 
@@ -99,11 +100,18 @@ impl BroadcastOperator {
                 }
             }
             let encoded = sio::encode(&Packet::event(ns.name(), event, args, None));
-            for socket in self.select(&ns) {
-                if self.volatile && !socket.inner.conn.is_writable() {
-                    continue;
-                }
-                let _ = send_encoded(&socket.inner.conn, encoded.clone());
+            let remote = RemoteBroadcast {
+                nsp: ns.name().to_owned(),
+                packet: encoded,
+                rooms: self.target.rooms.iter().cloned().collect(),
+                except: self.target.except.iter().cloned().collect(),
+                volatile: self.volatile,
+            };
+            deliver_encoded(&ns, &remote);
+            if !self.local
+                && let Some(fanout) = ns.fanout()
+            {
+                fanout.broadcast(remote);
             }
         }
         Ok(())
@@ -185,27 +193,47 @@ impl BroadcastOperator {
 
     /// The connected sockets of `ns` this operator selects.
     fn select(&self, ns: &NamespaceInner) -> Vec<Socket> {
-        let m = read(&ns.members);
-        let excluded: HashSet<&String> = self
-            .target
-            .except
-            .iter()
+        select(ns, &self.target.rooms, &self.target.except)
+    }
+}
+
+/// The connected sockets of `ns` in any of `rooms` (all if empty), minus those in `except`.
+fn select<'a>(
+    ns: &NamespaceInner,
+    rooms: impl IntoIterator<Item = &'a String>,
+    except: impl IntoIterator<Item = &'a String>,
+) -> Vec<Socket> {
+    let m = read(&ns.members);
+    let excluded: HashSet<&String> = except
+        .into_iter()
+        .filter_map(|room| m.rooms.get(room))
+        .flatten()
+        .collect();
+    let mut rooms = rooms.into_iter().peekable();
+    let ids: BTreeSet<&String> = if rooms.peek().is_none() {
+        m.sockets.keys().collect()
+    } else {
+        rooms
             .filter_map(|room| m.rooms.get(room))
             .flatten()
-            .collect();
-        let ids: BTreeSet<&String> = if self.target.rooms.is_empty() {
-            m.sockets.keys().collect()
-        } else {
-            self.target
-                .rooms
-                .iter()
-                .filter_map(|room| m.rooms.get(room))
-                .flatten()
-                .collect()
-        };
-        ids.into_iter()
-            .filter(|id| !excluded.contains(id))
-            .filter_map(|id| m.sockets.get(id).cloned())
             .collect()
+    };
+    ids.into_iter()
+        .filter(|id| !excluded.contains(id))
+        .filter_map(|id| m.sockets.get(id).cloned())
+        .collect()
+}
+
+/// Send an encoded broadcast to the matching sockets of `ns`; returns how many it went to.
+pub(crate) fn deliver_encoded(ns: &NamespaceInner, broadcast: &RemoteBroadcast) -> usize {
+    let mut sent = 0;
+    for socket in select(ns, &broadcast.rooms, &broadcast.except) {
+        if broadcast.volatile && !socket.inner.conn.is_writable() {
+            continue;
+        }
+        if send_encoded(&socket.inner.conn, broadcast.packet.clone()).is_ok() {
+            sent += 1;
+        }
     }
+    sent
 }

@@ -28,6 +28,7 @@ mod error;
 mod handler;
 mod namespace;
 mod recovery;
+mod remote;
 mod socket;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use broadcast::BroadcastOperator;
 pub use config::{RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
+pub use remote::{Fanout, RemoteBroadcast};
 pub use socket::{Handshake, Socket};
 
 pub use crate::protocol::value::Value;
@@ -69,6 +71,8 @@ pub(crate) struct ServerInner {
     /// Dynamic groups in registration order; the first matcher that accepts a name wins.
     dynamic: RwLock<Vec<(Matcher, Arc<NamespaceInner>)>>,
     allow_request: RwLock<Option<RequestFilter>>,
+    /// Carries broadcasts to the other nodes of a cluster; `None` on a single node.
+    fanout: RwLock<Option<Arc<dyn Fanout>>>,
 }
 
 impl SocketIo {
@@ -80,6 +84,7 @@ impl SocketIo {
                 namespaces: RwLock::new(HashMap::new()),
                 dynamic: RwLock::new(Vec::new()),
                 allow_request: RwLock::new(None),
+                fanout: RwLock::new(None),
             }),
         }
     }
@@ -131,6 +136,22 @@ impl SocketIo {
         F: Fn(&HandshakeInfo) -> bool + Send + Sync + 'static,
     {
         *write(&self.inner.allow_request) = Some(Arc::new(filter));
+    }
+
+    /// Make broadcasts (except `local()` ones) also reach the sockets of other nodes, through
+    /// `fanout`. Installed by a cluster node; the other nodes hand what they receive to
+    /// [`SocketIo::deliver_remote`].
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
+        *write(&self.inner.fanout) = Some(fanout);
+    }
+
+    /// Deliver a broadcast made on another node to the matching sockets of this one; returns
+    /// how many sockets it was sent to.
+    pub fn deliver_remote(&self, broadcast: &RemoteBroadcast) -> usize {
+        let Some(ns) = read(&self.inner.namespaces).get(&broadcast.nsp).cloned() else {
+            return 0;
+        };
+        broadcast::deliver_encoded(&ns, broadcast)
     }
 
     /// The names of the namespaces that exist now (fixed ones, and dynamic children that have

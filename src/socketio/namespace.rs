@@ -167,6 +167,12 @@ impl NamespaceInner {
         read(&self.handlers).on_connect.clone()
     }
 
+    /// The cluster's fanout, if this server has one.
+    pub(crate) fn fanout(&self) -> Option<Arc<dyn super::Fanout>> {
+        let server = self.server.upgrade()?;
+        read(&server.fanout).clone()
+    }
+
     pub(crate) fn next_ack_id(&self) -> u64 {
         self.ack_ids.fetch_add(1, Ordering::Relaxed)
     }

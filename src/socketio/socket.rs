@@ -238,8 +238,12 @@ impl Socket {
         self.inner.conn.close(CloseReason::ServerClose);
     }
 
+    /// This socket alone. Local: the socket lives on this node, so no other node has anything
+    /// to deliver.
     fn own_room(&self) -> BroadcastOperator {
-        BroadcastOperator::new(self.inner.ns.clone()).to(self.id())
+        BroadcastOperator::new(self.inner.ns.clone())
+            .to(self.id())
+            .local()
     }
 
     /// Send an event with a fresh ack id and register where the answer goes.

@@ -1,6 +1,7 @@
 //! The official clients against the demo app on a real node: socket.io-client 4.8 from Node
 //! (polling only, websocket only, default upgrade), python-socketio (polling, websocket), and
-//! the chat page in headless Chromium (default and polling only).
+//! the chat page in headless Chromium (default and polling only); and the same clients through
+//! a round-robin balancer in front of three cluster nodes.
 //!
 //! The batteries live in `tests/clients/`; each prints `ok - …` / `not ok - …` lines and exits
 //! non-zero if any check failed. `scripts/test` installs what they need and sets
@@ -12,7 +13,9 @@ use std::time::Duration;
 use nonstick::config::AppKind;
 use tokio::process::Command;
 
-use crate::fixture::TestNode;
+use nonstick::balancer::{BalancerConfig, Mode, RunningBalancer};
+
+use crate::fixture::{TestCluster, TestNode};
 
 /// A battery ends by itself within about a minute; this only guards against a stuck process.
 const BATTERY_LIMIT: Duration = Duration::from_secs(120);
@@ -41,13 +44,13 @@ fn require(path: &Path) {
     );
 }
 
-/// Run one battery against `node` and fail the test with its output unless every check passed.
-async fn battery(node: &TestNode, program: &Path, args: &[&str]) {
-    let url = node.url("");
+/// Run one battery against the server at `url` and fail the test with its output unless every
+/// check passed.
+async fn battery(url: &str, program: &Path, args: &[&str]) {
     let mut command = Command::new(program);
     command
         .args(args)
-        .args(["--url", &url])
+        .args(["--url", url])
         .current_dir(repo())
         .kill_on_drop(true);
     let output = tokio::time::timeout(BATTERY_LIMIT, command.output())
@@ -62,7 +65,7 @@ async fn battery(node: &TestNode, program: &Path, args: &[&str]) {
         output.status
     );
     assert!(
-        stdout.lines().any(|l| l.ends_with(" 0 failed")) && stdout.contains("ok - "),
+        stdout.lines().any(|l| l.contains(" passed, 0 failed")) && stdout.contains("ok - "),
         "{args:?}: no passing summary in:\n{stdout}"
     );
 }
@@ -71,11 +74,37 @@ async fn js_battery(script: &str, args: &[&str]) {
     require(&repo().join("tests/clients/node_modules"));
     require(&repo().join("web/node_modules"));
     let node = TestNode::start(AppKind::Demo).await;
+    run_js(&node.url(""), script, args).await;
+    node.stop().await;
+}
+
+async fn run_js(url: &str, script: &str, args: &[&str]) {
     let script = format!("tests/clients/{script}");
     let mut all = vec![script.as_str()];
     all.extend_from_slice(args);
-    battery(&node, Path::new(&node_bin()), &all).await;
-    node.stop().await;
+    battery(url, Path::new(&node_bin()), &all).await;
+}
+
+/// Three cluster nodes behind the embedded balancer choosing a node per request.
+async fn balanced_cluster() -> (TestCluster, RunningBalancer) {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let backends = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let balancer =
+        nonstick::balancer::start(BalancerConfig::new(backends, Mode::RoundRobin), listener)
+            .expect("balancer");
+    (cluster, balancer)
+}
+
+async fn cluster_js_battery(script: &str, args: &[&str]) {
+    require(&repo().join("tests/clients/node_modules"));
+    require(&repo().join("web/node_modules"));
+    let (cluster, balancer) = balanced_cluster().await;
+    run_js(&format!("http://{}", balancer.addr()), script, args).await;
+    balancer.shutdown().await.expect("balancer shutdown");
+    cluster.stop().await;
 }
 
 async fn python_battery(transport: &str) {
@@ -87,7 +116,7 @@ async fn python_battery(transport: &str) {
         "--transport",
         transport,
     ];
-    battery(&node, &python, &args).await;
+    battery(&node.url(""), &python, &args).await;
     node.stop().await;
 }
 
@@ -124,4 +153,19 @@ async fn chat_page_in_chromium() {
 #[tokio::test]
 async fn chat_page_in_chromium_over_polling() {
     js_battery("chat-page.mjs", &["--transports", "polling"]).await;
+}
+
+#[tokio::test]
+async fn socket_io_client_over_polling_through_a_round_robin_cluster() {
+    cluster_js_battery("sio-client.mjs", &["--transports", "polling", "--cluster"]).await;
+}
+
+#[tokio::test]
+async fn socket_io_client_with_upgrade_through_a_round_robin_cluster() {
+    cluster_js_battery("sio-client.mjs", &["--transports", "default", "--cluster"]).await;
+}
+
+#[tokio::test]
+async fn chat_page_over_polling_through_a_round_robin_cluster() {
+    cluster_js_battery("chat-page.mjs", &["--transports", "polling"]).await;
 }
