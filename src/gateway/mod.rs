@@ -24,7 +24,8 @@ pub use record::Recorded;
 pub use relay::Relay;
 
 use crate::engine::{Engine, EngineError, Request};
-use crate::registry::{NodeId, Registry};
+pub use crate::registry::NodeId;
+use crate::registry::Registry;
 use crate::rpc::Peers;
 use crate::rpc::link::{LinkError, PollingLink};
 use crate::rpc::pb::forward::polling_reply;

@@ -31,7 +31,7 @@ use bytes::Bytes;
 
 use crate::engine::{Engine, EngineError, Method, Request};
 use crate::gateway::{Gateway, Route};
-use crate::registry::NodeId;
+use crate::gateway::NodeId;
 
 /// Which origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
