@@ -30,8 +30,8 @@ pub use error::HttpError;
 use bytes::Bytes;
 
 use crate::engine::{Engine, EngineError, Method, Request};
-use crate::gateway::{Gateway, Route};
 use crate::gateway::NodeId;
+use crate::gateway::{Gateway, Route};
 
 /// Which origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
