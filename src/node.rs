@@ -21,6 +21,7 @@ use crate::engine::{Application, Engine};
 use crate::gateway::service::ForwardService;
 use crate::gateway::{Gateway, Recorded};
 use crate::http::{self, Cors, CorsOrigins, HttpConfig, Page};
+use crate::registry::admin::AdminService;
 use crate::registry::{NodeId, Registry, RegistryConfig};
 use crate::rpc::{self, Peers, Secret};
 use crate::socketio::SocketIo;
@@ -41,6 +42,8 @@ struct ClusterParts {
     grpc_addr: SocketAddr,
     stop_grpc: Option<oneshot::Sender<()>>,
     grpc: Option<JoinHandle<()>>,
+    /// Keeps the peer directory in step with the Raft membership.
+    sync: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -64,6 +67,9 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     /// The secret every inter-node call must carry.
     pub secret: Secret,
+    /// Join a running cluster (to be added with `nonstick member add`) instead of forming one
+    /// from `peers`.
+    pub join: bool,
 }
 
 /// Starts a node serving its configured built-in application on `listener`. Must be
@@ -124,11 +130,13 @@ pub async fn start_cluster(
     let engines = engines(mounts, move |app| {
         Arc::new(Recorded::new(app, recorder.clone(), node)) as Arc<dyn Application>
     });
+    let peers_for_sync = peers.clone();
     let gateway = Gateway::clustered(node, engines, registry.clone(), peers);
 
     let routes = Routes::new(raft)
         .add_service(ForwardService::server(gateway.clone()))
-        .add_service(AdapterService::server(servers));
+        .add_service(AdapterService::server(servers))
+        .add_service(AdminService::server(registry.clone()));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let secret = cluster.secret.clone();
     let grpc_task = tokio::spawn(async move {
@@ -140,13 +148,18 @@ pub async fn start_cluster(
         }
     });
     // Every member may try: the first one forms the cluster, the others find it formed.
-    let members = cluster.peers.clone();
-    let init = registry.clone();
-    tokio::spawn(async move {
-        if let Err(e) = init.initialize(members).await {
-            tracing::warn!(%e, "cluster initialization");
-        }
-    });
+    if !cluster.join {
+        let members = cluster.peers.clone();
+        let init = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = init.initialize(members).await {
+                tracing::warn!(%e, "cluster initialization");
+            }
+        });
+    }
+    // Members added later (`nonstick member add`) become reachable from every node: the Raft
+    // membership carries their addresses.
+    let sync = tokio::spawn(sync_peers(registry.clone(), peers_for_sync));
     start_http(
         config,
         gateway,
@@ -156,6 +169,7 @@ pub async fn start_cluster(
             grpc_addr,
             stop_grpc: Some(stop_grpc),
             grpc: Some(grpc_task),
+            sync,
         }),
     )
 }
@@ -173,6 +187,20 @@ pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
     let node = start_socketio(config, io, listener)?;
     shutdown_signal().await;
     node.shutdown().await
+}
+
+/// Add every member of the Raft membership that `peers` does not know yet, once a second.
+async fn sync_peers(registry: Registry, peers: Peers) {
+    loop {
+        for (id, addr, _) in registry.membership() {
+            if peers.addr(id).is_none()
+                && let Err(e) = peers.set(id, &addr)
+            {
+                tracing::warn!(id, %e, "member with an unusable address");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// An engine per mount, each application passed through `wrap` first.
@@ -285,6 +313,7 @@ impl RunningNode {
             }
         };
         if let Some(mut cluster) = self.cluster.take() {
+            cluster.sync.abort();
             if let Some(stop) = cluster.stop_grpc.take() {
                 let _ = stop.send(());
             }
@@ -309,10 +338,11 @@ impl Drop for RunningNode {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        if let Some(cluster) = self.cluster.as_mut()
-            && let Some(grpc) = cluster.grpc.take()
-        {
-            grpc.abort();
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.sync.abort();
+            if let Some(grpc) = cluster.grpc.take() {
+                grpc.abort();
+            }
         }
     }
 }

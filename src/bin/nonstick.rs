@@ -14,6 +14,7 @@ use nonstick::balancer::{BalancerConfig, Mode, UnknownMode};
 use nonstick::config::{AppKind, Config};
 use nonstick::launch::{self, LocalCluster};
 use nonstick::node::ClusterConfig;
+use nonstick::registry::admin::{MemberChange, administer};
 use nonstick::rpc::Secret;
 
 #[derive(Parser)]
@@ -37,6 +38,8 @@ enum Command {
     Cluster(Cluster),
     /// Run the embedded per-request balancer until SIGINT or SIGTERM.
     Balancer(Balancer),
+    /// Read or change the membership of a running cluster.
+    Member(Member),
 }
 
 #[derive(clap::Args)]
@@ -75,8 +78,51 @@ struct Node {
     /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
+    #[arg(long)]
+    join: bool,
     #[command(flatten)]
     app: AppOptions,
+}
+
+/// Read or change the membership of a running cluster.
+#[derive(clap::Args)]
+struct Member {
+    #[command(subcommand)]
+    action: MemberAction,
+    /// gRPC address of any member (changes are sent on to the leader).
+    #[arg(long, global = true)]
+    via: Option<String>,
+    /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
+    #[arg(long, global = true)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// List the members, voters and learners, and the leader.
+    List,
+    /// Add a node (started with `nonstick node --join`) as a learner.
+    Add {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its gRPC address.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Make a learner a voter.
+    Promote {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// A local cluster: node processes behind the embedded balancer.
@@ -240,14 +286,45 @@ async fn serve(args: Serve) -> io::Result<()> {
     node.shutdown().await
 }
 
-async fn node(args: Node) -> io::Result<()> {
-    let secret = match &args.secret_file {
+/// The cluster secret from `file`, else from NONSTICK_SECRET; surrounding white space ignored.
+fn secret(file: Option<&PathBuf>) -> io::Result<Secret> {
+    let secret = match file {
         Some(path) => std::fs::read_to_string(path)?,
         None => std::env::var("NONSTICK_SECRET").map_err(|_| {
             io::Error::other("no cluster secret: give --secret-file or set NONSTICK_SECRET")
         })?,
     };
-    let secret = Secret::new(secret.trim()).map_err(io::Error::other)?;
+    Secret::new(secret.trim()).map_err(io::Error::other)
+}
+
+async fn member(args: Member) -> io::Result<()> {
+    let via = args
+        .via
+        .ok_or_else(|| io::Error::other("--via HOST:PORT (a member's gRPC address) is required"))?;
+    let change = match args.action {
+        MemberAction::List => None,
+        MemberAction::Add { id, addr } => Some(MemberChange::Add { id, addr }),
+        MemberAction::Promote { id } => Some(MemberChange::Promote(id)),
+        MemberAction::Remove { id } => Some(MemberChange::Remove(id)),
+    };
+    let secret = secret(args.secret_file.as_ref())?;
+    let reply = administer(&via, secret, change)
+        .await
+        .map_err(|status| io::Error::other(status.message().to_owned()))?;
+    for m in &reply.members {
+        let role = if m.voter { "voter" } else { "learner" };
+        let leader = if reply.leader == Some(m.id) {
+            " (leader)"
+        } else {
+            ""
+        };
+        println!("{} {} {role}{leader}", m.id, m.addr);
+    }
+    Ok(())
+}
+
+async fn node(args: Node) -> io::Result<()> {
+    let secret = secret(args.secret_file.as_ref())?;
     let mut peers = args.peers.clone();
     if let Some(advertise) = &args.advertise {
         peers.insert(args.id, advertise.clone());
@@ -257,6 +334,7 @@ async fn node(args: Node) -> io::Result<()> {
         peers,
         data_dir: args.data_dir.clone(),
         secret,
+        join: args.join,
     };
     let http = tokio::net::TcpListener::bind(args.listen).await?;
     let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
@@ -317,6 +395,7 @@ fn main() -> ExitCode {
         Command::Node(args) => runtime.block_on(node(args)),
         Command::Cluster(args) => runtime.block_on(cluster(args)),
         Command::Balancer(args) => runtime.block_on(balancer(args)),
+        Command::Member(args) => runtime.block_on(member(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     closed: [AtomicU64; REASONS.len()],
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    unknown_sid: AtomicU64,
 }
 
 impl Counters {
@@ -33,6 +34,10 @@ impl Counters {
         if let Some(i) = REASONS.iter().position(|r| r == reason) {
             self.closed[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn unknown_sid(&self) {
+        self.unknown_sid.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn received(&self) {
@@ -54,6 +59,7 @@ impl Counters {
                 .collect(),
             messages_received: self.messages_in.load(Ordering::Relaxed),
             messages_sent: self.messages_out.load(Ordering::Relaxed),
+            unknown_sid: self.unknown_sid.load(Ordering::Relaxed),
         }
     }
 }
@@ -71,4 +77,7 @@ pub struct EngineMetrics {
     pub messages_received: u64,
     /// Messages queued by the application.
     pub messages_sent: u64,
+    /// Requests answered "Session ID unknown" (code 1). In a cluster each such answer is
+    /// counted once, by the engine that gave it.
+    pub unknown_sid: u64,
 }

@@ -235,7 +235,10 @@ impl Engine {
             return Err(EngineError::BadRequest);
         }
         if let Some(sid) = &req.sid {
-            let session = self.session(sid).ok_or(EngineError::UnknownSid)?;
+            let Some(session) = self.session(sid) else {
+                self.shared.counters.unknown_sid();
+                return Err(EngineError::UnknownSid);
+            };
             if !req.websocket_upgrade && transport != session.transport() {
                 return Err(EngineError::TransportMismatch);
             }

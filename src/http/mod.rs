@@ -431,6 +431,12 @@ fn metrics_text(engines: &[(String, Engine)]) -> String {
         per_path(&|m| m.messages_received),
     );
     family(
+        "nonstick_unknown_sid_total",
+        "counter",
+        "Requests answered \"Session ID unknown\" by this node's engine.",
+        per_path(&|m| m.unknown_sid),
+    );
+    family(
         "nonstick_messages_sent_total",
         "counter",
         "Engine.IO messages queued by the application.",

@@ -23,6 +23,7 @@
 
 #![allow(clippy::result_large_err)]
 
+pub mod admin;
 mod error;
 mod network;
 mod service;

@@ -104,6 +104,22 @@ async fn cluster_js_battery(script: &str, args: &[&str]) {
     let (cluster, balancer) = balanced_cluster().await;
     run_js(&format!("http://{}", balancer.addr()), script, args).await;
     balancer.shutdown().await.expect("balancer shutdown");
+    // The point of the cluster: behind a balancer with no affinity, no request of any client
+    // was answered "Session ID unknown".
+    for node in &cluster.nodes {
+        let unknown: u64 = node
+            .node()
+            .engines()
+            .iter()
+            .map(|e| e.metrics().unknown_sid)
+            .sum();
+        assert_eq!(
+            unknown,
+            0,
+            "node {} answered Session ID unknown",
+            node.addr()
+        );
+    }
     cluster.stop().await;
 }
 
@@ -168,4 +184,19 @@ async fn socket_io_client_with_upgrade_through_a_round_robin_cluster() {
 #[tokio::test]
 async fn chat_page_over_polling_through_a_round_robin_cluster() {
     cluster_js_battery("chat-page.mjs", &["--transports", "polling"]).await;
+}
+
+#[tokio::test]
+async fn python_socketio_over_polling_through_a_round_robin_cluster() {
+    let python = python_bin();
+    require(&python);
+    let (cluster, balancer) = balanced_cluster().await;
+    let args = [
+        "tests/clients/python/sio_client.py",
+        "--transport",
+        "polling",
+    ];
+    battery(&format!("http://{}", balancer.addr()), &python, &args).await;
+    balancer.shutdown().await.expect("balancer shutdown");
+    cluster.stop().await;
 }

@@ -158,3 +158,84 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
     }
     running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
+    use nonstick::registry::admin::{MemberChange, administer};
+    use nonstick::rpc::Secret;
+
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let secret = || Secret::new(crate::fixture::CLUSTER_SECRET).expect("secret");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr4 = grpc.local_addr().expect("addr").to_string();
+    let mut peers = cluster.peers.clone();
+    peers.insert(4, addr4.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fourth = nonstick::node::start_cluster(
+        nonstick::config::Config::new(AppKind::ProtocolSuite),
+        nonstick::node::ClusterConfig {
+            node_id: 4,
+            peers,
+            data_dir: dir.path().to_owned(),
+            secret: secret(),
+            join: true,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        grpc,
+    )
+    .await
+    .expect("fourth node");
+    let fourth = crate::fixture::TestNode::running(fourth);
+
+    // Through a follower or the leader alike: the change goes to the leader.
+    let via = cluster.peers[&2].clone();
+    let added = administer(
+        &via,
+        secret(),
+        Some(MemberChange::Add { id: 4, addr: addr4 }),
+    )
+    .await
+    .expect("add learner");
+    assert!(
+        added.members.iter().any(|m| m.id == 4 && !m.voter),
+        "{added:?}"
+    );
+    let promoted = administer(&via, secret(), Some(MemberChange::Promote(4)))
+        .await
+        .expect("promote");
+    assert_eq!(
+        promoted.members.iter().filter(|m| m.voter).count(),
+        4,
+        "{promoted:?}"
+    );
+
+    // A session of the new node is served through an old one once the new node's address has
+    // reached it (from the Raft membership). The suite profile's 500 ms heartbeat ends idle
+    // sessions quickly, so each try uses a fresh session.
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sid = open_polling(&fourth, EIO).await;
+        assert!(sid.starts_with("4."));
+        let reply = post(&session_url(&cluster.nodes[0], &sid), "4joined").await;
+        if reply.status == 200 {
+            assert_eq!(get(&session_url(&fourth, &sid)).await.body, "4joined");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "never forwarded: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let removed = administer(&via, secret(), Some(MemberChange::Remove(4)))
+        .await
+        .expect("remove");
+    assert!(removed.members.iter().all(|m| m.id != 4), "{removed:?}");
+    fourth.stop().await;
+    cluster.stop().await;
+}

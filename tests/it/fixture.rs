@@ -222,6 +222,8 @@ pub const CLUSTER_SECRET: &str = "test-cluster-secret";
 /// 127.0.0.1:0, all serving `kind`. Stopped on drop or by [`TestCluster::stop`].
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
+    /// Every member's gRPC address.
+    pub peers: std::collections::BTreeMap<u64, String>,
     /// Kept until the nodes are stopped: their registries live in it.
     _dirs: tempfile::TempDir,
 }
@@ -243,13 +245,18 @@ impl TestCluster {
                 peers: peers.clone(),
                 data_dir: dirs.path().join(format!("node-{id}")),
                 secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
+                join: false,
             };
             let running = node::start_cluster(Config::new(kind), cluster, bind().await, grpc)
                 .await
                 .expect("start cluster node");
             nodes.push(TestNode::running(running));
         }
-        let cluster = TestCluster { nodes, _dirs: dirs };
+        let cluster = TestCluster {
+            nodes,
+            peers,
+            _dirs: dirs,
+        };
         cluster.wait_for_leader().await;
         cluster
     }

@@ -1,0 +1,198 @@
+//! The `Admin` gRPC service: read the cluster membership, add a learner, set the voters.
+//! Changes run on the leader; elsewhere the call fails with `FAILED_PRECONDITION` and the
+//! reply's metadata names the leader (`x-nonstick-leader`), so a client can go there.
+
+use std::collections::BTreeSet;
+
+use tonic::{Request, Response, Status};
+
+use super::{Registry, RegistryError};
+use crate::rpc::pb::admin::admin_server::{Admin, AdminServer};
+use crate::rpc::pb::admin::{
+    AddLearnerRequest, Member, MembersReply, MembersRequest, SetVotersRequest,
+};
+
+/// Metadata key naming the leader on a refused membership change.
+pub const LEADER_HEADER: &str = "x-nonstick-leader";
+
+/// The admin service of one node.
+pub struct AdminService {
+    registry: Registry,
+}
+
+impl AdminService {
+    /// The service, to mount on the node's peer gRPC server.
+    pub fn server(registry: Registry) -> AdminServer<AdminService> {
+        AdminServer::new(AdminService { registry })
+    }
+
+    fn members(&self) -> MembersReply {
+        MembersReply {
+            members: self
+                .registry
+                .membership()
+                .into_iter()
+                .map(|(id, addr, voter)| Member { id, addr, voter })
+                .collect(),
+            leader: self.registry.leader(),
+        }
+    }
+
+    /// Refuse a change on a follower, naming the leader.
+    fn require_leader(&self) -> Result<(), Status> {
+        let leader = self.registry.leader();
+        if leader == Some(self.registry.node_id()) {
+            return Ok(());
+        }
+        let mut status = Status::failed_precondition(match leader {
+            Some(leader) => format!("not the leader; node {leader} is"),
+            None => "no leader right now".to_owned(),
+        });
+        if let Some(leader) = leader
+            && let Ok(value) = leader.to_string().parse()
+        {
+            status.metadata_mut().insert(LEADER_HEADER, value);
+        }
+        Err(status)
+    }
+}
+
+fn status(e: RegistryError) -> Status {
+    match e {
+        RegistryError::Timeout => Status::deadline_exceeded(e.to_string()),
+        RegistryError::NotLeader { .. } | RegistryError::NoLeader => {
+            Status::failed_precondition(e.to_string())
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
+        Ok(Response::new(self.members()))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
+        self.require_leader()?;
+        let request = request.into_inner();
+        self.registry
+            .add_learner(request.id, &request.addr)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.members()))
+    }
+
+    async fn set_voters(
+        &self,
+        request: Request<SetVotersRequest>,
+    ) -> Result<Response<MembersReply>, Status> {
+        self.require_leader()?;
+        let voters: BTreeSet<u64> = request.into_inner().voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument(
+                "a cluster needs at least one voter",
+            ));
+        }
+        self.registry
+            .change_membership(voters)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.members()))
+    }
+}
+
+/// A membership change asked of a running cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add node `id`, reachable for gRPC at `addr`, as a learner.
+    Add {
+        /// The new node's id.
+        id: u64,
+        /// Its gRPC address.
+        addr: String,
+    },
+    /// Make learner `id` a voter.
+    Promote(u64),
+    /// Remove node `id` from the cluster.
+    Remove(u64),
+}
+
+/// Apply `change` (or only read the membership, with `None`) through the node whose gRPC
+/// address is `via`, going to the leader if `via` is not it. Returns the membership after.
+pub async fn administer(
+    via: &str,
+    secret: crate::rpc::Secret,
+    change: Option<MemberChange>,
+) -> Result<MembersReply, Status> {
+    use crate::rpc::Peers;
+    use crate::rpc::pb::admin::admin_client::AdminClient;
+
+    const VIA: u64 = u64::MAX;
+    let peers = Peers::new(secret);
+    peers
+        .set(VIA, via)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let client = |node| {
+        peers
+            .channel(node)
+            .map(AdminClient::new)
+            .ok_or_else(|| Status::not_found(format!("no address for node {node}")))
+    };
+    let members = client(VIA)?.members(MembersRequest {}).await?.into_inner();
+    let Some(change) = change else {
+        return Ok(members);
+    };
+    let target = match members.leader {
+        Some(leader) => {
+            let addr = members
+                .members
+                .iter()
+                .find(|m| m.id == leader)
+                .map(|m| m.addr.clone())
+                .ok_or_else(|| Status::unavailable("the leader has no known address"))?;
+            peers
+                .set(leader, &addr)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            leader
+        }
+        None => return Err(Status::unavailable("the cluster has no leader right now")),
+    };
+    let mut admin = client(target)?;
+    let voters = |members: &MembersReply| -> BTreeSet<u64> {
+        members
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect()
+    };
+    let reply = match change {
+        MemberChange::Add { id, addr } => admin.add_learner(AddLearnerRequest { id, addr }).await?,
+        MemberChange::Promote(id) => {
+            let mut set = voters(&members);
+            set.insert(id);
+            admin
+                .set_voters(SetVotersRequest {
+                    voters: set.into_iter().collect(),
+                })
+                .await?
+        }
+        MemberChange::Remove(id) => {
+            let mut set = voters(&members);
+            set.remove(&id);
+            admin
+                .set_voters(SetVotersRequest {
+                    voters: set.into_iter().collect(),
+                })
+                .await?
+        }
+    };
+    Ok(reply.into_inner())
+}
