@@ -375,10 +375,12 @@ async fn balancer(args: Balancer) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // openraft reports every election step at INFO and late vote replies at WARN.
+    let default_filter = "info,openraft=error";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
