@@ -485,6 +485,23 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// A local Raft call refused because this node is not the leader: the leader it names, if any,
+/// to try next (`None`: wait for one). Any other failure is final.
+fn leader_named_by<E>(e: RaftError<NodeId, E>) -> Result<Option<NodeId>, RegistryError>
+where
+    E: std::fmt::Debug
+        + std::fmt::Display
+        + openraft::TryAsRef<openraft::error::ForwardToLeader<NodeId, BasicNode>>,
+{
+    if let Some(forward) = e.forward_to_leader::<BasicNode>() {
+        return Ok(forward.leader_id);
+    }
+    Err(match e {
+        RaftError::Fatal(e) => fatal_error(e),
+        RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
+    })
+}
+
 fn fatal_error(e: Fatal<NodeId>) -> RegistryError {
     match e {
         Fatal::Stopped => RegistryError::Shutdown,
@@ -601,14 +618,8 @@ impl Core {
                 match tokio::time::timeout(remaining(deadline), write).await {
                     Ok(Ok(written)) => return Ok(written.data),
                     Ok(Err(e)) => {
-                        if let Some(forward) = e.forward_to_leader() {
-                            hint = forward.leader_id;
-                            continue;
-                        }
-                        return Err(match e {
-                            RaftError::Fatal(e) => fatal_error(e),
-                            RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
-                        });
+                        hint = leader_named_by(e)?;
+                        continue;
                     }
                     Err(_) => return Err(RegistryError::Timeout),
                 }
@@ -649,14 +660,8 @@ impl Core {
                 match tokio::time::timeout(remaining(deadline), self.raft.get_read_log_id()).await {
                     Ok(Ok((read, _applied))) => return Ok(read.map(|id| id.index)),
                     Ok(Err(e)) => {
-                        if let Some(forward) = e.forward_to_leader() {
-                            hint = forward.leader_id;
-                            continue;
-                        }
-                        return Err(match e {
-                            RaftError::Fatal(e) => fatal_error(e),
-                            RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
-                        });
+                        hint = leader_named_by(e)?;
+                        continue;
                     }
                     Err(_) => return Err(RegistryError::Timeout),
                 }
