@@ -30,6 +30,8 @@ use crate::socketio::SocketIo;
 pub struct RunningNode {
     addr: SocketAddr,
     gateway: Gateway,
+    /// The Socket.IO servers of the mounts, by path.
+    servers: HashMap<String, SocketIo>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<io::Result<()>>>,
     shutdown_timeout: Duration,
@@ -76,8 +78,9 @@ pub struct ClusterConfig {
 /// called inside a Tokio runtime.
 pub fn start(config: Config, listener: TcpListener) -> io::Result<RunningNode> {
     let mounts = app::mounts(config.app, &config);
+    let servers = socketio_servers(&mounts);
     let gateway = Gateway::local(engines(mounts, |app| app));
-    start_http(config, gateway, listener, None)
+    start_http(config, gateway, servers, listener, None)
 }
 
 /// Starts a node serving the Socket.IO server `io` at `/socket.io/`, with the engine, HTTP
@@ -88,9 +91,10 @@ pub fn start_socketio(
     io: SocketIo,
     listener: TcpListener,
 ) -> io::Result<RunningNode> {
-    let mount = app::socketio_mount(config.engine.clone(), io);
-    let gateway = Gateway::local(engines(vec![mount], |app| app));
-    start_http(config, gateway, listener, None)
+    let mounts = vec![app::socketio_mount(config.engine.clone(), io)];
+    let servers = socketio_servers(&mounts);
+    let gateway = Gateway::local(engines(mounts, |app| app));
+    start_http(config, gateway, servers, listener, None)
 }
 
 /// Starts a cluster node: its registry (joining or initializing the cluster), its peer gRPC
@@ -118,13 +122,10 @@ pub async fn start_cluster(
     config.node_id = node.to_string();
     config.engine.sid_prefix = format!("{node}.");
     let mounts = app::mounts(config.app, &config);
-    let mut servers = HashMap::new();
-    for mount in &mounts {
-        if let Some(io) = &mount.socketio {
-            let fanout = GrpcFanout::new(node, &mount.path, peers.clone(), registry.clone());
-            io.set_fanout(Arc::new(fanout));
-            servers.insert(mount.path.clone(), io.clone());
-        }
+    let servers = socketio_servers(&mounts);
+    for (path, io) in &servers {
+        let fanout = GrpcFanout::new(node, path, peers.clone(), registry.clone());
+        io.set_fanout(Arc::new(fanout));
     }
     let recorder = registry.clone();
     let engines = engines(mounts, move |app| {
@@ -135,7 +136,7 @@ pub async fn start_cluster(
 
     let routes = Routes::new(raft)
         .add_service(ForwardService::server(gateway.clone()))
-        .add_service(AdapterService::server(servers))
+        .add_service(AdapterService::server(servers.clone()))
         .add_service(AdminService::server(registry.clone()));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let secret = cluster.secret.clone();
@@ -163,6 +164,7 @@ pub async fn start_cluster(
     start_http(
         config,
         gateway,
+        servers,
         http,
         Some(ClusterParts {
             registry,
@@ -203,6 +205,14 @@ async fn sync_peers(registry: Registry, peers: Peers) {
     }
 }
 
+/// The Socket.IO servers among `mounts`, by path.
+fn socketio_servers(mounts: &[AppMount]) -> HashMap<String, SocketIo> {
+    mounts
+        .iter()
+        .filter_map(|m| Some((m.path.clone(), m.socketio.clone()?)))
+        .collect()
+}
+
 /// An engine per mount, each application passed through `wrap` first.
 fn engines(
     mounts: Vec<AppMount>,
@@ -217,6 +227,7 @@ fn engines(
 fn start_http(
     config: Config,
     gateway: Gateway,
+    servers: HashMap<String, SocketIo>,
     listener: TcpListener,
     cluster: Option<ClusterParts>,
 ) -> io::Result<RunningNode> {
@@ -261,6 +272,7 @@ fn start_http(
     Ok(RunningNode {
         addr,
         gateway,
+        servers,
         stop: Some(stop),
         server: Some(server),
         shutdown_timeout: config.shutdown_timeout,
@@ -282,6 +294,12 @@ impl RunningNode {
     /// A cluster node's registry.
     pub fn registry(&self) -> Option<&Registry> {
         self.cluster.as_ref().map(|c| &c.registry)
+    }
+
+    /// The Socket.IO server served at `path` (e.g. `/socket.io/`), to act on its sockets from
+    /// a program.
+    pub fn socketio(&self, path: &str) -> Option<SocketIo> {
+        self.servers.get(path).cloned()
     }
 
     /// The engines of the node's mounts.

@@ -287,6 +287,23 @@ pub fn encode(p: &Packet) -> Encoded {
     Encoded { text, attachments }
 }
 
+/// Decodes a whole packet from its encoded parts, as [`encode`] produced them (for packets that
+/// travel between nodes). Missing or extra attachments are errors.
+pub fn decode(encoded: &Encoded) -> Result<Packet, DecodeError> {
+    let mut decoder = Decoder::for_client(encoded.attachments.len());
+    let mut packet = decoder.feed_text(&encoded.text)?;
+    for attachment in &encoded.attachments {
+        packet = decoder.feed_binary(attachment.clone())?;
+    }
+    match (packet, decoder.pending) {
+        (Some(packet), _) => Ok(packet),
+        (None, Some(p)) => Err(DecodeError::AttachmentsPending {
+            missing: p.expected - p.buffers.len(),
+        }),
+        (None, None) => Err(DecodeError::Empty),
+    }
+}
+
 /// Why an incoming Socket.IO message was refused. Any of these means the peer broke the
 /// protocol; the reference server closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

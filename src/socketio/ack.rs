@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Weak;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::args::Args;
@@ -114,10 +115,13 @@ pub struct AckResponse {
 }
 
 /// The answers to a broadcast with acks: resolves when every recipient answered, or at the
-/// timeout, with one [`AckResponse`] per recipient.
+/// timeout, with one [`AckResponse`] per recipient. In a cluster it waits for one report from
+/// each member of the membership; a member that cannot be reached contributes no answers.
 #[must_use = "the event is sent already; await this to get the acknowledgements"]
 pub struct BroadcastAckFuture {
     waits: Vec<(String, oneshot::Receiver<AckResult>, Pending)>,
+    /// The answers other nodes collect from their sockets.
+    remote: Vec<BoxFuture<'static, Vec<AckResponse>>>,
     timeout: Duration,
 }
 
@@ -125,6 +129,7 @@ impl BroadcastAckFuture {
     pub(crate) fn new(timeout: Duration) -> Self {
         BroadcastAckFuture {
             waits: Vec::new(),
+            remote: Vec::new(),
             timeout,
         }
     }
@@ -139,7 +144,13 @@ impl BroadcastAckFuture {
         self.waits.push((socket_id, rx, Pending { socket, id }));
     }
 
-    /// Wait at most `timeout` for the acknowledgements.
+    pub(crate) fn push_remote(&mut self, answers: BoxFuture<'static, Vec<AckResponse>>) {
+        self.remote.push(answers);
+    }
+
+    /// Wait at most `timeout` for the acknowledgements of this node's sockets. (Other nodes
+    /// were told the timeout of the emit when it was sent; set it with
+    /// [`BroadcastOperator::timeout`](super::BroadcastOperator::timeout).)
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -164,7 +175,13 @@ impl IntoFuture for BroadcastAckFuture {
                     drop(pending);
                     AckResponse { socket_id, result }
                 });
-            futures::future::join_all(waits).await
+            let (mut answers, remote) = futures::future::join(
+                futures::future::join_all(waits),
+                futures::future::join_all(self.remote),
+            )
+            .await;
+            answers.extend(remote.into_iter().flatten());
+            answers
         })
     }
 }

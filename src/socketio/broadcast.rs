@@ -1,7 +1,9 @@
 //! Broadcast operators: pick sockets by room (`to`, `except`) and emit to them, with or
-//! without acks, or act on them (fetch, join, leave, disconnect).
+//! without acks, or act on them (fetch, join, leave, disconnect) — on every node of a cluster
+//! unless told `local()`.
 
 use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +13,12 @@ use super::error::EmitError;
 use super::namespace::{NamespaceInner, with_recovery};
 use super::read;
 use super::recovery::Target;
-use super::remote::RemoteBroadcast;
+use super::remote::{
+    Fanout, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
+};
 use super::socket::{Socket, send_encoded};
 use crate::protocol::sio::{self, Packet};
+use crate::protocol::value::Value;
 
 pub(crate) fn check_event_name(event: &str) -> Result<(), EmitError> {
     if sio::is_reserved_event(event) {
@@ -92,35 +97,42 @@ impl BroadcastOperator {
         check_event_name(event)?;
         let args = args.into().0;
         for ns in self.namespaces() {
-            let mut args = args.clone();
-            if !self.volatile {
-                let offset = with_recovery(&ns, |store| store.log(&self.target, event, &args));
-                if let Some(offset) = offset {
-                    args.push(offset.into());
-                }
-            }
-            let encoded = sio::encode(&Packet::event(ns.name(), event, args, None));
-            let remote = RemoteBroadcast {
-                nsp: ns.name().to_owned(),
-                packet: encoded,
-                rooms: self.target.rooms.iter().cloned().collect(),
-                except: self.target.except.iter().cloned().collect(),
-                volatile: self.volatile,
+            let encode = |offset: Option<&str>| {
+                let mut args = args.clone();
+                args.extend(offset.map(Value::from));
+                sio::encode(&Packet::event(ns.name(), event, args, None))
             };
-            deliver_encoded(&ns, &remote);
-            if !self.local
-                && let Some(fanout) = ns.fanout()
-            {
-                fanout.broadcast(remote);
+            let logged = if self.volatile {
+                None
+            } else {
+                with_recovery(&ns, |store| {
+                    store.log(&self.target, |offset| encode(Some(offset)))
+                })
+            };
+            let (packet, offset) = match logged {
+                Some((packet, offset)) => (packet, Some(offset)),
+                None => (encode(None), None),
+            };
+            let broadcast = RemoteBroadcast {
+                selection: self.selection(&ns),
+                packet,
+                volatile: self.volatile,
+                offset,
+            };
+            deliver_encoded(&ns, &broadcast);
+            if let Some(fanout) = self.fanout(&ns) {
+                fanout.broadcast(broadcast);
             }
         }
         Ok(())
     }
 
     /// Emit `event` to the selected sockets with an ack request, and collect every answer (by
-    /// default within [`SocketIoConfig::ack_timeout`](super::SocketIoConfig::ack_timeout)).
+    /// default within [`SocketIoConfig::ack_timeout`](super::SocketIoConfig::ack_timeout)),
+    /// from every node of a cluster.
     pub fn emit_with_ack(self, event: &str, args: impl Into<Args>) -> BroadcastAckFuture {
-        let mut acks = BroadcastAckFuture::new(self.timeout.unwrap_or(self.ns.ack_timeout));
+        let timeout = self.timeout.unwrap_or(self.ns.ack_timeout);
+        let mut acks = BroadcastAckFuture::new(timeout);
         if check_event_name(event).is_err() {
             return acks;
         }
@@ -144,12 +156,49 @@ impl BroadcastOperator {
                     id,
                 );
             }
+            if let Some(fanout) = self.fanout(&ns) {
+                acks.push_remote(fanout.broadcast_with_ack(RemoteAckRequest {
+                    selection: self.selection(&ns),
+                    event: event.to_owned(),
+                    args: args.clone(),
+                    volatile: self.volatile,
+                    timeout,
+                }));
+            }
         }
         acks
     }
 
-    /// The selected sockets.
-    pub fn fetch_sockets(&self) -> Vec<Socket> {
+    /// The selected sockets of every node (of this node only with [`local`](Self::local)), as
+    /// they are now.
+    pub fn fetch_sockets(&self) -> impl Future<Output = Vec<RemoteSocket>> + Send + use<> {
+        let mut found = Vec::new();
+        let mut remote = Vec::new();
+        for ns in self.namespaces() {
+            for socket in self.select(&ns) {
+                found.push(RemoteSocket::new(socket.details(), ns.clone()));
+            }
+            if let Some(fanout) = self.fanout(&ns) {
+                let listing = fanout.fetch(self.selection(&ns));
+                remote.push(async move {
+                    let details = listing.await;
+                    details
+                        .into_iter()
+                        .map(|d| RemoteSocket::new(d, ns.clone()))
+                        .collect::<Vec<_>>()
+                });
+            }
+        }
+        async move {
+            for listed in futures::future::join_all(remote).await {
+                found.extend(listed);
+            }
+            found
+        }
+    }
+
+    /// The selected sockets connected to this node, as handles.
+    pub fn sockets(&self) -> Vec<Socket> {
         self.namespaces()
             .iter()
             .flat_map(|ns| self.select(ns))
@@ -158,28 +207,41 @@ impl BroadcastOperator {
 
     /// Make the selected sockets join `room`.
     pub fn sockets_join(&self, room: impl Into<String>) {
-        let room = room.into();
-        for socket in self.fetch_sockets() {
-            socket.join(room.clone());
-        }
+        self.act(RemoteAction::Join(room.into()));
     }
 
     /// Make the selected sockets leave `room`.
     pub fn sockets_leave(&self, room: &str) {
-        for socket in self.fetch_sockets() {
-            socket.leave(room);
-        }
+        self.act(RemoteAction::Leave(room.to_owned()));
     }
 
     /// Disconnect the selected sockets from their namespace; with `close`, close their whole
     /// Engine.IO connections instead.
     pub fn disconnect_sockets(&self, close: bool) {
-        for socket in self.fetch_sockets() {
-            if close {
-                socket.close_transport();
-            } else {
-                socket.disconnect();
+        self.act(RemoteAction::Disconnect { close });
+    }
+
+    /// Apply `action` to the selected sockets here, and have the other nodes do the same.
+    fn act(&self, action: RemoteAction) {
+        for ns in self.namespaces() {
+            apply(&self.select(&ns), &action);
+            if let Some(fanout) = self.fanout(&ns) {
+                fanout.act(self.selection(&ns), action.clone());
             }
+        }
+    }
+
+    /// The cluster's fanout, unless this operator is [`local`](Self::local).
+    fn fanout(&self, ns: &NamespaceInner) -> Option<Arc<dyn Fanout>> {
+        if self.local { None } else { ns.fanout() }
+    }
+
+    /// This operator's selection in `ns`, as other nodes take it.
+    fn selection(&self, ns: &NamespaceInner) -> Selection {
+        Selection {
+            nsp: ns.name().to_owned(),
+            rooms: self.target.rooms.iter().cloned().collect(),
+            except: self.target.except.iter().cloned().collect(),
         }
     }
 
@@ -194,6 +256,13 @@ impl BroadcastOperator {
     /// The connected sockets of `ns` this operator selects.
     fn select(&self, ns: &NamespaceInner) -> Vec<Socket> {
         select(ns, &self.target.rooms, &self.target.except)
+    }
+
+    /// The operator a peer's request stands for: its selection in `ns`, on this node only.
+    pub(crate) fn for_peer(ns: Arc<NamespaceInner>, selection: &Selection) -> Self {
+        let mut op = BroadcastOperator::new(ns).local();
+        op.target = Target::new(&selection.rooms, &selection.except);
+        op
     }
 }
 
@@ -224,10 +293,24 @@ fn select<'a>(
         .collect()
 }
 
+/// Apply an action to these sockets; returns how many.
+pub(crate) fn apply(sockets: &[Socket], action: &RemoteAction) -> usize {
+    for socket in sockets {
+        match action {
+            RemoteAction::Join(room) => socket.join(room.clone()),
+            RemoteAction::Leave(room) => socket.leave(room),
+            RemoteAction::Disconnect { close: true } => socket.close_transport(),
+            RemoteAction::Disconnect { close: false } => socket.disconnect(),
+        }
+    }
+    sockets.len()
+}
+
 /// Send an encoded broadcast to the matching sockets of `ns`; returns how many it went to.
 pub(crate) fn deliver_encoded(ns: &NamespaceInner, broadcast: &RemoteBroadcast) -> usize {
+    let selection = &broadcast.selection;
     let mut sent = 0;
-    for socket in select(ns, &broadcast.rooms, &broadcast.except) {
+    for socket in select(ns, &selection.rooms, &selection.except) {
         if broadcast.volatile && !socket.inner.conn.is_writable() {
             continue;
         }

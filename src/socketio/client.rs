@@ -159,22 +159,22 @@ impl Client {
     async fn connect(self: Arc<Self>, joining: Joining, mut auth: Value) {
         let ns = joining.namespace().clone();
         let nsp = ns.name().to_owned();
-        let restored = self.try_restore(&ns, &mut auth);
+        let restored = self.try_restore(&ns, &mut auth).await;
         let recovered = restored.is_some();
-        let (id, pid, rooms, data, offset) = match restored {
-            Some((session, offset)) => (
+        let (id, pid, rooms, data, replay) = match restored {
+            Some((session, replay)) => (
                 session.sid,
                 Some(session.pid),
                 session.rooms,
                 session.data,
-                Some(offset),
+                replay,
             ),
             None => (
                 random_id(),
                 ns.recovery.is_some().then(RecoveryStore::new_pid),
                 Vec::new(),
                 Value::Null,
-                None,
+                Replay::Nothing,
             ),
         };
         let socket = Socket::new(SocketParts {
@@ -208,7 +208,7 @@ impl Client {
                 }
             }
         }
-        if !self.join(&ns, &socket, rooms, offset.as_deref()) {
+        if !self.join(&ns, &socket, rooms, replay) {
             return;
         }
         drop(joining);
@@ -233,7 +233,7 @@ impl Client {
         ns: &NamespaceInner,
         socket: &Socket,
         rooms: Vec<String>,
-        offset: Option<&str>,
+        replay: Replay,
     ) -> bool {
         let nsp = ns.name();
         let store = ns.recovery.as_ref().map(lock);
@@ -251,12 +251,17 @@ impl Client {
         if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
             return false;
         }
-        if let (Some(store), Some(offset)) = (&store, offset) {
-            let mut all_rooms: BTreeSet<String> = rooms.iter().cloned().collect();
-            all_rooms.insert(socket.id().to_owned());
-            for (event, args) in store.missed_since(offset, &all_rooms) {
-                let _ = socket.send_packet(&Packet::event(nsp, &event, args, None));
+        let missed = match (&store, replay) {
+            (Some(store), Replay::Since(offset)) => {
+                let mut all_rooms: BTreeSet<String> = rooms.iter().cloned().collect();
+                all_rooms.insert(socket.id().to_owned());
+                store.missed_since(&offset, &all_rooms)
             }
+            (_, Replay::Packets(missed)) => missed,
+            _ => Vec::new(),
+        };
+        for packet in missed {
+            let _ = send_encoded(&self.conn, packet);
         }
         st.sockets.insert(nsp.to_owned(), socket.clone());
         ns.insert(socket, rooms);
@@ -264,9 +269,14 @@ impl Client {
         true
     }
 
-    /// Recovery: if the CONNECT carries a known `pid` and `offset`, take that session back.
-    /// Both fields are removed from the auth the application sees.
-    fn try_restore(&self, ns: &NamespaceInner, auth: &mut Value) -> Option<(SavedSession, String)> {
+    /// Recovery: if the CONNECT carries a `pid` and `offset` this node or (in a cluster)
+    /// another one still knows, take that session back. Both fields are removed from the auth
+    /// the application sees.
+    async fn try_restore(
+        &self,
+        ns: &NamespaceInner,
+        auth: &mut Value,
+    ) -> Option<(SavedSession, Replay)> {
         ns.recovery.as_ref()?;
         let Value::Object(map) = auth else {
             return None;
@@ -276,10 +286,27 @@ impl Client {
         let (Some(Value::String(pid)), Some(Value::String(offset))) = (pid, offset) else {
             return None;
         };
-        with_recovery(ns, |store| store.restore(&pid, &offset))
-            .flatten()
-            .map(|session| (session, offset))
+        if let Some(session) = with_recovery(ns, |store| store.restore(&pid, &offset)).flatten() {
+            return Some((session, Replay::Since(offset)));
+        }
+        let recovered = ns.fanout()?.recover(ns.name(), &pid, &offset).await?;
+        let session = SavedSession {
+            sid: recovered.sid,
+            pid,
+            rooms: recovered.rooms,
+            data: recovered.data,
+        };
+        Some((session, Replay::Packets(recovered.missed)))
     }
+}
+
+/// What a recovered socket gets replayed when it joins.
+enum Replay {
+    Nothing,
+    /// The packets of this node's log after this offset.
+    Since(String),
+    /// The packets another node handed over with the session.
+    Packets(Vec<sio::Encoded>),
 }
 
 /// The name of an event packet; a numeric name (the protocol allows it) as its decimal text.

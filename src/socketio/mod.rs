@@ -31,7 +31,7 @@ mod recovery;
 mod remote;
 mod socket;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
@@ -40,13 +40,17 @@ pub use broadcast::BroadcastOperator;
 pub use config::{RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
-pub use remote::{Fanout, RemoteBroadcast};
+pub use remote::{
+    Fanout, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
+    SocketDetails,
+};
 pub use socket::{Handshake, Socket};
 
 pub use crate::protocol::value::Value;
 
 use crate::engine::{Application, Connection, HandshakeInfo, SessionHandler};
-use namespace::{Joining, NamespaceInner};
+use namespace::{Joining, NamespaceInner, with_recovery};
+use recovery::Target;
 
 /// A Socket.IO server: the set of namespaces and their handlers.
 ///
@@ -138,20 +142,88 @@ impl SocketIo {
         *write(&self.inner.allow_request) = Some(Arc::new(filter));
     }
 
-    /// Make broadcasts (except `local()` ones) also reach the sockets of other nodes, through
-    /// `fanout`. Installed by a cluster node; the other nodes hand what they receive to
-    /// [`SocketIo::deliver_remote`].
+    /// Make broadcasts and the other operations on selections of sockets (except `local()`
+    /// ones) also reach the sockets of other nodes, through `fanout`. Installed by a cluster
+    /// node; the other nodes answer with the `*_local` methods below.
     pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
         *write(&self.inner.fanout) = Some(fanout);
     }
 
-    /// Deliver a broadcast made on another node to the matching sockets of this one; returns
-    /// how many sockets it was sent to.
-    pub fn deliver_remote(&self, broadcast: &RemoteBroadcast) -> usize {
-        let Some(ns) = read(&self.inner.namespaces).get(&broadcast.nsp).cloned() else {
+    /// Deliver a broadcast made on another node to the matching sockets of this one (and keep
+    /// it for connection state recovery when it carries an offset); returns how many sockets it
+    /// was sent to.
+    pub fn deliver_local(&self, broadcast: &RemoteBroadcast) -> usize {
+        let Some(ns) = self.existing(&broadcast.selection.nsp) else {
             return 0;
         };
+        if let (Some(offset), false) = (&broadcast.offset, broadcast.volatile) {
+            let selection = &broadcast.selection;
+            let target = Target::new(&selection.rooms, &selection.except);
+            with_recovery(&ns, |store| {
+                store.record(offset.clone(), target, broadcast.packet.clone())
+            });
+        }
         broadcast::deliver_encoded(&ns, broadcast)
+    }
+
+    /// Apply another node's action to the selected sockets of this one; returns how many.
+    pub fn act_local(&self, selection: &Selection, action: &RemoteAction) -> usize {
+        self.existing(&selection.nsp).map_or(0, |ns| {
+            broadcast::apply(
+                &BroadcastOperator::for_peer(ns, selection).sockets(),
+                action,
+            )
+        })
+    }
+
+    /// Describe the selected sockets of this node, for another node's listing.
+    pub fn fetch_local(&self, selection: &Selection) -> Vec<SocketDetails> {
+        self.existing(&selection.nsp).map_or_else(Vec::new, |ns| {
+            BroadcastOperator::for_peer(ns, selection)
+                .sockets()
+                .iter()
+                .map(Socket::details)
+                .collect()
+        })
+    }
+
+    /// Emit another node's broadcast with acks to the selected sockets of this node.
+    pub fn ack_local(&self, request: RemoteAckRequest) -> BroadcastAckFuture {
+        match self.existing(&request.selection.nsp) {
+            Some(ns) => {
+                let mut op =
+                    BroadcastOperator::for_peer(ns, &request.selection).timeout(request.timeout);
+                if request.volatile {
+                    op = op.volatile();
+                }
+                op.emit_with_ack(&request.event, request.args)
+            }
+            None => BroadcastAckFuture::new(request.timeout),
+        }
+    }
+
+    /// Hand over the saved state of a disconnected socket of this node to the node its client
+    /// came back to, with the packets it missed since `offset`.
+    pub fn recover_local(&self, nsp: &str, pid: &str, offset: &str) -> Option<Recovered> {
+        let ns = self.existing(nsp)?;
+        with_recovery(&ns, |store| {
+            let session = store.restore(pid, offset)?;
+            let mut rooms: BTreeSet<String> = session.rooms.iter().cloned().collect();
+            rooms.insert(session.sid.clone());
+            let missed = store.missed_since(offset, &rooms);
+            Some(Recovered {
+                sid: session.sid,
+                rooms: session.rooms,
+                data: session.data,
+                missed,
+            })
+        })
+        .flatten()
+    }
+
+    /// The namespace `name` if it exists now (never creates one).
+    fn existing(&self, name: &str) -> Option<Arc<NamespaceInner>> {
+        read(&self.inner.namespaces).get(name).cloned()
     }
 
     /// The names of the namespaces that exist now (fixed ones, and dynamic children that have

@@ -13,6 +13,7 @@ use super::config::SocketIoConfig;
 use super::error::{ConnectError, EmitError};
 use super::handler::{ConnectHandler, Middleware};
 use super::recovery::RecoveryStore;
+use super::remote::RemoteSocket;
 use super::socket::Socket;
 use super::{ServerInner, lock, read, write};
 
@@ -324,9 +325,14 @@ impl Namespace {
         self.broadcast().emit_with_ack(event, args)
     }
 
-    /// The sockets connected to this namespace.
-    pub fn fetch_sockets(&self) -> Vec<Socket> {
+    /// The sockets connected to this namespace, on every node of a cluster.
+    pub fn fetch_sockets(&self) -> impl Future<Output = Vec<RemoteSocket>> + Send + use<> {
         self.broadcast().fetch_sockets()
+    }
+
+    /// The sockets connected to this namespace on this node, as handles.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.broadcast().sockets()
     }
 
     /// The socket with this id, if it is connected here.

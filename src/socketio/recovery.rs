@@ -4,6 +4,10 @@
 //! A returning client presents its private id (`pid`) and the last offset it saw. If both are
 //! still known, it gets its socket back and the logged events after that offset that were
 //! meant for it.
+//!
+//! In a cluster each node logs the broadcasts it delivers, its own and those of its peers (with
+//! the offsets their origin gave them), so the log of the node a client was connected to holds
+//! every offset that client can present.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
@@ -11,6 +15,7 @@ use std::time::Instant;
 use rand::RngCore;
 
 use super::config::RecoveryConfig;
+use crate::protocol::sio::Encoded;
 use crate::protocol::value::Value;
 
 /// Which sockets an emit is for: those in any of `rooms` (all if empty), minus those in any of
@@ -22,6 +27,13 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    pub(crate) fn new(rooms: &[String], except: &[String]) -> Self {
+        Target {
+            rooms: rooms.iter().cloned().collect(),
+            except: except.iter().cloned().collect(),
+        }
+    }
+
     fn matches(&self, rooms: &BTreeSet<String>) -> bool {
         (self.rooms.is_empty() || self.rooms.iter().any(|r| rooms.contains(r)))
             && !self.except.iter().any(|r| rooms.contains(r))
@@ -42,8 +54,7 @@ struct Logged {
     offset: String,
     at: Instant,
     target: Target,
-    event: String,
-    args: Vec<Value>,
+    packet: Encoded,
 }
 
 pub(crate) struct RecoveryStore {
@@ -72,25 +83,33 @@ impl RecoveryStore {
         }
     }
 
-    /// Log an event for replay and return the offset to append to its arguments.
-    pub(crate) fn log(&mut self, target: &Target, event: &str, args: &[Value]) -> String {
-        let now = Instant::now();
-        self.expire(now);
+    /// Log a packet for replay: `encode` builds it with the offset it gets as its last
+    /// argument. Returns the packet and the offset.
+    pub(crate) fn log(
+        &mut self,
+        target: &Target,
+        encode: impl FnOnce(&str) -> Encoded,
+    ) -> (Encoded, String) {
         self.counter += 1;
         let offset = format!("{}-{}", self.prefix, self.counter);
-        let mut args = args.to_vec();
-        args.push(Value::from(offset.as_str()));
+        let packet = encode(&offset);
+        self.record(offset.clone(), target.clone(), packet.clone());
+        (packet, offset)
+    }
+
+    /// Log a packet that already carries its offset (one given by another node).
+    pub(crate) fn record(&mut self, offset: String, target: Target, packet: Encoded) {
+        let now = Instant::now();
+        self.expire(now);
         self.packets.push_back(Logged {
-            offset: offset.clone(),
+            offset,
             at: now,
-            target: target.clone(),
-            event: event.to_owned(),
-            args,
+            target,
+            packet,
         });
         while self.packets.len() > self.config.max_packets {
             self.packets.pop_front();
         }
-        offset
     }
 
     /// Keep a disconnected socket's state for a later [`restore`](Self::restore).
@@ -116,13 +135,9 @@ impl RecoveryStore {
         self.sessions.remove(pid).map(|(session, _)| session)
     }
 
-    /// The logged events after `offset` (name, arguments with their offset) meant for a socket
-    /// in `rooms`. Empty if the offset has left the log since the session was restored.
-    pub(crate) fn missed_since(
-        &self,
-        offset: &str,
-        rooms: &BTreeSet<String>,
-    ) -> Vec<(String, Vec<Value>)> {
+    /// The logged packets after `offset` meant for a socket in `rooms`. Empty if the offset
+    /// has left the log since the session was restored.
+    pub(crate) fn missed_since(&self, offset: &str, rooms: &BTreeSet<String>) -> Vec<Encoded> {
         let Some(index) = self.packets.iter().position(|p| p.offset == offset) else {
             return Vec::new();
         };
@@ -130,7 +145,7 @@ impl RecoveryStore {
             .iter()
             .skip(index + 1)
             .filter(|p| p.target.matches(rooms))
-            .map(|p| (p.event.clone(), p.args.clone()))
+            .map(|p| p.packet.clone())
             .collect()
     }
 

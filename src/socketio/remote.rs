@@ -1,26 +1,193 @@
-//! The seam to other nodes: a cluster installs a [`Fanout`] that carries broadcasts to its
-//! peers, and hands broadcasts from peers to [`SocketIo::deliver_remote`](super::SocketIo::deliver_remote).
+//! The seam to other nodes. A cluster installs a [`Fanout`] that carries what a node does to a
+//! selection of sockets (broadcasts, room changes, disconnects, listings, broadcasts with acks,
+//! recovery look-ups) to its peers; each peer answers from its own sockets through the
+//! `*_local` methods of [`SocketIo`](super::SocketIo).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::ack::AckResponse;
+use super::args::Args;
+use super::broadcast::BroadcastOperator;
+use super::error::EmitError;
+use super::namespace::NamespaceInner;
+use super::socket::Handshake;
 use crate::protocol::sio::Encoded;
+use crate::protocol::value::Value;
+
+/// Sockets of one namespace: those in any of `rooms` (all if empty), minus those in any of
+/// `except`. Socket ids count as rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The namespace.
+    pub nsp: String,
+    /// Sockets in any of these rooms (all sockets of the namespace if empty).
+    pub rooms: Vec<String>,
+    /// Minus the sockets in any of these rooms.
+    pub except: Vec<String>,
+}
 
 /// A broadcast on its way to (or from) another node: the packet as encoded for the client, and
 /// which sockets it is for.
 #[derive(Debug, Clone)]
 pub struct RemoteBroadcast {
-    /// The namespace.
-    pub nsp: String,
+    /// The recipients.
+    pub selection: Selection,
     /// The packet, already encoded.
     pub packet: Encoded,
-    /// Sockets in any of these rooms (all sockets of the namespace if empty).
-    pub rooms: Vec<String>,
-    /// Minus the sockets in any of these rooms (socket ids count as rooms).
-    pub except: Vec<String>,
     /// Drop it for sockets whose transport cannot take it right now.
     pub volatile: bool,
+    /// The connection-state-recovery offset the packet carries as its last argument: the
+    /// receiving node keeps the packet for replay to its clients that come back.
+    pub offset: Option<String>,
 }
 
-/// Carries broadcasts to the other nodes of a cluster.
+/// What to do to the selected sockets of another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAction {
+    /// Join this room.
+    Join(String),
+    /// Leave this room.
+    Leave(String),
+    /// Disconnect from the namespace; with `close`, close the whole Engine.IO connection.
+    Disconnect {
+        /// Close the connection instead of sending a DISCONNECT packet.
+        close: bool,
+    },
+}
+
+/// A broadcast with acks on its way to another node.
+#[derive(Debug, Clone)]
+pub struct RemoteAckRequest {
+    /// The recipients.
+    pub selection: Selection,
+    /// The event name.
+    pub event: String,
+    /// Its arguments.
+    pub args: Vec<Value>,
+    /// Skip sockets whose transport cannot take the packet right now.
+    pub volatile: bool,
+    /// How long the receiving node waits for its sockets' answers.
+    pub timeout: Duration,
+}
+
+/// A socket as any node can describe it: what [`BroadcastOperator::fetch_sockets`] lists.
+#[derive(Debug, Clone)]
+pub struct SocketDetails {
+    /// The socket id.
+    pub id: String,
+    /// Its rooms, its own id included.
+    pub rooms: BTreeSet<String>,
+    /// Its application data.
+    pub data: Value,
+    /// What its client presented when it joined.
+    pub handshake: Handshake,
+}
+
+/// The state of a disconnected socket taken back from another node, and what it missed.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The socket id.
+    pub sid: String,
+    /// Its rooms other than its own.
+    pub rooms: Vec<String>,
+    /// Its application data.
+    pub data: Value,
+    /// The packets sent to it since the offset the client presented, encoded.
+    pub missed: Vec<Encoded>,
+}
+
+/// Carries operations on sockets to the other nodes of a cluster. Every method targets every
+/// other node; a node that receives one applies it to its own sockets only.
 pub trait Fanout: Send + Sync + 'static {
     /// Send `broadcast` to every other node, without waiting.
     fn broadcast(&self, broadcast: RemoteBroadcast);
+    /// Apply `action` to the selected sockets of every other node, without waiting, in order
+    /// with this node's broadcasts.
+    fn act(&self, selection: Selection, action: RemoteAction);
+    /// Describe the selected sockets of every other node.
+    fn fetch(&self, selection: Selection) -> BoxFuture<'static, Vec<SocketDetails>>;
+    /// Emit with an ack request to the selected sockets of every other node; resolves with
+    /// every answer (or the reason there is none) once each node has reported.
+    fn broadcast_with_ack(&self, request: RemoteAckRequest)
+    -> BoxFuture<'static, Vec<AckResponse>>;
+    /// Take back the saved state of the socket with private id `pid` of namespace `nsp` from
+    /// whichever node holds it, with the packets it missed after `offset`.
+    fn recover(&self, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Recovered>>;
+}
+
+/// A socket listed by [`BroadcastOperator::fetch_sockets`], on this node or another. Acting on
+/// it reaches it wherever it is connected.
+#[derive(Clone)]
+pub struct RemoteSocket {
+    details: SocketDetails,
+    ns: Arc<NamespaceInner>,
+}
+
+impl RemoteSocket {
+    pub(crate) fn new(details: SocketDetails, ns: Arc<NamespaceInner>) -> Self {
+        RemoteSocket { details, ns }
+    }
+
+    /// The socket id.
+    pub fn id(&self) -> &str {
+        &self.details.id
+    }
+
+    /// The namespace name.
+    pub fn ns(&self) -> &str {
+        self.ns.name()
+    }
+
+    /// Its rooms when it was listed, its own id included.
+    pub fn rooms(&self) -> &BTreeSet<String> {
+        &self.details.rooms
+    }
+
+    /// Its application data when it was listed.
+    pub fn data(&self) -> &Value {
+        &self.details.data
+    }
+
+    /// What its client presented when it joined.
+    pub fn handshake(&self) -> &Handshake {
+        &self.details.handshake
+    }
+
+    /// Emit `event` to this socket.
+    pub fn emit(&self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        self.only().emit(event, args)
+    }
+
+    /// Make this socket join `room`.
+    pub fn join(&self, room: impl Into<String>) {
+        self.only().sockets_join(room);
+    }
+
+    /// Make this socket leave `room`.
+    pub fn leave(&self, room: &str) {
+        self.only().sockets_leave(room);
+    }
+
+    /// Disconnect this socket; with `close`, close its whole Engine.IO connection.
+    pub fn disconnect(&self, close: bool) {
+        self.only().disconnect_sockets(close);
+    }
+
+    fn only(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns.clone()).to(self.details.id.clone())
+    }
+}
+
+impl std::fmt::Debug for RemoteSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteSocket")
+            .field("id", &self.details.id)
+            .field("ns", &self.ns.name())
+            .field("rooms", &self.details.rooms)
+            .finish()
+    }
 }

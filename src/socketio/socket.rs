@@ -17,6 +17,7 @@ use super::error::{AckError, DisconnectReason, EmitError};
 use super::handler::{DisconnectHandler, EventHandler, run_inline};
 use super::namespace::{Namespace, NamespaceInner, with_recovery};
 use super::recovery::SavedSession;
+use super::remote::SocketDetails;
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
 use crate::protocol::sio::{self, Packet};
@@ -211,6 +212,16 @@ impl Socket {
     /// The application data attached to this socket (restored by recovery).
     pub fn data(&self) -> Value {
         lock(&self.inner.data).clone()
+    }
+
+    /// This socket as other nodes see it in a listing.
+    pub(crate) fn details(&self) -> SocketDetails {
+        SocketDetails {
+            id: self.inner.id.clone(),
+            rooms: self.rooms(),
+            data: self.data(),
+            handshake: self.inner.handshake.clone(),
+        }
     }
 
     /// Replace the application data attached to this socket.

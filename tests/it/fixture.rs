@@ -287,3 +287,120 @@ impl TestCluster {
         }
     }
 }
+
+/// A websocket-only Engine.IO client that speaks raw Socket.IO packets.
+pub struct SioClient {
+    pub ws: Ws,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl SioClient {
+    pub async fn open(node: &TestNode) -> SioClient {
+        SioClient::open_at(node.addr(), "").await
+    }
+
+    /// Open a websocket session at `addr`, with `query` (e.g. `&tag=a`) added to the URL.
+    pub async fn open_at(addr: SocketAddr, query: &str) -> SioClient {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket{query}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("websocket connect timed out")
+            .expect("websocket connect failed");
+        let mut client = SioClient { ws };
+        let open = client.text().await;
+        assert!(
+            open.starts_with("0{"),
+            "expected an open packet, got {open}"
+        );
+        client
+    }
+
+    /// Open and join `/`, returning the socket id.
+    pub async fn connected(node: &TestNode) -> (SioClient, String) {
+        SioClient::connected_at(node.addr(), "").await
+    }
+
+    /// Open at `addr` with `query` and join `/`, returning the socket id.
+    pub async fn connected_at(addr: SocketAddr, query: &str) -> (SioClient, String) {
+        let (client, reply) = SioClient::joined_at(addr, query).await;
+        let sid = reply["sid"].as_str().expect("sid is a string").to_owned();
+        (client, sid)
+    }
+
+    /// Open at `addr` with `query` and join `/`, returning the CONNECT reply (`sid`, `pid`).
+    pub async fn joined_at(addr: SocketAddr, query: &str) -> (SioClient, serde_json::Value) {
+        let mut client = SioClient::open_at(addr, query).await;
+        client.send("40").await;
+        let reply = client.text().await;
+        (client, connect_reply(&reply, "40"))
+    }
+
+    /// Send one Engine.IO message frame, e.g. `40` or `42["event"]`.
+    pub async fn send(&mut self, packet: &str) {
+        self.ws
+            .send(Message::Text(packet.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .expect("send binary");
+    }
+
+    /// The next Socket.IO frame, answering pings on the way.
+    pub async fn frame(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("connection ended")
+                .expect("websocket error");
+            match msg {
+                Message::Text(text) if text.as_str() == "2" => {
+                    self.ws.send(Message::Text("3".into())).await.expect("pong");
+                }
+                Message::Text(text) => {
+                    return Frame::Text(text.as_str().to_owned());
+                }
+                Message::Binary(bytes) => return Frame::Binary(bytes.to_vec()),
+                Message::Close(_) => panic!("connection closed while waiting for a frame"),
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn text(&mut self) -> String {
+        match self.frame().await {
+            Frame::Text(text) => text,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    /// Wait until the server closes the connection; true if it did within the bound.
+    pub async fn closed(&mut self) -> bool {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(until, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// Parse the JSON of a CONNECT reply `prefix{...}`.
+pub fn connect_reply(packet: &str, prefix: &str) -> serde_json::Value {
+    let body = packet
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix}…, got {packet}"));
+    serde_json::from_str(body).expect("connect reply is JSON")
+}

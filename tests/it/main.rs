@@ -1,5 +1,6 @@
 //! The one integration-test binary. Every area is a module; `fixture` starts servers on port 0.
 
+mod adapter;
 mod balancer;
 mod clients;
 mod cluster;

@@ -4,122 +4,10 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use nonstick::socketio::{ConnectError, Event, RecoveryConfig, SocketIo, SocketIoConfig, Value};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::fixture::{TestNode, WAIT, get};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A websocket-only Engine.IO client that speaks raw Socket.IO packets.
-struct Client {
-    ws: Ws,
-}
-
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Text(String),
-    Binary(Vec<u8>),
-}
-
-impl Client {
-    async fn open(node: &TestNode) -> Client {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr());
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("websocket connect timed out")
-            .expect("websocket connect failed");
-        let mut client = Client { ws };
-        let open = client.text().await;
-        assert!(
-            open.starts_with("0{"),
-            "expected an open packet, got {open}"
-        );
-        client
-    }
-
-    /// Open and join `/`, returning the socket id.
-    async fn connected(node: &TestNode) -> (Client, String) {
-        let mut client = Client::open(node).await;
-        client.send("40").await;
-        let reply = client.text().await;
-        let sid = connect_reply(&reply, "40")["sid"]
-            .as_str()
-            .expect("sid is a string")
-            .to_owned();
-        (client, sid)
-    }
-
-    /// Send one Engine.IO message frame, e.g. `40` or `42["event"]`.
-    async fn send(&mut self, packet: &str) {
-        self.ws
-            .send(WsMessage::Text(packet.to_owned().into()))
-            .await
-            .expect("send");
-    }
-
-    async fn send_binary(&mut self, bytes: &[u8]) {
-        self.ws
-            .send(WsMessage::Binary(bytes.to_vec().into()))
-            .await
-            .expect("send binary");
-    }
-
-    /// The next Socket.IO frame, answering pings on the way.
-    async fn frame(&mut self) -> Frame {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("no frame in time")
-                .expect("connection ended")
-                .expect("websocket error");
-            match msg {
-                WsMessage::Text(text) if text.as_str() == "2" => {
-                    self.ws
-                        .send(WsMessage::Text("3".into()))
-                        .await
-                        .expect("pong");
-                }
-                WsMessage::Text(text) => {
-                    return Frame::Text(text.as_str().to_owned());
-                }
-                WsMessage::Binary(bytes) => return Frame::Binary(bytes.to_vec()),
-                WsMessage::Close(_) => panic!("connection closed while waiting for a frame"),
-                _ => {}
-            }
-        }
-    }
-
-    async fn text(&mut self) -> String {
-        match self.frame().await {
-            Frame::Text(text) => text,
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-
-    /// Wait until the server closes the connection; true if it did within the bound.
-    async fn closed(&mut self) -> bool {
-        let until = tokio::time::Instant::now() + WAIT;
-        loop {
-            match tokio::time::timeout_at(until, self.ws.next()).await {
-                Err(_) => return false,
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(WsMessage::Close(_)))) => return true,
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-    }
-}
-
-/// Parse the JSON of a CONNECT reply `prefix{...}`.
-fn connect_reply(packet: &str, prefix: &str) -> serde_json::Value {
-    let body = packet
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("expected {prefix}…, got {packet}"));
-    serde_json::from_str(body).expect("connect reply is JSON")
-}
+use crate::fixture::{Frame, SioClient as Client, TestNode, WAIT, connect_reply, get};
 
 fn echo_app(config: SocketIoConfig) -> SocketIo {
     let io = SocketIo::new(config);
@@ -440,7 +328,7 @@ async fn a_client_gone_during_slow_middleware_never_joins() {
     // The middleware finished after the connection was gone: the socket must not be left in
     // the namespace.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(io.of("/slow").fetch_sockets().is_empty());
+    assert!(io.of("/slow").sockets().is_empty());
     node.stop().await;
 }
 

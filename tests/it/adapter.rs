@@ -1,0 +1,234 @@
+//! The cross-node adapter on three cluster nodes, each client connected straight to a different
+//! node: listings, joins, leaves and disconnects made on one node reach the sockets of the
+//! others; a broadcast with acks collects the answers of every node; a socket that lost its
+//! connection on one node is recovered on another with the events it missed.
+
+use std::time::Duration;
+
+use nonstick::config::AppKind;
+use nonstick::socketio::{AckError, SocketIo};
+use serde_json::json;
+
+use crate::fixture::{SioClient, TestCluster, WAIT, connect_reply};
+
+/// The next event of `/`: its ack id and its JSON array (name first).
+async fn event(client: &mut SioClient) -> (Option<u64>, serde_json::Value) {
+    let text = client.text().await;
+    let body = text
+        .strip_prefix("42")
+        .unwrap_or_else(|| panic!("expected an event of /, got {text}"));
+    let digits = body.chars().take_while(char::is_ascii_digit).count();
+    let json = serde_json::from_str(&body[digits..]).expect("event payload is JSON");
+    (body[..digits].parse().ok(), json)
+}
+
+/// One client per node, connected straight to it with `&tag=c<i>`, past its welcome.
+async fn client_per_node(cluster: &TestCluster) -> Vec<(SioClient, String)> {
+    let mut clients = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (mut client, sid) = SioClient::connected_at(node.addr(), &format!("&tag=c{i}")).await;
+        let (_, welcome) = event(&mut client).await;
+        assert_eq!(welcome[0], "welcome");
+        assert_eq!(welcome[1]["node"], (i + 1).to_string(), "owned by its node");
+        clients.push((client, sid));
+    }
+    clients
+}
+
+fn io(cluster: &TestCluster, i: usize) -> SocketIo {
+    cluster.nodes[i]
+        .node()
+        .socketio("/socket.io/")
+        .expect("a Socket.IO server at /socket.io/")
+}
+
+/// Ask node `i` for the ids of the sockets in `room` until they are `expected` (actions reach
+/// other nodes asynchronously).
+async fn wait_for_room(cluster: &TestCluster, i: usize, room: &str, expected: &[&String]) {
+    let mut expected: Vec<String> = expected.iter().map(|s| (*s).clone()).collect();
+    expected.sort();
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut ids: Vec<String> = io(cluster, i)
+            .to(room)
+            .fetch_sockets()
+            .await
+            .iter()
+            .map(|s| s.id().to_owned())
+            .collect();
+        ids.sort();
+        if ids == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "room {room} seen from node {}: {ids:?}, expected {expected:?}",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn fetch_join_leave_and_disconnect_reach_every_node() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let mut clients = client_per_node(&cluster).await;
+    let sids: Vec<String> = clients.iter().map(|(_, sid)| sid.clone()).collect();
+
+    // Node 1 lists all three, with what each client presented.
+    let listed = io(&cluster, 0).of("/").fetch_sockets().await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for (i, sid) in sids.iter().enumerate() {
+        let socket = listed
+            .iter()
+            .find(|s| s.id() == sid)
+            .unwrap_or_else(|| panic!("socket {sid} of node {} not listed", i + 1));
+        let tag = format!("c{i}");
+        assert_eq!(socket.handshake().request.query_value("tag"), Some(&*tag));
+        assert!(socket.rooms().contains(sid), "a socket is in its own room");
+    }
+
+    // A join made on node 1, then a broadcast from node 1 to that room: the join reaches each
+    // node before the broadcast does.
+    io(&cluster, 0).of("/").broadcast().sockets_join("club");
+    io(&cluster, 0)
+        .to("club")
+        .emit("hello", json!("club"))
+        .expect("emit");
+    for (client, _) in &mut clients {
+        let (_, hello) = event(client).await;
+        assert_eq!((&hello[0], &hello[1]), (&json!("hello"), &json!("club")));
+    }
+    wait_for_room(&cluster, 1, "club", &[&sids[0], &sids[1], &sids[2]]).await;
+
+    // Node 2 makes the socket of node 3 leave.
+    io(&cluster, 1)
+        .of("/")
+        .to(sids[2].clone())
+        .sockets_leave("club");
+    wait_for_room(&cluster, 0, "club", &[&sids[0], &sids[1]]).await;
+
+    // A listed socket acts wherever it is: node 3 disconnects the socket of node 1.
+    let remote = io(&cluster, 2)
+        .of("/")
+        .fetch_sockets()
+        .await
+        .into_iter()
+        .find(|s| s.id() == sids[0])
+        .expect("node 3 lists the socket of node 1");
+    remote.disconnect(false);
+    assert_eq!(clients[0].0.text().await, "41", "a DISCONNECT packet");
+    wait_for_room(&cluster, 2, "club", &[&sids[1]]).await;
+
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_with_acks_collects_every_node() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let clients = client_per_node(&cluster).await;
+    let sids: Vec<String> = clients.iter().map(|(_, sid)| sid.clone()).collect();
+
+    // The clients of nodes 1 and 2 answer; the one of node 3 stays silent.
+    let mut answering = Vec::new();
+    for (i, (mut client, _)) in clients.into_iter().enumerate() {
+        answering.push(tokio::spawn(async move {
+            let (id, question) = event(&mut client).await;
+            assert_eq!(
+                question,
+                json!(["question", "?"]),
+                "no offset on an emit with acks"
+            );
+            let id = id.expect("an ack id");
+            if i < 2 {
+                client.send(&format!(r#"43{id}["from c{i}"]"#)).await;
+            }
+            client
+        }));
+    }
+    let answers = io(&cluster, 0)
+        .of("/")
+        .broadcast()
+        .timeout(Duration::from_millis(1500))
+        .emit_with_ack("question", json!("?"))
+        .await;
+    assert_eq!(answers.len(), 3, "one answer per socket: {answers:?}");
+    for (i, sid) in sids.iter().enumerate() {
+        let answer = answers
+            .iter()
+            .find(|a| &a.socket_id == sid)
+            .unwrap_or_else(|| panic!("no answer for the socket of node {}", i + 1));
+        if i < 2 {
+            let args = answer.result.as_ref().expect("answered");
+            assert_eq!(args[0].as_str(), Some(&*format!("from c{i}")));
+        } else {
+            assert_eq!(answer.result, Err(AckError::Timeout));
+        }
+    }
+    for task in answering {
+        drop(task.await.expect("client task"));
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_lost_on_one_node_is_recovered_on_another() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let (mut lost, reply) = SioClient::joined_at(cluster.nodes[0].addr(), "").await;
+    let sid = reply["sid"].as_str().expect("sid").to_owned();
+    let pid = reply["pid"]
+        .as_str()
+        .expect("recovery is on: a pid")
+        .to_owned();
+    let (_, welcome) = event(&mut lost).await;
+    let offset = welcome[2]
+        .as_str()
+        .expect("welcome carries an offset")
+        .to_owned();
+    lost.send(r#"420["join","news"]"#).await;
+    assert!(lost.text().await.starts_with("430"), "join acknowledged");
+
+    // A witness in the same room on node 1 tells when node 1 has delivered (and logged) a
+    // broadcast made elsewhere.
+    let (mut witness, _) = SioClient::connected_at(cluster.nodes[0].addr(), "").await;
+    event(&mut witness).await;
+    witness.send(r#"420["join","news"]"#).await;
+    assert!(witness.text().await.starts_with("430"));
+
+    drop(lost);
+    let until = tokio::time::Instant::now() + WAIT;
+    while io(&cluster, 0).of("/").socket(&sid).is_some() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "node 1 kept the lost socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    io(&cluster, 1)
+        .to("news")
+        .emit("missed", json!(7))
+        .expect("emit");
+    assert_eq!(event(&mut witness).await.1[0], "missed");
+
+    // The client comes back on node 3 with its pid and last offset.
+    let mut back = SioClient::open_at(cluster.nodes[2].addr(), "").await;
+    back.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
+        .await;
+    let reply = connect_reply(&back.text().await, "40");
+    assert_eq!(reply["sid"], sid, "same socket id");
+    assert_eq!(reply["pid"], pid, "same pid");
+    let (_, missed) = event(&mut back).await;
+    assert_eq!((&missed[0], &missed[1]), (&json!("missed"), &json!(7)));
+    let (_, welcome) = event(&mut back).await;
+    assert_eq!(welcome[1]["node"], "3", "now owned by node 3");
+
+    let socket = io(&cluster, 2)
+        .of("/")
+        .socket(&sid)
+        .expect("socket on node 3");
+    assert!(socket.recovered());
+    assert!(socket.rooms().contains("news"), "rooms restored");
+    // Node 1 handed it over: a second attempt finds nothing.
+    assert!(io(&cluster, 0).of("/").socket(&sid).is_none());
+    cluster.stop().await;
+}
