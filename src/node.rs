@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
-use crate::adapter::{AdapterService, GrpcFanout};
+use crate::adapter::{AdapterService, GrpcAdapter};
 use crate::app::{self, AppMount};
 use crate::config::{AppKind, Config};
 use crate::engine::{Application, Engine};
@@ -124,8 +124,8 @@ pub async fn start_cluster(
     let mounts = app::mounts(config.app, &config);
     let servers = socketio_servers(&mounts);
     for (path, io) in &servers {
-        let fanout = GrpcFanout::new(node, path, peers.clone(), registry.clone());
-        io.set_fanout(Arc::new(fanout));
+        let adapter = GrpcAdapter::new(node, path, peers.clone(), registry.clone());
+        io.set_adapter(Arc::new(adapter));
     }
     let recorder = registry.clone();
     let engines = engines(mounts, move |app| {

@@ -9,6 +9,10 @@
 //! that room reaches the joined sockets. The queue is bounded: when a peer cannot keep up, new
 //! requests for it are dropped and counted. Listings, acks and recovery look-ups ask every
 //! member at once and wait for each answer, with a deadline.
+//!
+//! It also keeps the registry's record of this node's sockets (namespace joins with socket ids
+//! and pids, rooms, data) up to date: each change is queued as one registry command, in order,
+//! without holding up the socket.
 
 mod convert;
 mod service;
@@ -24,15 +28,16 @@ use tokio::sync::mpsc;
 use tonic::{Response, Status};
 
 use crate::protocol::sio::Encoded;
-use crate::registry::{NodeId, Registry};
+use crate::protocol::value::Value;
+use crate::registry::{Command, NodeId, Registry};
 use crate::rpc::pb::adapter::adapter_client::AdapterClient;
 use crate::rpc::pb::adapter::{
     AckRequest, ActRequest, BroadcastRequest, Disconnect, FetchRequest, RecoverRequest, act_request,
 };
 use crate::rpc::{PeerChannel, Peers};
 use crate::socketio::{
-    AckResponse, Fanout, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, Selection,
-    SocketDetails,
+    AckResponse, Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, Selection,
+    SocketChange, SocketDetails,
 };
 use convert::{
     ack_from_pb, details_from_pb, millis, recovered_from_pb, selection_to_pb, values_to_pb,
@@ -56,7 +61,7 @@ enum Call {
 }
 
 /// Sends this node's operations on sockets of one Socket.IO mount to the other nodes.
-pub struct GrpcFanout {
+pub struct GrpcAdapter {
     node: NodeId,
     mount: String,
     peers: Peers,
@@ -65,10 +70,10 @@ pub struct GrpcFanout {
     dropped: Arc<AtomicU64>,
 }
 
-impl GrpcFanout {
-    /// The fanout of node `node` for the Socket.IO server mounted at `mount`.
+impl GrpcAdapter {
+    /// The adapter of node `node` for the Socket.IO server mounted at `mount`.
     pub fn new(node: NodeId, mount: &str, peers: Peers, registry: Registry) -> Self {
-        GrpcFanout {
+        GrpcAdapter {
             node,
             mount: mount.to_owned(),
             peers,
@@ -169,7 +174,7 @@ impl GrpcFanout {
     }
 }
 
-impl Fanout for GrpcFanout {
+impl Adapter for GrpcAdapter {
     fn broadcast(&self, broadcast: RemoteBroadcast) {
         let Encoded { text, attachments } = broadcast.packet;
         self.send(Call::Broadcast(BroadcastRequest {
@@ -252,5 +257,70 @@ impl Fanout for GrpcFanout {
         });
         // A pid is held by one node at most: the first that found it is the one.
         Box::pin(async move { replies.await.into_iter().find_map(recovered_from_pb) })
+    }
+
+    fn changed(&self, change: SocketChange) {
+        self.registry.record(change_to_command(change));
+    }
+}
+
+/// The registry command that records a change of a socket.
+fn change_to_command(change: SocketChange) -> Command {
+    // The registry keeps JSON; binary in socket data is kept as arrays of byte values.
+    let json = |data: &Value| serde_json::to_value(data).unwrap_or_default();
+    match change {
+        SocketChange::Joined {
+            session,
+            nsp,
+            socket_id,
+            pid,
+            rooms,
+            data,
+        } => {
+            let mut commands = vec![Command::JoinNamespace {
+                sid: session.clone(),
+                nsp: nsp.clone(),
+                socket_id,
+                pid,
+            }];
+            if !rooms.is_empty() {
+                commands.push(Command::JoinRooms {
+                    sid: session.clone(),
+                    nsp: nsp.clone(),
+                    rooms,
+                });
+            }
+            if !data.is_null() {
+                commands.push(Command::SetData {
+                    sid: session,
+                    nsp,
+                    data: json(&data),
+                });
+            }
+            match commands.len() {
+                1 => commands.remove(0),
+                _ => Command::Batch(commands),
+            }
+        }
+        SocketChange::Left { session, nsp } => Command::LeaveNamespace { sid: session, nsp },
+        SocketChange::JoinedRooms {
+            session,
+            nsp,
+            rooms,
+        } => Command::JoinRooms {
+            sid: session,
+            nsp,
+            rooms,
+        },
+        SocketChange::LeftRoom { session, nsp, room } => Command::LeaveRooms {
+            sid: session,
+            nsp,
+            rooms: vec![room],
+        },
+        SocketChange::Data { session, nsp, data } => Command::SetData {
+            sid: session,
+            nsp,
+            data: json(&data),
+        },
     }
 }

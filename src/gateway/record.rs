@@ -4,6 +4,8 @@
 //!
 //! The writes do not hold up the handshake: the sid's owner hint routes a brand-new session
 //! before the registry has it, and the registry batches concurrent writes into one Raft entry.
+//! They are queued in order, so a session's creation precedes what its sockets record (see
+//! `adapter`) and its deletion follows it.
 
 use std::sync::Arc;
 
@@ -41,14 +43,11 @@ impl Application for Recorded {
             Transport::Polling => registry::Transport::Polling,
             Transport::Websocket => registry::Transport::Websocket,
         };
-        write(
-            &self.registry,
-            Command::CreateSession {
-                sid: sid.clone(),
-                owner: self.node,
-                transport,
-            },
-        );
+        self.registry.record(Command::CreateSession {
+            sid: sid.clone(),
+            owner: self.node,
+            transport,
+        });
         Arc::new(RecordedSession {
             inner: self.inner.on_open(conn),
             registry: self.registry.clone(),
@@ -70,22 +69,8 @@ impl SessionHandler for RecordedSession {
 
     fn on_close(&self, reason: CloseReason) {
         self.inner.on_close(reason);
-        write(
-            &self.registry,
-            Command::DeleteSession {
-                sid: self.sid.clone(),
-            },
-        );
+        self.registry.record(Command::DeleteSession {
+            sid: self.sid.clone(),
+        });
     }
-}
-
-/// Apply `command` in the background; a failure only costs routing precision (the sid's
-/// owner hint still routes the session), so it is logged, not retried.
-fn write(registry: &Registry, command: Command) {
-    let registry = registry.clone();
-    tokio::spawn(async move {
-        if let Err(e) = registry.write(command).await {
-            tracing::debug!(%e, "registry write failed");
-        }
-    });
 }

@@ -33,6 +33,7 @@ mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -193,6 +194,8 @@ struct Inner {
     core: Arc<Core>,
     state: StateView,
     writes: mpsc::Sender<PendingWrite>,
+    /// Commands [`Registry::record`] dropped because the write queue was full.
+    dropped: AtomicU64,
     /// The batcher task, aborted on shutdown.
     batcher: Mutex<Option<JoinHandle<()>>>,
     /// Dies once the storage (and so sled's directory lock) is released.
@@ -258,6 +261,7 @@ impl Registry {
                 core,
                 state,
                 writes,
+                dropped: AtomicU64::new(0),
                 batcher: Mutex::new(Some(batcher)),
                 lease,
                 membership_timeout: config.membership_timeout,
@@ -310,6 +314,28 @@ impl Registry {
             .await
             .map_err(|_| RegistryError::Shutdown)?;
         answer.await.map_err(|_| RegistryError::Shutdown)?
+    }
+
+    /// Queues `command` without waiting for it: commands recorded by one caller are applied in
+    /// the order they were recorded, batched with other writes. When the write queue is full
+    /// the command is dropped and counted ([`Registry::dropped_records`]) rather than letting
+    /// the caller wait or the queue grow.
+    pub fn record(&self, command: Command) {
+        // Nobody waits for the answer: the batcher's reply goes nowhere.
+        let (reply, _) = oneshot::channel();
+        if self
+            .inner
+            .writes
+            .try_send(PendingWrite { command, reply })
+            .is_err()
+        {
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many recorded commands were dropped because the write queue was full.
+    pub fn dropped_records(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// The locally applied record of `sid`.

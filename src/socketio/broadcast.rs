@@ -14,7 +14,7 @@ use super::namespace::{NamespaceInner, with_recovery};
 use super::read;
 use super::recovery::Target;
 use super::remote::{
-    Fanout, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
+    Adapter, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
 };
 use super::socket::{Socket, send_encoded};
 use crate::protocol::sio::{self, Packet};
@@ -120,8 +120,8 @@ impl BroadcastOperator {
                 offset,
             };
             deliver_encoded(&ns, &broadcast);
-            if let Some(fanout) = self.fanout(&ns) {
-                fanout.broadcast(broadcast);
+            if let Some(adapter) = self.adapter(&ns) {
+                adapter.broadcast(broadcast);
             }
         }
         Ok(())
@@ -156,8 +156,8 @@ impl BroadcastOperator {
                     id,
                 );
             }
-            if let Some(fanout) = self.fanout(&ns) {
-                acks.push_remote(fanout.broadcast_with_ack(RemoteAckRequest {
+            if let Some(adapter) = self.adapter(&ns) {
+                acks.push_remote(adapter.broadcast_with_ack(RemoteAckRequest {
                     selection: self.selection(&ns),
                     event: event.to_owned(),
                     args: args.clone(),
@@ -178,8 +178,8 @@ impl BroadcastOperator {
             for socket in self.select(&ns) {
                 found.push(RemoteSocket::new(socket.details(), ns.clone()));
             }
-            if let Some(fanout) = self.fanout(&ns) {
-                let listing = fanout.fetch(self.selection(&ns));
+            if let Some(adapter) = self.adapter(&ns) {
+                let listing = adapter.fetch(self.selection(&ns));
                 remote.push(async move {
                     let details = listing.await;
                     details
@@ -225,15 +225,15 @@ impl BroadcastOperator {
     fn act(&self, action: RemoteAction) {
         for ns in self.namespaces() {
             apply(&self.select(&ns), &action);
-            if let Some(fanout) = self.fanout(&ns) {
-                fanout.act(self.selection(&ns), action.clone());
+            if let Some(adapter) = self.adapter(&ns) {
+                adapter.act(self.selection(&ns), action.clone());
             }
         }
     }
 
-    /// The cluster's fanout, unless this operator is [`local`](Self::local).
-    fn fanout(&self, ns: &NamespaceInner) -> Option<Arc<dyn Fanout>> {
-        if self.local { None } else { ns.fanout() }
+    /// The cluster adapter, unless this operator is [`local`](Self::local).
+    fn adapter(&self, ns: &NamespaceInner) -> Option<Arc<dyn Adapter>> {
+        if self.local { None } else { ns.adapter() }
     }
 
     /// This operator's selection in `ns`, as other nodes take it.

@@ -16,6 +16,7 @@ use super::error::DisconnectReason;
 use super::handler::run_inline;
 use super::namespace::{Joining, NamespaceInner, with_recovery};
 use super::recovery::{RecoveryStore, SavedSession};
+use super::remote::SocketChange;
 use super::socket::{Handshake, Socket, SocketParts, send_encoded};
 use super::{SocketIo, lock};
 use crate::engine::{CloseReason, Connection, Message, SessionHandler};
@@ -264,8 +265,16 @@ impl Client {
             let _ = send_encoded(&self.conn, packet);
         }
         st.sockets.insert(nsp.to_owned(), socket.clone());
-        ns.insert(socket, rooms);
+        ns.insert(socket, rooms.iter().cloned());
         socket.set_connected();
+        socket.report(|session, nsp| SocketChange::Joined {
+            session,
+            nsp,
+            socket_id: socket.id().to_owned(),
+            pid: socket.pid().map(str::to_owned),
+            rooms,
+            data: socket.data(),
+        });
         true
     }
 
@@ -289,7 +298,7 @@ impl Client {
         if let Some(session) = with_recovery(ns, |store| store.restore(&pid, &offset)).flatten() {
             return Some((session, Replay::Since(offset)));
         }
-        let recovered = ns.fanout()?.recover(ns.name(), &pid, &offset).await?;
+        let recovered = ns.adapter()?.recover(ns.name(), &pid, &offset).await?;
         let session = SavedSession {
             sid: recovered.sid,
             pid,

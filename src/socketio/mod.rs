@@ -41,8 +41,8 @@ pub use config::{RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
 pub use remote::{
-    Fanout, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
-    SocketDetails,
+    Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
+    SocketChange, SocketDetails,
 };
 pub use socket::{Handshake, Socket};
 
@@ -75,8 +75,8 @@ pub(crate) struct ServerInner {
     /// Dynamic groups in registration order; the first matcher that accepts a name wins.
     dynamic: RwLock<Vec<(Matcher, Arc<NamespaceInner>)>>,
     allow_request: RwLock<Option<RequestFilter>>,
-    /// Carries broadcasts to the other nodes of a cluster; `None` on a single node.
-    fanout: RwLock<Option<Arc<dyn Fanout>>>,
+    /// Carries operations on sockets to the other nodes of a cluster; `None` on a single node.
+    adapter: RwLock<Option<Arc<dyn Adapter>>>,
 }
 
 impl SocketIo {
@@ -88,7 +88,7 @@ impl SocketIo {
                 namespaces: RwLock::new(HashMap::new()),
                 dynamic: RwLock::new(Vec::new()),
                 allow_request: RwLock::new(None),
-                fanout: RwLock::new(None),
+                adapter: RwLock::new(None),
             }),
         }
     }
@@ -143,10 +143,10 @@ impl SocketIo {
     }
 
     /// Make broadcasts and the other operations on selections of sockets (except `local()`
-    /// ones) also reach the sockets of other nodes, through `fanout`. Installed by a cluster
+    /// ones) also reach the sockets of other nodes, through `adapter`. Installed by a cluster
     /// node; the other nodes answer with the `*_local` methods below.
-    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
-        *write(&self.inner.fanout) = Some(fanout);
+    pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) {
+        *write(&self.inner.adapter) = Some(adapter);
     }
 
     /// Deliver a broadcast made on another node to the matching sockets of this one (and keep

@@ -168,10 +168,10 @@ impl NamespaceInner {
         read(&self.handlers).on_connect.clone()
     }
 
-    /// The cluster's fanout, if this server has one.
-    pub(crate) fn fanout(&self) -> Option<Arc<dyn super::Fanout>> {
+    /// The cluster adapter, if this server has one.
+    pub(crate) fn adapter(&self) -> Option<Arc<dyn super::Adapter>> {
         let server = self.server.upgrade()?;
-        read(&server.fanout).clone()
+        read(&server.adapter).clone()
     }
 
     pub(crate) fn next_ack_id(&self) -> u64 {
@@ -224,27 +224,34 @@ impl NamespaceInner {
         self.joining.load(Ordering::Acquire) == 0 && read(&self.members).sockets.is_empty()
     }
 
-    pub(crate) fn join(&self, id: &str, rooms: &[String]) {
+    /// Add the socket `id` to `rooms`; returns the rooms it was not in yet.
+    pub(crate) fn join(&self, id: &str, rooms: &[String]) -> Vec<String> {
         let mut m = write(&self.members);
         let Some(set) = m.of_socket.get_mut(id) else {
-            return;
+            return Vec::new();
         };
         let added: Vec<String> = rooms
             .iter()
             .filter(|r| set.insert((*r).clone()))
             .cloned()
             .collect();
-        for room in added {
-            m.rooms.entry(room).or_default().insert(id.to_owned());
+        for room in &added {
+            m.rooms
+                .entry(room.clone())
+                .or_default()
+                .insert(id.to_owned());
         }
+        added
     }
 
-    pub(crate) fn leave(&self, id: &str, room: &str) {
+    /// Remove the socket `id` from `room`; returns whether it was in it.
+    pub(crate) fn leave(&self, id: &str, room: &str) -> bool {
         let mut m = write(&self.members);
         let removed = m.of_socket.get_mut(id).is_some_and(|set| set.remove(room));
         if removed {
             leave_index(&mut m.rooms, room, id);
         }
+        removed
     }
 
     pub(crate) fn rooms_of(&self, id: &str) -> BTreeSet<String> {

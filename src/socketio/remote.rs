@@ -1,7 +1,8 @@
-//! The seam to other nodes. A cluster installs a [`Fanout`] that carries what a node does to a
-//! selection of sockets (broadcasts, room changes, disconnects, listings, broadcasts with acks,
-//! recovery look-ups) to its peers; each peer answers from its own sockets through the
-//! `*_local` methods of [`SocketIo`](super::SocketIo).
+//! The seam to other nodes. A cluster installs an [`Adapter`] that carries what a node does to
+//! a selection of sockets (broadcasts, room changes, disconnects, listings, broadcasts with
+//! acks, recovery look-ups) to its peers, and keeps the replicated record of this node's sockets
+//! ([`SocketChange`]); each peer answers from its own sockets through the `*_local` methods of
+//! [`SocketIo`](super::SocketIo).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -100,9 +101,65 @@ pub struct Recovered {
     pub missed: Vec<Encoded>,
 }
 
+/// A change of one of this node's sockets that the cluster keeps a replicated record of. A
+/// socket is named by its Engine.IO session and its namespace (a session has at most one
+/// socket per namespace).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SocketChange {
+    /// The session joined the namespace (new, or recovered with these rooms and data).
+    Joined {
+        /// The Engine.IO session id.
+        session: String,
+        /// The namespace.
+        nsp: String,
+        /// The socket id.
+        socket_id: String,
+        /// Its private id for connection state recovery.
+        pid: Option<String>,
+        /// Its rooms other than its own.
+        rooms: Vec<String>,
+        /// Its application data.
+        data: Value,
+    },
+    /// The socket left the namespace.
+    Left {
+        /// The Engine.IO session id.
+        session: String,
+        /// The namespace.
+        nsp: String,
+    },
+    /// The socket joined rooms it was not in.
+    JoinedRooms {
+        /// The Engine.IO session id.
+        session: String,
+        /// The namespace.
+        nsp: String,
+        /// The rooms.
+        rooms: Vec<String>,
+    },
+    /// The socket left a room it was in.
+    LeftRoom {
+        /// The Engine.IO session id.
+        session: String,
+        /// The namespace.
+        nsp: String,
+        /// The room.
+        room: String,
+    },
+    /// The socket's application data was replaced.
+    Data {
+        /// The Engine.IO session id.
+        session: String,
+        /// The namespace.
+        nsp: String,
+        /// The new data.
+        data: Value,
+    },
+}
+
 /// Carries operations on sockets to the other nodes of a cluster. Every method targets every
 /// other node; a node that receives one applies it to its own sockets only.
-pub trait Fanout: Send + Sync + 'static {
+pub trait Adapter: Send + Sync + 'static {
     /// Send `broadcast` to every other node, without waiting.
     fn broadcast(&self, broadcast: RemoteBroadcast);
     /// Apply `action` to the selected sockets of every other node, without waiting, in order
@@ -117,6 +174,9 @@ pub trait Fanout: Send + Sync + 'static {
     /// Take back the saved state of the socket with private id `pid` of namespace `nsp` from
     /// whichever node holds it, with the packets it missed after `offset`.
     fn recover(&self, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Recovered>>;
+    /// Record a change of one of this node's sockets, without waiting; changes of one socket
+    /// are recorded in the order they are reported.
+    fn changed(&self, change: SocketChange);
 }
 
 /// A socket listed by [`BroadcastOperator::fetch_sockets`], on this node or another. Acting on

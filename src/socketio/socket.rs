@@ -17,7 +17,7 @@ use super::error::{AckError, DisconnectReason, EmitError};
 use super::handler::{DisconnectHandler, EventHandler, run_inline};
 use super::namespace::{Namespace, NamespaceInner, with_recovery};
 use super::recovery::SavedSession;
-use super::remote::SocketDetails;
+use super::remote::{SocketChange, SocketDetails};
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
 use crate::protocol::sio::{self, Packet};
@@ -196,12 +196,25 @@ impl Socket {
 
     /// Join `room` (no-op if already in it).
     pub fn join(&self, room: impl Into<String>) {
-        self.inner.ns.join(self.id(), &[room.into()]);
+        let rooms = self.inner.ns.join(self.id(), &[room.into()]);
+        if !rooms.is_empty() {
+            self.report(|session, nsp| SocketChange::JoinedRooms {
+                session,
+                nsp,
+                rooms,
+            });
+        }
     }
 
     /// Leave `room` (no-op if not in it).
     pub fn leave(&self, room: &str) {
-        self.inner.ns.leave(self.id(), room);
+        if self.inner.ns.leave(self.id(), room) {
+            self.report(|session, nsp| SocketChange::LeftRoom {
+                session,
+                nsp,
+                room: room.to_owned(),
+            });
+        }
     }
 
     /// The rooms this socket is in, its own id included.
@@ -226,7 +239,23 @@ impl Socket {
 
     /// Replace the application data attached to this socket.
     pub fn set_data(&self, data: impl Into<Value>) {
-        *lock(&self.inner.data) = data.into();
+        let data = data.into();
+        *lock(&self.inner.data) = data.clone();
+        // Before the socket joins, its data goes into the record of the join.
+        if self.connected() {
+            self.report(|session, nsp| SocketChange::Data { session, nsp, data });
+        }
+    }
+
+    /// Tell the cluster (if any) about a change of this socket, named by its session and
+    /// namespace.
+    pub(crate) fn report(&self, change: impl FnOnce(String, String) -> SocketChange) {
+        if let Some(adapter) = self.inner.ns.adapter() {
+            adapter.changed(change(
+                self.inner.conn.sid().to_owned(),
+                self.ns().to_owned(),
+            ));
+        }
     }
 
     /// Leave the namespace from the server side: the client gets a DISCONNECT packet and does
@@ -353,6 +382,7 @@ impl Socket {
             return;
         }
         let rooms = self.inner.ns.remove(self.id());
+        self.report(|session, nsp| SocketChange::Left { session, nsp });
         let pending: Vec<_> = lock(&self.inner.pending_acks).drain().collect();
         for (_, tx) in pending {
             let _ = tx.send(Err(AckError::Disconnected));

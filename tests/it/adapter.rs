@@ -1,11 +1,13 @@
 //! The cross-node adapter on three cluster nodes, each client connected straight to a different
 //! node: listings, joins, leaves and disconnects made on one node reach the sockets of the
 //! others; a broadcast with acks collects the answers of every node; a socket that lost its
-//! connection on one node is recovered on another with the events it missed.
+//! connection on one node is recovered on another with the events it missed. Every node's
+//! registry records the sockets of all of them.
 
 use std::time::Duration;
 
 use nonstick::config::AppKind;
+use nonstick::registry::SessionRecord;
 use nonstick::socketio::{AckError, SocketIo};
 use serde_json::json;
 
@@ -69,6 +71,26 @@ async fn wait_for_room(cluster: &TestCluster, i: usize, room: &str, expected: &[
     }
 }
 
+/// Read the registry of node `i` until the record of `session` passes `check`.
+async fn wait_for_record(
+    cluster: &TestCluster,
+    i: usize,
+    session: &str,
+    check: impl Fn(Option<SessionRecord>) -> bool,
+) {
+    let registry = cluster.nodes[i].node().registry().expect("a cluster node");
+    let until = tokio::time::Instant::now() + WAIT;
+    while !check(registry.session(session)) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "registry of node {}: {:?}",
+            i + 1,
+            registry.session(session)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn fetch_join_leave_and_disconnect_reach_every_node() {
     let cluster = TestCluster::start(3, AppKind::Demo).await;
@@ -101,12 +123,29 @@ async fn fetch_join_leave_and_disconnect_reach_every_node() {
     }
     wait_for_room(&cluster, 1, "club", &[&sids[0], &sids[1], &sids[2]]).await;
 
+    // The registry of any node records each socket: namespace, socket id, pid, rooms.
+    let session = clients[2].0.session.clone();
+    let recorded = |rooms: &[&str]| {
+        let rooms: std::collections::BTreeSet<String> =
+            rooms.iter().map(|r| (*r).to_owned()).collect();
+        let sid = sids[2].clone();
+        move |record: Option<SessionRecord>| {
+            record
+                .and_then(|r| r.namespaces.get("/").cloned())
+                .is_some_and(|socket| {
+                    socket.socket_id == sid && socket.pid.is_some() && socket.rooms == rooms
+                })
+        }
+    };
+    wait_for_record(&cluster, 1, &session, recorded(&["club"])).await;
+
     // Node 2 makes the socket of node 3 leave.
     io(&cluster, 1)
         .of("/")
         .to(sids[2].clone())
         .sockets_leave("club");
     wait_for_room(&cluster, 0, "club", &[&sids[0], &sids[1]]).await;
+    wait_for_record(&cluster, 0, &session, recorded(&[])).await;
 
     // A listed socket acts wherever it is: node 3 disconnects the socket of node 1.
     let remote = io(&cluster, 2)

@@ -291,6 +291,8 @@ impl TestCluster {
 /// A websocket-only Engine.IO client that speaks raw Socket.IO packets.
 pub struct SioClient {
     pub ws: Ws,
+    /// The Engine.IO session id from the open packet.
+    pub session: String,
 }
 
 #[derive(Debug, PartialEq)]
@@ -311,12 +313,19 @@ impl SioClient {
             .await
             .expect("websocket connect timed out")
             .expect("websocket connect failed");
-        let mut client = SioClient { ws };
+        let mut client = SioClient {
+            ws,
+            session: String::new(),
+        };
         let open = client.text().await;
-        assert!(
-            open.starts_with("0{"),
-            "expected an open packet, got {open}"
-        );
+        let open: serde_json::Value = open
+            .strip_prefix('0')
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_else(|| panic!("expected an open packet, got {open}"));
+        client.session = open["sid"]
+            .as_str()
+            .expect("open packet has a sid")
+            .to_owned();
         client
     }
 
