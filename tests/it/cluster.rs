@@ -239,3 +239,89 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
     fourth.stop().await;
     cluster.stop().await;
 }
+
+/// What it would cost the handshake to wait for the Raft commit of its session: sequential and
+/// concurrent handshakes on the leader's node and on a follower, each timed as answered (the
+/// session is routed by its sid's owner hint meanwhile) and until its `CreateSession` is
+/// committed (a write queued right behind it returns when its batch commits).
+///
+/// `cargo test --release --test it cluster::handshake_commit_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, run in release by hand"]
+async fn handshake_commit_cost() {
+    use nonstick::registry::{Command, Transport};
+    use std::time::Instant;
+
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let registry = cluster.nodes[0].node().registry().expect("registry");
+    let leader = registry.leader().expect("a leader");
+    let follower = (1..=3u64).find(|id| *id != leader).expect("a follower");
+    // One handshake, then the wait for its commit; both durations in ms.
+    async fn handshake(node: &crate::fixture::TestNode, id: u64) -> (f64, f64) {
+        let start = Instant::now();
+        let sid = open_polling(node, EIO).await;
+        let answered = start.elapsed();
+        let registry = node.node().registry().expect("registry");
+        let command = Command::CreateSession {
+            sid,
+            owner: id,
+            transport: Transport::Polling,
+        };
+        registry.write(command).await.expect("commit");
+        let committed = start.elapsed();
+        (
+            answered.as_secs_f64() * 1000.0,
+            committed.as_secs_f64() * 1000.0,
+        )
+    }
+    fn percentile(sorted: &[f64], p: f64) -> f64 {
+        sorted[((sorted.len() - 1) as f64 * p) as usize]
+    }
+    fn report(what: &str, mut answered: Vec<f64>, mut committed: Vec<f64>, secs: f64) {
+        answered.sort_by(f64::total_cmp);
+        committed.sort_by(f64::total_cmp);
+        println!(
+            "{what}: {} handshakes in {secs:.2} s; answered p50 {:.2} ms p99 {:.2} ms; \
+             committed p50 {:.2} ms p99 {:.2} ms",
+            answered.len(),
+            percentile(&answered, 0.5),
+            percentile(&answered, 0.99),
+            percentile(&committed, 0.5),
+            percentile(&committed, 0.99),
+        );
+    }
+    for (role, id) in [("leader", leader), ("follower", follower)] {
+        let node = &cluster.nodes[(id - 1) as usize];
+        let start = Instant::now();
+        let mut answered = Vec::new();
+        let mut committed = Vec::new();
+        for _ in 0..300 {
+            let (a, c) = handshake(node, id).await;
+            answered.push(a);
+            committed.push(c);
+        }
+        report(
+            &format!("sequential on the {role}'s node"),
+            answered,
+            committed,
+            start.elapsed().as_secs_f64(),
+        );
+        let start = Instant::now();
+        let mut answered = Vec::new();
+        let mut committed = Vec::new();
+        for _ in 0..40 {
+            let round = (0..32).map(|_| handshake(node, id));
+            for (a, c) in futures::future::join_all(round).await {
+                answered.push(a);
+                committed.push(c);
+            }
+        }
+        report(
+            &format!("32 concurrent on the {role}'s node"),
+            answered,
+            committed,
+            start.elapsed().as_secs_f64(),
+        );
+    }
+    cluster.stop().await;
+}
