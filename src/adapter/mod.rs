@@ -1,14 +1,15 @@
 //! The cross-node adapter: what a node does to a selection of sockets — broadcast, join or
 //! leave rooms, disconnect, list them, broadcast with acks, take back a socket for recovery —
-//! reaches the matching sockets of every node.
+//! reaches the matching sockets of every node, and server-side emits reach the servers of every
+//! node.
 //!
 //! The node that acts does its own sockets itself and sends the request to every other member
 //! of the registry's membership, where the same selection runs against that node's sockets
 //! (`service`). Broadcasts and actions need no answer: each peer has one ordered queue, so they
 //! arrive at another node in the order they were made, and a join followed by a broadcast to
 //! that room reaches the joined sockets. The queue is bounded: when a peer cannot keep up, new
-//! requests for it are dropped and counted. Listings, acks and recovery look-ups ask every
-//! member at once and wait for each answer, with a deadline.
+//! requests for it are dropped and counted. Listings, acks, server-side emits with acks and
+//! recovery look-ups ask every member at once and wait for each answer, with a deadline.
 //!
 //! It also keeps the registry's record of this node's sockets (namespace joins with socket ids
 //! and pids, rooms, data) up to date: each change is queued as one registry command, in order,
@@ -32,15 +33,17 @@ use crate::protocol::value::Value;
 use crate::registry::{Command, NodeId, Registry};
 use crate::rpc::pb::adapter::adapter_client::AdapterClient;
 use crate::rpc::pb::adapter::{
-    AckRequest, ActRequest, BroadcastRequest, Disconnect, FetchRequest, RecoverRequest, act_request,
+    AckRequest, ActRequest, BroadcastRequest, Disconnect, FetchRequest, RecoverRequest,
+    ServerEventRequest, act_request,
 };
 use crate::rpc::{PeerChannel, Peers};
 use crate::socketio::{
-    AckResponse, Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, Selection,
-    SocketChange, SocketDetails,
+    AckError, AckResponse, Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast,
+    Selection, ServerEvent, SocketChange, SocketDetails,
 };
 use convert::{
-    ack_from_pb, details_from_pb, millis, recovered_from_pb, selection_to_pb, values_to_pb,
+    ack_from_pb, details_from_pb, millis, recovered_from_pb, selection_to_pb, values_from_pb,
+    values_to_pb,
 };
 
 pub use service::AdapterService;
@@ -58,6 +61,7 @@ const ACK_REPORT_GRACE: Duration = Duration::from_secs(2);
 enum Call {
     Broadcast(BroadcastRequest),
     Act(ActRequest),
+    ServerEvent(ServerEventRequest),
 }
 
 /// Sends this node's operations on sockets of one Socket.IO mount to the other nodes.
@@ -124,6 +128,9 @@ impl GrpcAdapter {
                         let sent = match call {
                             Call::Broadcast(request) => client.broadcast(request).await.map(drop),
                             Call::Act(request) => client.act(request).await.map(drop),
+                            Call::ServerEvent(request) => {
+                                client.server_event(request).await.map(drop)
+                            }
                         };
                         if let Err(status) = sent {
                             tracing::debug!(peer, %status, "adapter call to peer failed");
@@ -135,9 +142,13 @@ impl GrpcAdapter {
             .clone()
     }
 
-    /// Make `call` to every other member at once; the answers of those that gave one within
-    /// `deadline`.
-    fn ask_all<T, F, Fut>(&self, deadline: Duration, call: F) -> BoxFuture<'static, Vec<T>>
+    /// Make `call` to every other member at once: one result per member, within `deadline`
+    /// (a member that cannot be reached counts as disconnected).
+    fn ask_all<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        call: F,
+    ) -> BoxFuture<'static, Vec<Result<T, AckError>>>
     where
         T: Send + 'static,
         F: Fn(AdapterClient<PeerChannel>) -> Fut,
@@ -146,31 +157,45 @@ impl GrpcAdapter {
         let asks: Vec<_> = self
             .others()
             .into_iter()
-            .filter_map(|peer| {
-                let channel = self.peers.channel(peer)?;
-                let answer = call(AdapterClient::new(channel));
-                Some(async move {
+            .map(|peer| {
+                let answer = self
+                    .peers
+                    .channel(peer)
+                    .map(|channel| call(AdapterClient::new(channel)));
+                async move {
+                    let Some(answer) = answer else {
+                        return Err(AckError::Disconnected);
+                    };
                     match tokio::time::timeout(deadline, answer).await {
-                        Ok(Ok(reply)) => Some(reply.into_inner()),
+                        Ok(Ok(reply)) => Ok(reply.into_inner()),
                         Ok(Err(status)) => {
                             tracing::debug!(peer, %status, "adapter request to peer failed");
-                            None
+                            Err(AckError::Disconnected)
                         }
                         Err(_) => {
                             tracing::debug!(peer, "adapter request to peer timed out");
-                            None
+                            Err(AckError::Timeout)
                         }
                     }
-                })
+                }
             })
             .collect();
-        Box::pin(async move {
-            futures::future::join_all(asks)
-                .await
-                .into_iter()
-                .flatten()
-                .collect()
-        })
+        Box::pin(futures::future::join_all(asks))
+    }
+
+    fn server_event_request(
+        &self,
+        event: ServerEvent,
+        ack: Option<Duration>,
+    ) -> ServerEventRequest {
+        ServerEventRequest {
+            mount: self.mount.clone(),
+            nsp: event.nsp,
+            event: event.event,
+            args: Some(values_to_pb(event.args)),
+            want_ack: ack.is_some(),
+            timeout_ms: ack.map_or(0, millis),
+        }
     }
 }
 
@@ -212,6 +237,7 @@ impl Adapter for GrpcAdapter {
             replies
                 .await
                 .into_iter()
+                .flatten()
                 .flat_map(|reply| reply.sockets)
                 .map(details_from_pb)
                 .collect()
@@ -238,6 +264,7 @@ impl Adapter for GrpcAdapter {
             replies
                 .await
                 .into_iter()
+                .flatten()
                 .flat_map(|reply| reply.acks)
                 .map(ack_from_pb)
                 .collect()
@@ -256,7 +283,43 @@ impl Adapter for GrpcAdapter {
             async move { client.recover(request).await }
         });
         // A pid is held by one node at most: the first that found it is the one.
-        Box::pin(async move { replies.await.into_iter().find_map(recovered_from_pb) })
+        Box::pin(async move {
+            replies
+                .await
+                .into_iter()
+                .flatten()
+                .find_map(recovered_from_pb)
+        })
+    }
+
+    fn server_emit(&self, event: ServerEvent) {
+        self.send(Call::ServerEvent(self.server_event_request(event, None)));
+    }
+
+    fn server_emit_with_ack(
+        &self,
+        event: ServerEvent,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Vec<Result<Vec<Value>, AckError>>> {
+        let request = self.server_event_request(event, Some(timeout));
+        let replies = self.ask_all(timeout + ACK_REPORT_GRACE, move |mut client| {
+            let request = request.clone();
+            async move { client.server_event(request).await }
+        });
+        Box::pin(async move {
+            replies
+                .await
+                .into_iter()
+                .map(|reply| {
+                    let reply = reply?;
+                    match (reply.acknowledged, reply.timed_out) {
+                        (true, _) => values_from_pb(reply.args).ok_or(AckError::Unanswered),
+                        (false, true) => Err(AckError::Timeout),
+                        (false, false) => Err(AckError::Unanswered),
+                    }
+                })
+                .collect()
+        })
     }
 
     fn changed(&self, change: SocketChange) {

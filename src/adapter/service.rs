@@ -8,15 +8,15 @@ use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    ack_to_pb, details_to_pb, recovered_to_pb, selection_from_pb, values_from_pb,
+    ack_to_pb, details_to_pb, recovered_to_pb, selection_from_pb, values_from_pb, values_to_pb,
 };
 use crate::protocol::sio::Encoded;
 use crate::rpc::pb::adapter::adapter_server::{Adapter, AdapterServer};
 use crate::rpc::pb::adapter::{
     AckReply, AckRequest, ActReply, ActRequest, BroadcastReply, BroadcastRequest, FetchReply,
-    FetchRequest, RecoverReply, RecoverRequest, act_request,
+    FetchRequest, RecoverReply, RecoverRequest, ServerEventReply, ServerEventRequest, act_request,
 };
-use crate::socketio::{RemoteAckRequest, RemoteAction, RemoteBroadcast, SocketIo};
+use crate::socketio::{RemoteAckRequest, RemoteAction, RemoteBroadcast, ServerEvent, SocketIo};
 
 /// The longest a peer may ask this node to wait for acks: a bound on what a request can hold.
 const MAX_ACK_WAIT: Duration = Duration::from_secs(600);
@@ -110,6 +110,36 @@ impl Adapter for AdapterService {
         Ok(Response::new(AckReply {
             acks: answers.into_iter().map(ack_to_pb).collect(),
         }))
+    }
+
+    async fn server_event(
+        &self,
+        request: Request<ServerEventRequest>,
+    ) -> Result<Response<ServerEventReply>, Status> {
+        let request = request.into_inner();
+        let args = values_from_pb(request.args)
+            .ok_or_else(|| Status::invalid_argument("undecodable arguments"))?;
+        let event = ServerEvent {
+            nsp: request.nsp,
+            event: request.event,
+            args,
+        };
+        let answer = self
+            .io(&request.mount)?
+            .server_event_local(event, request.want_ack);
+        let mut reply = ServerEventReply::default();
+        if let Some(answer) = answer {
+            let wait = Duration::from_millis(request.timeout_ms).min(MAX_ACK_WAIT);
+            match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(args)) => {
+                    reply.acknowledged = true;
+                    reply.args = Some(values_to_pb(args));
+                }
+                Ok(Err(_)) => {}
+                Err(_) => reply.timed_out = true,
+            }
+        }
+        Ok(Response::new(reply))
     }
 
     async fn recover(

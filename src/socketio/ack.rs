@@ -1,5 +1,5 @@
-//! Acknowledgements both ways: [`Ack`] answers a client's request for one; [`AckFuture`] and
-//! [`BroadcastAckFuture`] wait for the answers to ours.
+//! Acknowledgements both ways: [`Ack`] answers a client's (or another server's) request for
+//! one; [`AckFuture`] and [`BroadcastAckFuture`] wait for the answers to ours.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -26,21 +26,46 @@ pub(crate) type AckResult = Result<Vec<Value>, AckError>;
 /// server.
 #[derive(Debug)]
 pub struct Ack {
-    conn: Connection,
-    nsp: String,
-    id: u64,
+    to: AckTo,
+}
+
+#[derive(Debug)]
+enum AckTo {
+    /// A client's event: the answer is an ACK packet on its connection.
+    Client {
+        conn: Connection,
+        nsp: String,
+        id: u64,
+    },
+    /// Another server's event: the answer goes back to it through the cluster.
+    Server(oneshot::Sender<Vec<Value>>),
 }
 
 impl Ack {
     pub(crate) fn new(conn: Connection, nsp: String, id: u64) -> Self {
-        Ack { conn, nsp, id }
+        Ack {
+            to: AckTo::Client { conn, nsp, id },
+        }
     }
 
-    /// Send the acknowledgement with these arguments (binary stays binary). If the client is
+    pub(crate) fn to_server(answer: oneshot::Sender<Vec<Value>>) -> Self {
+        Ack {
+            to: AckTo::Server(answer),
+        }
+    }
+
+    /// Send the acknowledgement with these arguments (binary stays binary). If the asker is
     /// already gone there is no one to tell, so nothing happens.
     pub fn send(self, args: impl Into<Args>) {
-        let packet = Packet::ack(&self.nsp, self.id, args.into().0);
-        let _ = send_encoded(&self.conn, sio::encode(&packet));
+        match self.to {
+            AckTo::Client { conn, nsp, id } => {
+                let packet = Packet::ack(&nsp, id, args.into().0);
+                let _ = send_encoded(&conn, sio::encode(&packet));
+            }
+            AckTo::Server(answer) => {
+                let _ = answer.send(args.into().0);
+            }
+        }
     }
 }
 

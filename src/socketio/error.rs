@@ -46,9 +46,14 @@ pub enum AckError {
     /// No acknowledgement within the timeout.
     #[error("acknowledgement timed out")]
     Timeout,
-    /// The socket disconnected before acknowledging.
+    /// The socket disconnected before acknowledging (or, for a server-side emit, the other
+    /// server could not be reached).
     #[error("socket disconnected before acknowledging")]
     Disconnected,
+    /// The other server of a server-side emit has no handler for the event, or its handler
+    /// dropped the acknowledgement unanswered.
+    #[error("the other server did not acknowledge")]
+    Unanswered,
     /// The packet could not be sent.
     #[error(transparent)]
     Emit(#[from] EmitError),

@@ -21,6 +21,8 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 pub(crate) type ConnectHandler = Arc<dyn Fn(Socket) -> BoxFuture<()> + Send + Sync>;
 /// Called for a named event.
 pub(crate) type EventHandler = Arc<dyn Fn(Socket, Event) -> BoxFuture<()> + Send + Sync>;
+/// Called for a named event from another server of the cluster.
+pub(crate) type ServerEventHandler = Arc<dyn Fn(Event) -> BoxFuture<()> + Send + Sync>;
 /// Called before a socket joins; an error refuses the CONNECT.
 pub(crate) type Middleware =
     Arc<dyn Fn(Socket) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;

@@ -42,7 +42,7 @@ pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
 pub use remote::{
     Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
-    SocketChange, SocketDetails,
+    ServerEvent, SocketChange, SocketDetails,
 };
 pub use socket::{Handshake, Socket};
 
@@ -219,6 +219,25 @@ impl SocketIo {
             })
         })
         .flatten()
+    }
+
+    /// Run this node's handler of another server's event; returns where its acknowledgement
+    /// will come from when `ack` is asked for and a handler exists.
+    pub fn server_event_local(
+        &self,
+        event: ServerEvent,
+        ack: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<Vec<Value>>> {
+        let handler = self
+            .existing(&event.nsp)?
+            .server_event_handler(&event.event)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        handler::run_inline(handler(Event {
+            name: event.event,
+            args: event.args,
+            ack: ack.then(|| Ack::to_server(tx)),
+        }));
+        ack.then_some(rx)
     }
 
     /// The namespace `name` if it exists now (never creates one).

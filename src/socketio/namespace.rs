@@ -6,16 +6,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use super::ack::BroadcastAckFuture;
-use super::args::Args;
+use super::args::{Args, Event};
 use super::broadcast::BroadcastOperator;
+use super::broadcast::check_event_name;
 use super::config::SocketIoConfig;
+use super::error::AckError;
 use super::error::{ConnectError, EmitError};
-use super::handler::{ConnectHandler, Middleware};
+use super::handler::{ConnectHandler, Middleware, ServerEventHandler};
 use super::recovery::RecoveryStore;
-use super::remote::RemoteSocket;
+use super::remote::{RemoteSocket, ServerEvent};
 use super::socket::Socket;
 use super::{ServerInner, lock, read, write};
+use crate::protocol::value::Value;
 
 /// A Socket.IO namespace (`/`, `/admin`, …), or a dynamic namespace group.
 ///
@@ -32,6 +37,8 @@ pub struct Namespace {
 pub(crate) struct Handlers {
     pub(crate) middlewares: Vec<Middleware>,
     pub(crate) on_connect: Option<ConnectHandler>,
+    /// Handlers of events from the other servers of a cluster, by event name.
+    pub(crate) server_events: HashMap<String, ServerEventHandler>,
 }
 
 /// Sockets and rooms under one lock, so that the two indexes never disagree.
@@ -166,6 +173,10 @@ impl NamespaceInner {
 
     pub(crate) fn connect_handler(&self) -> Option<ConnectHandler> {
         read(&self.handlers).on_connect.clone()
+    }
+
+    pub(crate) fn server_event_handler(&self, event: &str) -> Option<ServerEventHandler> {
+        read(&self.handlers).server_events.get(event).cloned()
     }
 
     /// The cluster adapter, if this server has one.
@@ -340,6 +351,57 @@ impl Namespace {
     /// The sockets connected to this namespace on this node, as handles.
     pub fn sockets(&self) -> Vec<Socket> {
         self.broadcast().sockets()
+    }
+
+    /// Run `handler` for `event` when another server of the cluster emits it with
+    /// [`server_side_emit`](Self::server_side_emit) (Node's `io.on(event)` for server-side
+    /// emits). The handler's [`Event::ack`] is set when the emitter waits for an answer.
+    /// Replaces an earlier handler of the same event.
+    pub fn on_server_event<F, Fut>(&self, event: impl Into<String>, handler: F) -> &Self
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        write(&self.inner.handlers)
+            .server_events
+            .insert(event.into(), Arc::new(move |e| Box::pin(handler(e))));
+        self
+    }
+
+    /// Emit `event` to the other servers of the cluster (not to clients, and not to this
+    /// server); their [`on_server_event`](Self::on_server_event) handlers run. Nothing happens
+    /// on a single node.
+    pub fn server_side_emit(&self, event: &str, args: impl Into<Args>) -> Result<(), EmitError> {
+        check_event_name(event)?;
+        if let Some(adapter) = self.inner.adapter() {
+            adapter.server_emit(self.server_event(event, args));
+        }
+        Ok(())
+    }
+
+    /// [`server_side_emit`](Self::server_side_emit) and collect one answer per other member
+    /// of the cluster, each within `timeout`: its acknowledgement, or why there is none. Empty
+    /// on a single node.
+    pub fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: impl Into<Args>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Vec<Result<Vec<Value>, AckError>>> {
+        match (check_event_name(event), self.inner.adapter()) {
+            (Ok(()), Some(adapter)) => {
+                adapter.server_emit_with_ack(self.server_event(event, args), timeout)
+            }
+            _ => Box::pin(async { Vec::new() }),
+        }
+    }
+
+    fn server_event(&self, event: &str, args: impl Into<Args>) -> ServerEvent {
+        ServerEvent {
+            nsp: self.inner.name().to_owned(),
+            event: event.to_owned(),
+            args: args.into().0,
+        }
     }
 
     /// The socket with this id, if it is connected here.

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use super::ack::AckResponse;
 use super::args::Args;
 use super::broadcast::BroadcastOperator;
-use super::error::EmitError;
+use super::error::{AckError, EmitError};
 use super::namespace::NamespaceInner;
 use super::socket::Handshake;
 use crate::protocol::sio::Encoded;
@@ -73,6 +73,17 @@ pub struct RemoteAckRequest {
     pub volatile: bool,
     /// How long the receiving node waits for its sockets' answers.
     pub timeout: Duration,
+}
+
+/// An event from one server of a cluster to the others (a server-side emit).
+#[derive(Debug, Clone)]
+pub struct ServerEvent {
+    /// The namespace whose handlers receive it.
+    pub nsp: String,
+    /// The event name.
+    pub event: String,
+    /// Its arguments.
+    pub args: Vec<Value>,
 }
 
 /// A socket as any node can describe it: what [`BroadcastOperator::fetch_sockets`] lists.
@@ -174,6 +185,16 @@ pub trait Adapter: Send + Sync + 'static {
     /// Take back the saved state of the socket with private id `pid` of namespace `nsp` from
     /// whichever node holds it, with the packets it missed after `offset`.
     fn recover(&self, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Recovered>>;
+    /// Hand `event` to the servers of every other node, without waiting, in order with this
+    /// node's broadcasts.
+    fn server_emit(&self, event: ServerEvent);
+    /// Hand `event` to the servers of every other node and collect one answer per node, each
+    /// within `timeout`.
+    fn server_emit_with_ack(
+        &self,
+        event: ServerEvent,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Vec<Result<Vec<Value>, AckError>>>;
     /// Record a change of one of this node's sockets, without waiting; changes of one socket
     /// are recorded in the order they are reported.
     fn changed(&self, change: SocketChange);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nonstick::config::AppKind;
 use nonstick::registry::SessionRecord;
-use nonstick::socketio::{AckError, SocketIo};
+use nonstick::socketio::{AckError, Event, SocketIo};
 use serde_json::json;
 
 use crate::fixture::{SioClient, TestCluster, WAIT, connect_reply};
@@ -269,5 +269,61 @@ async fn a_socket_lost_on_one_node_is_recovered_on_another() {
     assert!(socket.rooms().contains("news"), "rooms restored");
     // Node 1 handed it over: a second attempt finds nothing.
     assert!(io(&cluster, 0).of("/").socket(&sid).is_none());
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn server_side_emits_reach_the_other_servers() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    // Node 2 answers; node 3 records what it got and does not acknowledge.
+    io(&cluster, 1)
+        .of("/")
+        .on_server_event("census", |event: Event| async move {
+            if let Some(ack) = event.ack {
+                ack.send(json!({ "node": 2, "asked": event.args[0].as_str() }));
+            }
+        });
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    io(&cluster, 2)
+        .of("/")
+        .on_server_event("census", move |event: Event| {
+            let seen = seen_tx.clone();
+            async move {
+                let _ = seen.send((event.args, event.ack.is_some()));
+            }
+        });
+
+    io(&cluster, 0)
+        .of("/")
+        .server_side_emit("census", json!("plain"))
+        .expect("emit");
+    let (args, asked_for_ack) = tokio::time::timeout(WAIT, seen.recv())
+        .await
+        .expect("node 3 got the event in time")
+        .expect("event");
+    assert_eq!((args[0].as_str(), asked_for_ack), (Some("plain"), false));
+
+    let answers = io(&cluster, 0)
+        .of("/")
+        .server_side_emit_with_ack("census", json!("count"), Duration::from_millis(500))
+        .await;
+    assert_eq!(answers.len(), 2, "one answer per other member: {answers:?}");
+    let answered: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    assert_eq!(answered.len(), 1, "{answers:?}");
+    assert_eq!(answered[0][0].get("node").and_then(|n| n.as_u64()), Some(2));
+    assert!(
+        answers.contains(&Err(AckError::Unanswered)),
+        "node 3 dropped its ack: {answers:?}"
+    );
+    let (args, asked_for_ack) = seen.recv().await.expect("event");
+    assert_eq!((args[0].as_str(), asked_for_ack), (Some("count"), true));
+
+    // The emitting server's own handlers do not run, and a single node has nobody to ask.
+    let alone = SocketIo::new(Default::default());
+    let none = alone
+        .of("/")
+        .server_side_emit_with_ack("census", (), Duration::from_millis(100))
+        .await;
+    assert!(none.is_empty());
     cluster.stop().await;
 }
