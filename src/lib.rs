@@ -18,6 +18,7 @@
 pub mod adapter;
 pub mod app;
 pub mod balancer;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod gateway;
