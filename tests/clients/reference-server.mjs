@@ -12,15 +12,17 @@
 //   --host defaults to 127.0.0.1, --node-id to "ref", --max-http-buffer-size to 1000000,
 //   --admin-token to "secret". Connection state recovery is on (socket.io defaults) unless --no-recovery
 //   or --redis.
-//   --redis URL (e.g. redis://127.0.0.1:6379) installs the Redis pub/sub adapter, with one publishing and
-//   one subscribing connection, so that rooms, broadcasts and the adapter's cross-process requests span
-//   every process started with the same URL. `LISTENING` is printed only once both connections are up and
-//   subscribed; if Redis cannot be reached within a few seconds the process exits 1 with a message on
-//   stderr. A lost connection after startup is retried (with errors logged) rather than fatal.
+//   --redis URL (e.g. redis://127.0.0.1:6379) installs `@socket.io/redis-adapter` (Redis pub/sub) with one
+//   publishing and one subscribing connection, so that rooms, broadcasts and the adapter's cross-process
+//   requests span every process started with the same URL. `LISTENING` is printed only once both
+//   connections are up and subscribed; if Redis cannot be reached within 5 s the process exits 1 with a
+//   message on stderr. A connection lost after startup is retried (errors logged) rather than fatal.
 //   The pub/sub adapter keeps no packet history, so it cannot restore a session: socket.io would accept
 //   the recovery option but every reconnection would get a fresh session. --redis therefore turns
-//   connection state recovery off instead of advertising a feature that never takes effect. A balancer in front of several of
-//   these processes must be sticky (e.g. nginx `hash $remote_addr`) for HTTP long-polling to work.
+//   connection state recovery off instead of advertising a feature that never takes effect.
+//   A balancer in front of several such processes must be sticky for HTTP long-polling to work, e.g. nginx
+//   `hash $remote_addr consistent;`; note that such a balancer sends every client of one source address to
+//   the same process.
 //
 // Routes: `/socket.io/` (Engine.IO/Socket.IO), `GET /` (web/chat.html), `GET /socket.io/socket.io.min.js`
 // (the client bundle pinned in web/package.json), `GET /healthz`.
@@ -125,7 +127,9 @@ async function connectRedis(url) {
   const socket = {
     connectTimeout: 3000,
     reconnectStrategy: (retries, cause) =>
-      up ? Math.min(100 * 2 ** retries, 2000) : new Error(`cannot connect to redis at ${url}: ${cause?.message ?? cause}`),
+      up
+        ? Math.min(100 * 2 ** retries, 2000)
+        : new Error(`cannot connect to redis at ${url}: ${cause?.message ?? cause}`),
   };
   let pub;
   let sub;
@@ -150,7 +154,8 @@ async function connectRedis(url) {
   // connectTimeout only bounds the TCP connect; this also covers a peer that accepts but never answers.
   let timer;
   const deadline = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer from redis at ${url} within ${REDIS_STARTUP_MS} ms`)), REDIS_STARTUP_MS);
+    const why = new Error(`no answer from redis at ${url} within ${REDIS_STARTUP_MS} ms`);
+    timer = setTimeout(() => reject(why), REDIS_STARTUP_MS);
   });
   try {
     await Promise.race([Promise.all([pub.connect(), sub.connect()]), deadline]);
