@@ -1,15 +1,28 @@
 // Reference implementation of the nonstick demo app (shared app contract) on the official `socket.io`
-// Node server, single node. The client batteries are validated against it before they are pointed at the
-// Rust server, and benchmarks use it as the "Node" baseline.
+// Node server. The client batteries are validated against it before they are pointed at the Rust server,
+// and benchmarks use it as the "Node" baseline: one process alone, or several processes sharing a Redis
+// server through `@socket.io/redis-adapter` (the usual way to scale socket.io, behind a sticky balancer).
 //
 // Usage:
 //   node reference-server.mjs [--port N] [--host H] [--node-id ID] [--max-http-buffer-size BYTES]
-//                             [--admin-token TOKEN] [--cookie] [--no-recovery]
+//                             [--admin-token TOKEN] [--cookie] [--no-recovery] [--redis URL]
 //
 //   --port 0 (the default) binds a free port. Once listening, the server prints exactly one line
 //   `LISTENING <port>` on stdout; everything else goes to stderr.
 //   --host defaults to 127.0.0.1, --node-id to "ref", --max-http-buffer-size to 1000000,
-//   --admin-token to "secret". Connection state recovery is on (socket.io defaults) unless --no-recovery.
+//   --admin-token to "secret". Connection state recovery is on (socket.io defaults) unless --no-recovery
+//   or --redis.
+//   --redis URL (e.g. redis://127.0.0.1:6379) installs `@socket.io/redis-adapter` (Redis pub/sub) with one
+//   publishing and one subscribing connection, so that rooms, broadcasts and the adapter's cross-process
+//   requests span every process started with the same URL. `LISTENING` is printed only once both
+//   connections are up and subscribed; if Redis cannot be reached within 5 s the process exits 1 with a
+//   message on stderr. A connection lost after startup is retried (errors logged) rather than fatal.
+//   The pub/sub adapter keeps no packet history, so it cannot restore a session: socket.io would accept
+//   the recovery option but every reconnection would get a fresh session. --redis therefore turns
+//   connection state recovery off instead of advertising a feature that never takes effect.
+//   A balancer in front of several such processes must be sticky for HTTP long-polling to work, e.g. nginx
+//   `hash $remote_addr consistent;`; note that such a balancer sends every client of one source address to
+//   the same process.
 //
 // Routes: `/socket.io/` (Engine.IO/Socket.IO), `GET /` (web/chat.html), `GET /socket.io/socket.io.min.js`
 // (the client bundle pinned in web/package.json), `GET /healthz`.
@@ -36,6 +49,7 @@ const { values: opts } = parseArgs({
     "admin-token": { type: "string", default: "secret" },
     cookie: { type: "boolean", default: false },
     "no-recovery": { type: "boolean", default: false },
+    redis: { type: "string" },
   },
 });
 
@@ -48,9 +62,9 @@ if (!Number.isInteger(maxHttpBufferSize) || maxHttpBufferSize <= 0) {
 const nodeId = opts["node-id"];
 const adminToken = opts["admin-token"];
 
-function fail(message) {
+function fail(message, code = 2) {
   process.stderr.write(`reference-server: ${message}\n`);
-  process.exit(2);
+  process.exit(code);
 }
 
 // The page and its client bundle are read once; a missing bundle (web/ not installed) is reported per request
@@ -80,6 +94,9 @@ function plainRoutes(req, res) {
 
 const http = createServer(plainRoutes);
 
+const redis = opts.redis === undefined ? null : await connectRedis(opts.redis);
+const recovery = !opts["no-recovery"] && !redis;
+
 const io = new Server(http, {
   path: "/socket.io/",
   serveClient: false,
@@ -88,8 +105,82 @@ const io = new Server(http, {
   maxHttpBufferSize,
   cors: { origin: true, credentials: true },
   cookie: opts.cookie ? { name: "io", path: "/", httpOnly: true, sameSite: "lax" } : false,
-  ...(opts["no-recovery"] ? {} : { connectionStateRecovery: {} }),
+  ...(recovery ? { connectionStateRecovery: {} } : {}),
+  ...(redis ? { adapter: redis.adapter } : {}),
 });
+
+/**
+ * Connects the publishing and subscribing Redis clients and returns them with the adapter factory, or exits
+ * the process with status 1 when Redis cannot be reached within REDIS_STARTUP_MS.
+ *
+ * The packages are imported here so that a single-node server does not need them installed.
+ */
+async function connectRedis(url) {
+  const REDIS_STARTUP_MS = 5000;
+  const [{ createClient }, { createAdapter }] = await Promise.all([
+    import("redis"),
+    import("@socket.io/redis-adapter"),
+  ]);
+  // Before the first successful connection a failure is final (the caller is waiting for LISTENING and
+  // must learn quickly that the URL is wrong); afterwards the client keeps retrying with a capped backoff.
+  let up = false;
+  const socket = {
+    connectTimeout: 3000,
+    reconnectStrategy: (retries, cause) =>
+      up
+        ? Math.min(100 * 2 ** retries, 2000)
+        : new Error(`cannot connect to redis at ${url}: ${cause?.message ?? cause}`),
+  };
+  let pub;
+  let sub;
+  try {
+    pub = createClient({ url, socket });
+    sub = pub.duplicate();
+  } catch (err) {
+    fail(`bad --redis URL ${url}: ${err.message}`);
+  }
+  let lastLogged = 0;
+  for (const [name, client] of [["pub", pub], ["sub", sub]]) {
+    // Without a listener an 'error' event would crash the process; while reconnecting the client emits one
+    // per attempt, so the log is thinned to one line per second.
+    client.on("error", (err) => {
+      if (!up) return;
+      const now = Date.now();
+      if (now - lastLogged < 1000) return;
+      lastLogged = now;
+      process.stderr.write(`reference-server: redis ${name}: ${err.message}\n`);
+    });
+  }
+  // connectTimeout only bounds the TCP connect; this also covers a peer that accepts but never answers.
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    const why = new Error(`no answer from redis at ${url} within ${REDIS_STARTUP_MS} ms`);
+    timer = setTimeout(() => reject(why), REDIS_STARTUP_MS);
+  });
+  try {
+    await Promise.race([Promise.all([pub.connect(), sub.connect()]), deadline]);
+  } catch (err) {
+    fail(err.message, 1);
+  } finally {
+    clearTimeout(timer);
+  }
+  up = true;
+  return { pub, sub, adapter: createAdapter(pub, sub) };
+}
+
+/**
+ * Resolves once Redis has confirmed every subscription the adapters have sent so far. The adapter does not
+ * expose its subscribe calls, but one connection's commands are answered in order, so a confirmed probe
+ * subscription implies the earlier ones are active; otherwise a broadcast published by another process
+ * right after `LISTENING` could be missed.
+ */
+async function redisSubscribed() {
+  if (!redis) return;
+  const probe = `nonstick-ref-probe#${process.pid}`;
+  const noop = () => {};
+  await redis.sub.subscribe(probe, noop);
+  await redis.sub.unsubscribe(probe, noop);
+}
 
 // Engine.IO claims every request under /socket.io/, so the bundle route has to run in front of it.
 {
@@ -211,6 +302,9 @@ function shutdown() {
   if (stopping) return;
   stopping = true;
   io.close();
+  if (redis) {
+    for (const client of [redis.pub, redis.sub]) client.close().catch(() => {});
+  }
   // Parked long-polls and open websockets would otherwise keep the process alive past SIGTERM.
   setTimeout(() => process.exit(0), 500).unref();
 }
@@ -229,6 +323,11 @@ try {
 }
 
 http.on("error", (err) => fail(err.message));
+try {
+  await redisSubscribed();
+} catch (err) {
+  fail(`redis subscription failed: ${err.message}`, 1);
+}
 http.listen(port, opts.host, () => {
   process.stdout.write(`LISTENING ${http.address().port}\n`);
 });
