@@ -34,6 +34,9 @@ pub struct LocalCluster {
     pub mode: Mode,
     /// The application every node serves.
     pub app: AppKind,
+    /// Nodes log warnings and errors only, and print nothing on stdout (for benchmarks, whose
+    /// output is the report).
+    pub quiet: bool,
 }
 
 /// A running local cluster.
@@ -80,7 +83,13 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
     };
     let mut children = Vec::new();
     for ((id, http), grpc) in ids.iter().zip(&http).zip(&grpc) {
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if plan.quiet {
+            command
+                .env("RUST_LOG", "warn,openraft=off")
+                .stdout(std::process::Stdio::null());
+        }
+        let child = command
             .args(["node", "--id", &id.to_string()])
             .args(["--listen", &http.to_string(), "--grpc", &grpc.to_string()])
             .args(["--peers", &peers, "--app", app])
@@ -120,6 +129,11 @@ impl RunningCluster {
         &self.nodes
     }
 
+    /// The nodes' process ids (for memory measurements).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(Child::id).collect()
+    }
+
     /// Stop the balancer, then every node (SIGTERM, then a kill after a bounded wait), and
     /// remove the temporary registry directory.
     pub async fn shutdown(mut self) -> io::Result<()> {
@@ -147,12 +161,12 @@ impl RunningCluster {
 }
 
 /// A loopback port that was free a moment ago (the child binds it right after).
-async fn free_port() -> io::Result<SocketAddr> {
+pub(crate) async fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0").await?.local_addr()
 }
 
 /// Ask a child to stop gracefully.
-fn terminate(child: &Child) {
+pub(crate) fn terminate(child: &Child) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) has no memory
@@ -166,7 +180,7 @@ fn terminate(child: &Child) {
 }
 
 /// Poll `GET /healthz` until it answers 200, at most [`READY_WITHIN`].
-async fn wait_ready(node: SocketAddr) -> io::Result<()> {
+pub(crate) async fn wait_ready(node: SocketAddr) -> io::Result<()> {
     let until = tokio::time::Instant::now() + READY_WITHIN;
     loop {
         if healthy(node).await {

@@ -119,6 +119,28 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// The first error of a client's background tasks, and a signal for whoever waits on the
+/// client meanwhile.
+#[derive(Default)]
+struct Failure {
+    first: Mutex<Option<BenchError>>,
+    signal: tokio::sync::Notify,
+}
+
+impl Failure {
+    fn set(&self, error: BenchError) {
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(error);
+        self.signal.notify_waiters();
+    }
+
+    fn get(&self) -> Option<BenchError> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// An event the server sent: its name and arguments.
 pub type Incoming = (String, Vec<Value>);
 
@@ -139,7 +161,7 @@ pub struct Client {
     next_ack: AtomicU64,
     events: mpsc::Receiver<Incoming>,
     /// The first error of a background task, if any.
-    failure: Arc<Mutex<Option<BenchError>>>,
+    failure: Arc<Failure>,
     tasks: Vec<JoinHandle<()>>,
     timeout: Duration,
 }
@@ -156,7 +178,7 @@ impl Drop for Client {
 struct Shared {
     acks: Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>,
     events: mpsc::Sender<Incoming>,
-    failure: Arc<Mutex<Option<BenchError>>>,
+    failure: Arc<Failure>,
     /// Pongs (polling) go through the writer.
     out: mpsc::Sender<EioPacket>,
     decoder: Decoder,
@@ -166,8 +188,7 @@ struct Shared {
 
 impl Shared {
     fn fail(&self, error: BenchError) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure.get_or_insert(error);
+        self.failure.set(error);
     }
 
     /// Handle one Engine.IO packet from the server; false when the session is over.
@@ -230,7 +251,9 @@ impl Shared {
                 let name = packet.event_name().unwrap_or_default().to_owned();
                 let args = packet.into_args();
                 if self.events.try_send((name, args)).is_err() {
-                    self.fail(BenchError::Protocol("client event queue overflow".to_owned()));
+                    self.fail(BenchError::Protocol(
+                        "client event queue overflow".to_owned(),
+                    ));
                 }
                 true
             }
@@ -445,7 +468,7 @@ impl Client {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (connected_tx, connected) = oneshot::channel();
         let acks = Arc::default();
-        let failure = Arc::default();
+        let failure: Arc<Failure> = Arc::default();
         let shared = Shared {
             acks: Arc::clone(&acks),
             events: events_tx,
@@ -496,11 +519,21 @@ impl Client {
         ))
         .await
         .map_err(|_| BenchError::Closed)?;
-        let socket_id = match connected.await {
-            Ok(result) => result?,
-            Err(_) => {
-                let failure = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                return Err(failure.unwrap_or(BenchError::Closed));
+        // Either the CONNECT reply comes, or a background task fails first (a POST refused
+        // while the GET is still parked would otherwise leave us waiting for the next ping).
+        let socket_id = {
+            let failed = failure.signal.notified();
+            tokio::pin!(failed);
+            failed.as_mut().enable();
+            if let Some(e) = failure.get() {
+                return Err(e);
+            }
+            tokio::select! {
+                reply = connected => match reply {
+                    Ok(result) => result?,
+                    Err(_) => return Err(failure.get().unwrap_or(BenchError::Closed)),
+                },
+                () = failed => return Err(failure.get().unwrap_or(BenchError::Closed)),
             }
         };
         Ok(Client {
@@ -561,10 +594,7 @@ impl Client {
 
     /// The first error the client's background work met, if any.
     pub fn failure(&self) -> Option<BenchError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.get()
     }
 
     /// Close the session (an Engine.IO close packet), then stop.
@@ -618,7 +648,7 @@ async fn poll_writer(
     polling: Polling,
     url: String,
     mut out: mpsc::Receiver<EioPacket>,
-    failure: Arc<Mutex<Option<BenchError>>>,
+    failure: Arc<Failure>,
 ) {
     while let Some(first) = out.recv().await {
         let mut packets = vec![first];
@@ -632,11 +662,7 @@ async fn poll_writer(
         )
         .await;
         if let Err(e) = sent {
-            failure
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(e);
-            return;
+            return failure.set(e);
         }
     }
 }
@@ -647,11 +673,7 @@ fn spawn_ws(ws: Ws, mut shared: Shared, mut out: mpsc::Receiver<EioPacket>) -> V
     let writer = tokio::spawn(async move {
         while let Some(packet) = out.recv().await {
             if let Err(e) = sink.send(ws_message(packet)).await {
-                failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(BenchError::Io(e.to_string()));
-                return;
+                return failure.set(BenchError::Io(e.to_string()));
             }
         }
     });

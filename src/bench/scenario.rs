@@ -162,7 +162,9 @@ pub async fn echo(
         errors,
     );
     report.extra.insert("clients".to_owned(), clients as f64);
-    report.extra.insert("payload_bytes".to_owned(), payload as f64);
+    report
+        .extra
+        .insert("payload_bytes".to_owned(), payload as f64);
     report
 }
 
@@ -201,7 +203,9 @@ pub async fn broadcast(
                     .and_then(Value::as_str)
                     .unwrap_or("?")
                     .to_owned();
-                *nodes.entry(format!("receivers_on_node_{node}")).or_default() += 1.0;
+                *nodes
+                    .entry(format!("receivers_on_node_{node}"))
+                    .or_default() += 1.0;
                 members.push(client);
             }
             Err(e) => errors.add(&e),
@@ -230,7 +234,9 @@ pub async fn broadcast(
                     };
                     let payload = args.first();
                     let seq = payload.and_then(|p| p.get("seq")).and_then(Value::as_u64);
-                    let sent = payload.and_then(|p| p.get("sent_us")).and_then(Value::as_u64);
+                    let sent = payload
+                        .and_then(|p| p.get("sent_us"))
+                        .and_then(Value::as_u64);
                     if let ("broadcast", Some(seq), Some(sent)) = (name.as_str(), seq, sent) {
                         let Some(slot) = usize::try_from(seq).ok().and_then(|i| seen.get_mut(i))
                         else {
@@ -259,10 +265,7 @@ pub async fn broadcast(
         message.insert("room".to_owned(), Value::from(ROOM));
         message.insert("seq".to_owned(), Value::from(seq as u64));
         message.insert("sent_us".to_owned(), Value::from(sent_us));
-        if let Err(e) = sender
-            .emit("broadcast", vec![Value::Object(message)])
-            .await
-        {
+        if let Err(e) = sender.emit("broadcast", vec![Value::Object(message)]).await {
             errors.add(&e);
             break;
         }
@@ -288,7 +291,9 @@ pub async fn broadcast(
         &latencies,
         errors,
     );
-    report.extra.insert("receivers".to_owned(), members_count as f64);
+    report
+        .extra
+        .insert("receivers".to_owned(), members_count as f64);
     report.extra.insert(
         "delivery_ratio".to_owned(),
         if expected == 0 {

@@ -40,6 +40,89 @@ enum Command {
     Balancer(Balancer),
     /// Read or change the membership of a running cluster.
     Member(Member),
+    /// Load-test a server, or compare setups in one run.
+    Bench(Bench),
+}
+
+/// Load generation against the demo app.
+#[derive(clap::Args)]
+struct Bench {
+    #[command(subcommand)]
+    action: BenchAction,
+}
+
+#[derive(Subcommand)]
+enum BenchAction {
+    /// Open sessions at a given concurrency: connects/s and latency.
+    Connect(BenchRun),
+    /// Clients in a closed loop emitting `echo` with an ack: acks/s and round-trip times.
+    Echo(BenchRun),
+    /// Receivers in one room and a sender: fan-out latency, losses, duplicates.
+    Broadcast(BenchRun),
+    /// Idle sessions held open: the servers' resident memory per session.
+    Idle(BenchRun),
+    /// Start every setup, run the scenarios interleaved, print medians and ratios.
+    Compare(BenchCompare),
+}
+
+/// One scenario against a running server.
+#[derive(clap::Args)]
+struct BenchRun {
+    /// The server or balancer, e.g. http://127.0.0.1:8080 (loopback only).
+    #[arg(long)]
+    url: String,
+    /// polling, websocket or upgrade.
+    #[arg(long, default_value = "polling")]
+    transport: nonstick::bench::Transport,
+    /// Sessions (connect, idle).
+    #[arg(long, default_value_t = 1000)]
+    sessions: usize,
+    /// Handshakes at once (connect) or clients (echo).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Bytes of the echo payload.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Seconds the echo runs, or idle sessions are held.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Receivers of the broadcast.
+    #[arg(long, default_value_t = 100)]
+    receivers: usize,
+    /// Messages of the broadcast.
+    #[arg(long, default_value_t = 200)]
+    messages: usize,
+    /// Milliseconds between two broadcast messages.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Spread clients over source addresses 127.0.0.2-127.0.0.254 (for IP-hash balancers).
+    #[arg(long)]
+    spread_sources: bool,
+    /// Server process ids whose resident memory `idle` measures.
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+}
+
+/// A comparison of setups in one run.
+#[derive(clap::Args)]
+struct BenchCompare {
+    /// Setups, in report order (default: all that can run here): nonstick-rr, nonstick-sticky,
+    /// nonstick-nginx-rr, nonstick-nginx-hash, node-redis-nginx-hash, nonstick-single,
+    /// node-single.
+    #[arg(long, value_delimiter = ',')]
+    setups: Vec<String>,
+    /// Rounds of interleaved runs.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tiny sizes (seconds in all): checks the harness, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Write report.md, results.json and the SVG charts here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The repository root (for the Node reference server).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -352,6 +435,7 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         data_dir: args.data_dir,
         mode: args.balancer,
         app: args.app,
+        quiet: false,
     };
     let running = launch::start(&exe, plan).await?;
     println!(
@@ -374,9 +458,99 @@ async fn balancer(args: Balancer) -> io::Result<()> {
     running.shutdown().await
 }
 
+async fn bench(args: Bench) -> io::Result<()> {
+    use nonstick::bench::{self, Load, Target, scenario};
+    let (kind, run) = match args.action {
+        BenchAction::Compare(compare) => return bench_compare(compare).await,
+        BenchAction::Connect(run) => ("connect", run),
+        BenchAction::Echo(run) => ("echo", run),
+        BenchAction::Broadcast(run) => ("broadcast", run),
+        BenchAction::Idle(run) => ("idle", run),
+    };
+    let addr = bench::loopback_addr(&run.url).map_err(io::Error::other)?;
+    let load = Load {
+        target: Target {
+            addr,
+            path: "/socket.io/".to_owned(),
+            transport: run.transport,
+            source: None,
+            timeout: Duration::from_secs(10),
+        },
+        sources: if run.spread_sources {
+            Load::loopback_sources()
+        } else {
+            Vec::new()
+        },
+    };
+    let t = run.transport;
+    let duration = Duration::from_secs_f64(run.duration.clamp(0.0, 3600.0));
+    let report = match kind {
+        "connect" => {
+            let limit = Duration::from_secs(600);
+            scenario::connect(&load, t, run.sessions, run.concurrency, limit).await
+        }
+        "echo" => scenario::echo(&load, t, run.concurrency, run.payload, duration).await,
+        "broadcast" => {
+            let interval = Duration::from_millis(run.interval_ms);
+            scenario::broadcast(&load, t, run.receivers, run.messages, interval).await
+        }
+        _ => scenario::idle(&load, t, run.sessions, duration, &run.pids).await,
+    };
+    println!("{}", report.line());
+    Ok(())
+}
+
+async fn bench_compare(args: BenchCompare) -> io::Result<()> {
+    use nonstick::bench::compare::{self, Plan, Sizes};
+    use nonstick::bench::setup::{SetupKind, Tools};
+    let setups = if args.setups.is_empty() {
+        SetupKind::ALL.to_vec()
+    } else {
+        args.setups
+            .iter()
+            .map(|name| {
+                SetupKind::parse(name)
+                    .ok_or_else(|| io::Error::other(format!("unknown setup {name}")))
+            })
+            .collect::<io::Result<_>>()?
+    };
+    let env_or = |var: &str, default: &str| {
+        std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let plan = Plan {
+        setups,
+        rounds: args.rounds,
+        sizes: if args.smoke {
+            Sizes::smoke()
+        } else {
+            Sizes::standard()
+        },
+        tools: Tools {
+            nonstick: std::env::current_exe()?,
+            node: env_or("NONSTICK_NODE", "node"),
+            repo: args.repo,
+            nginx: env_or("NONSTICK_NGINX", "/usr/sbin/nginx"),
+            redis: env_or("NONSTICK_REDIS", "redis-server"),
+        },
+        spread_sources: true,
+    };
+    let comparison = compare::run(&plan, |line| eprintln!("{line}")).await?;
+    println!("{}\n{}", comparison.table(), comparison.goals_table());
+    if let Some(dir) = args.out {
+        nonstick::bench::report::write(&dir, &plan, &comparison)?;
+        println!("report written to {}", dir.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    // openraft reports every election step at INFO and late vote replies at WARN.
-    let default_filter = "info,openraft=error";
+    let cli = Cli::parse();
+    // openraft reports every election step at INFO and late vote replies at WARN. A benchmark's
+    // output is its report.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn,openraft=error",
+        _ => "info,openraft=error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -384,7 +558,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -398,6 +571,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => runtime.block_on(cluster(args)),
         Command::Balancer(args) => runtime.block_on(balancer(args)),
         Command::Member(args) => runtime.block_on(member(args)),
+        Command::Bench(args) => runtime.block_on(bench(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

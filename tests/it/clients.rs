@@ -216,47 +216,9 @@ impl Nginx {
             .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"));
         require(&nginx);
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let (child, addr) = nonstick::bench::setup::nginx(&nginx, dir.path(), backends, false)
             .await
-            .expect("bind")
-            .local_addr()
-            .expect("addr");
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("    server {b};\n"))
-            .collect();
-        let d = dir.path().display();
-        let conf = format!(
-            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
-               proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-               uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n\
-               upstream nonstick {{\n{servers}    keepalive 16;\n  }}\n\
-               server {{\n    listen {addr};\n    location / {{\n\
-                 proxy_pass http://nonstick;\n      proxy_http_version 1.1;\n\
-                 proxy_set_header Upgrade $http_upgrade;\n\
-                 proxy_set_header Connection $connection_upgrade;\n\
-                 proxy_read_timeout 75s;\n      proxy_send_timeout 75s;\n\
-                 proxy_buffering off;\n      client_max_body_size 2m;\n    }}\n  }}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let child = Command::new(&nginx)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .kill_on_drop(true)
-            .spawn()
             .expect("start nginx");
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(tokio::time::Instant::now() < until, "nginx did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Nginx {
             child,
             addr,

@@ -136,6 +136,7 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
         data_dir: None,
         mode: nonstick::balancer::Mode::RoundRobin,
         app: AppKind::ProtocolSuite,
+        quiet: true,
     };
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nonstick"));
     let running = nonstick::launch::start(exe, plan).await.expect("cluster");

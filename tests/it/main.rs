@@ -2,6 +2,7 @@
 
 mod adapter;
 mod balancer;
+mod bench;
 mod clients;
 mod cluster;
 mod eio_codec;
