@@ -253,13 +253,19 @@ async fn forwarded(
 }
 
 /// Let slightly larger messages through than `max_payload`, so the link can answer them with
-/// close code 1009 rather than a bare error.
+/// close code 1009 rather than a bare error. The read buffer is the chunk each read fills, and
+/// every websocket holds one: tungstenite's 128 KiB default would be most of an idle
+/// session's memory.
 fn websocket_limits(upgrade: WebSocketUpgrade, max_payload: usize) -> WebSocketUpgrade {
     let wire_limit = max_payload.saturating_mul(2).max(max_payload + 1024);
     upgrade
         .max_message_size(wire_limit)
         .max_frame_size(wire_limit)
+        .read_buffer_size(WEBSOCKET_READ_CHUNK)
 }
+
+/// Bytes a websocket reads at a time (messages larger than this are assembled from several).
+const WEBSOCKET_READ_CHUNK: usize = 4096;
 
 /// A POST body, refused with 413 past `max_payload` (by its declared length before reading
 /// anything, or while reading).
