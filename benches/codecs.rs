@@ -7,7 +7,8 @@
 //! a smoke test of the codecs as well as of the benchmarks.
 //!
 //! Run: `cargo bench --bench codecs` (all), `cargo bench --bench codecs -- sio/` (one layer),
-//! `cargo bench --bench codecs -- --quick` (short measurement).
+//! `cargo bench --bench codecs -- --quick` (short measurement). `cargo test --bench codecs` runs
+//! every benchmark once like `-- --test` does, but in the dev profile the tests already build.
 
 use std::hint::black_box;
 
@@ -49,6 +50,20 @@ fn nested_json() -> serde_json::Value {
     })
 }
 
+/// An event carrying three buffers, nested so that the depth-first numbering of placeholders
+/// has some work to do.
+fn three_buffer_event() -> sio::Packet {
+    sio::Packet::event(
+        "/",
+        "upload",
+        vec![Value::from(vec![
+            Value::Binary(buffer(1)),
+            Value::from(vec![Value::Binary(buffer(2)), Value::Binary(buffer(3))]),
+        ])],
+        None,
+    )
+}
+
 /// The Socket.IO events measured by the `sio/*` groups, by id.
 fn sio_cases() -> Vec<(&'static str, sio::Packet)> {
     vec![
@@ -69,19 +84,7 @@ fn sio_cases() -> Vec<(&'static str, sio::Packet)> {
                 None,
             ),
         ),
-        (
-            // Placeholders are numbered depth-first, so nest the buffers.
-            "event-3-binary",
-            sio::Packet::event(
-                "/",
-                "upload",
-                vec![Value::from(vec![
-                    Value::Binary(buffer(1)),
-                    Value::from(vec![Value::Binary(buffer(2)), Value::Binary(buffer(3))]),
-                ])],
-                None,
-            ),
-        ),
+        ("event-3-binary", three_buffer_event()),
         (
             "event-nsp-ack",
             sio::Packet::event(
@@ -162,8 +165,9 @@ fn small_message() -> eio::Packet {
 fn eio_cases() -> Vec<(&'static str, Vec<eio::Packet>)> {
     let texts = |n: usize| (0..n).map(|_| small_message()).collect::<Vec<_>>();
     // A binary event over polling: its text, then each attachment as a base64 packet.
-    let mut binary_event = vec![eio::Packet::Text(sio::encode(&sio_cases()[3].1).text)];
-    binary_event.extend((1..=3).map(|seed| eio::Packet::Binary(buffer(seed))));
+    let encoded = sio::encode(&three_buffer_event());
+    let mut binary_event = vec![eio::Packet::Text(encoded.text)];
+    binary_event.extend(encoded.attachments.into_iter().map(eio::Packet::Binary));
     vec![
         ("payload-1-text", texts(1)),
         ("payload-10-text", texts(10)),
@@ -249,16 +253,25 @@ fn value_benches(c: &mut Criterion) {
         Some(message.clone())
     );
 
+    let documents: Vec<(&str, serde_json::Value, Value)> = [("small", small), ("nested", nested)]
+        .into_iter()
+        .map(|(id, json)| {
+            let value = Value::from(json.clone());
+            assert_eq!(value.to_json().as_ref(), Some(&json), "{id}");
+            (id, json, value)
+        })
+        .collect();
+
     let mut group = c.benchmark_group("value");
-    for (id, json) in [("small", &small), ("nested", &nested)] {
-        let value = Value::from(json.clone());
-        assert_eq!(value.to_json().as_ref(), Some(json), "{id}");
+    for (id, json, _) in &documents {
         // The conversion consumes its input: clone outside the measured time.
         group.bench_function(format!("from-json/{id}"), |b| {
             b.iter_batched(|| json.clone(), Value::from, BatchSize::SmallInput)
         });
+    }
+    for (id, _, value) in &documents {
         group.bench_function(format!("to-json/{id}"), |b| {
-            b.iter(|| black_box(&value).to_json())
+            b.iter(|| black_box(value).to_json())
         });
     }
     group.bench_function("from-serialize/struct", |b| {
