@@ -162,15 +162,18 @@ pub struct Client {
     events: mpsc::Receiver<Incoming>,
     /// The first error of a background task, if any.
     failure: Arc<Failure>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Writes queued packets; ends after writing a close packet.
+    writer: Option<JoinHandle<()>>,
+    reader: JoinHandle<()>,
     timeout: Duration,
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Some(writer) = &self.writer {
+            writer.abort();
         }
+        self.reader.abort();
     }
 }
 
@@ -477,16 +480,14 @@ impl Client {
             decoder: Decoder::for_client(64),
             connected: Some(connected_tx),
         };
-        let (session, tasks) = match target.transport {
+        let (session, (writer, reader)) = match target.transport {
             Transport::Polling => {
                 let polling = Polling::new(target);
                 let session = polling.handshake().await?;
                 let url = polling.session_url(&session);
-                let tasks = vec![
-                    tokio::spawn(poll_reader(polling.clone(), url.clone(), shared)),
-                    tokio::spawn(poll_writer(polling, url, out_rx, Arc::clone(&failure))),
-                ];
-                (session, tasks)
+                let reader = tokio::spawn(poll_reader(polling.clone(), url.clone(), shared));
+                let writer = tokio::spawn(poll_writer(polling, url, out_rx, Arc::clone(&failure)));
+                (session, (writer, reader))
             }
             Transport::Websocket => {
                 let mut ws = open_websocket(target, None).await?;
@@ -513,7 +514,6 @@ impl Client {
                 (session, spawn_ws(ws, shared, out_rx))
             }
         };
-        let client_tasks = tasks;
         out.send(EioPacket::Text(
             sio::encode(&Packet::connect("/", None)).text,
         ))
@@ -544,7 +544,8 @@ impl Client {
             next_ack: AtomicU64::new(0),
             events,
             failure,
-            tasks: client_tasks,
+            writer: Some(writer),
+            reader,
             timeout: target.timeout,
         })
     }
@@ -598,12 +599,12 @@ impl Client {
     }
 
     /// Close the session (an Engine.IO close packet), then stop.
-    pub async fn close(self) {
-        let _ = self.out.send(EioPacket::Close).await;
-        // Let the writer deliver it; the tasks stop on drop.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let limit = self.timeout.min(Duration::from_millis(200));
-        let _ = tokio::time::timeout(limit, self.out.closed()).await;
+    pub async fn close(mut self) {
+        if self.out.send(EioPacket::Close).await.is_ok()
+            && let Some(writer) = self.writer.as_mut()
+        {
+            let _ = tokio::time::timeout(self.timeout, writer).await;
+        }
     }
 
     async fn send(&self, packet: Packet) -> Result<(), BenchError> {
@@ -655,6 +656,7 @@ async fn poll_writer(
         while let Ok(more) = out.try_recv() {
             packets.push(more);
         }
+        let closing = packets.contains(&EioPacket::Close);
         let body = eio::encode_payload(&packets);
         let sent = deadline(
             polling.timeout,
@@ -664,16 +666,29 @@ async fn poll_writer(
         if let Err(e) = sent {
             return failure.set(e);
         }
+        if closing {
+            return;
+        }
     }
 }
 
-fn spawn_ws(ws: Ws, mut shared: Shared, mut out: mpsc::Receiver<EioPacket>) -> Vec<JoinHandle<()>> {
+/// The writer and the reader of a websocket session.
+fn spawn_ws(
+    ws: Ws,
+    mut shared: Shared,
+    mut out: mpsc::Receiver<EioPacket>,
+) -> (JoinHandle<()>, JoinHandle<()>) {
     let (mut sink, mut stream) = ws.split();
     let failure = Arc::clone(&shared.failure);
     let writer = tokio::spawn(async move {
         while let Some(packet) = out.recv().await {
+            let closing = packet == EioPacket::Close;
             if let Err(e) = sink.send(ws_message(packet)).await {
                 return failure.set(BenchError::Io(e.to_string()));
+            }
+            if closing {
+                let _ = sink.close().await;
+                return;
             }
         }
     });
@@ -692,5 +707,5 @@ fn spawn_ws(ws: Ws, mut shared: Shared, mut out: mpsc::Receiver<EioPacket>) -> V
         }
         shared.fail(BenchError::Closed);
     });
-    vec![writer, reader]
+    (writer, reader)
 }

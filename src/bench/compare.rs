@@ -48,8 +48,8 @@ impl Sizes {
             broadcast_receivers: 100,
             broadcast_messages: 200,
             broadcast_interval: Duration::from_millis(20),
-            idle_sessions: 2000,
-            idle_hold: Duration::from_secs(3),
+            idle_sessions: 5000,
+            idle_hold: Duration::from_secs(5),
         }
     }
 
@@ -135,8 +135,9 @@ const ROUND: [Step; 4] = [
     Step::Echo(Transport::Websocket),
     Step::Broadcast(Transport::Polling),
 ];
-/// Run once per setup, after the rounds: memory only grows.
-const LAST: Step = Step::Idle(Transport::Websocket);
+/// Run once per setup, before the rounds: on fresh processes, so that memory the earlier
+/// scenarios freed (and allocators or the V8 heap kept) does not hide what sessions take.
+const FIRST: Step = Step::Idle(Transport::Websocket);
 
 /// One scenario run on one setup.
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +214,10 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> std::io::Result
         progress(&format!("{:<22} r{round} {}", m.setup, m.report.line()));
         comparison.measurements.push(m);
     };
+    for setup in &running {
+        let report = FIRST.run(&load(setup), &plan.sizes, &setup.pids).await;
+        record(&mut comparison, setup, FIRST, 0, report);
+    }
     for round in 0..plan.rounds.max(1) {
         for step in ROUND {
             for setup in &running {
@@ -220,10 +225,6 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> std::io::Result
                 record(&mut comparison, setup, step, round, report);
             }
         }
-    }
-    for setup in &running {
-        let report = LAST.run(&load(setup), &plan.sizes, &setup.pids).await;
-        record(&mut comparison, setup, LAST, 0, report);
     }
     for setup in running {
         setup.stop().await;

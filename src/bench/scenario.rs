@@ -328,9 +328,7 @@ pub async fn idle(
     let after: u64 = pids.iter().filter_map(|p| rss_bytes(*p)).sum();
     let held = connected.len() as u64;
     let elapsed = start.elapsed();
-    for client in connected {
-        client.close().await;
-    }
+    futures::future::join_all(connected.into_iter().map(Client::close)).await;
     let mut report = Report::new(
         "idle",
         transport.as_str(),

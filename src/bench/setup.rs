@@ -176,27 +176,14 @@ impl Setup {
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
                     .spawn()?;
-                let setup = Setup {
-                    kind,
-                    addr,
-                    pids: child.id().into_iter().collect(),
-                    cluster: None,
-                    children: vec![child],
-                    _dir: None,
-                };
+                // Stopped on drop (kill_on_drop) if it never gets ready.
+                let setup = Setup::one_process(kind, addr, child);
                 wait_ready(addr).await?;
                 Ok(setup)
             }
             SetupKind::NodeSingle => {
                 let (child, addr) = reference_server(tools, "node", None).await?;
-                Ok(Setup {
-                    kind,
-                    addr,
-                    pids: child.id().into_iter().collect(),
-                    cluster: None,
-                    children: vec![child],
-                    _dir: None,
-                })
+                Ok(Setup::one_process(kind, addr, child))
             }
             SetupKind::NodeCluster => {
                 let dir = tempfile::tempdir()?;
@@ -232,6 +219,17 @@ impl Setup {
                     _dir: Some(dir),
                 })
             }
+        }
+    }
+
+    fn one_process(kind: SetupKind, addr: SocketAddr, child: Child) -> Setup {
+        Setup {
+            kind,
+            addr,
+            pids: child.id().into_iter().collect(),
+            cluster: None,
+            children: vec![child],
+            _dir: None,
         }
     }
 
