@@ -341,8 +341,8 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash:
     };
     let d = dir.display();
     format!(
-        "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-         events {{ worker_connections 4096; }}\n\
+        "worker_processes 1;\nworker_rlimit_nofile 40000;\nerror_log {d}/error.log;\n\
+         pid {d}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
            proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
            uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\

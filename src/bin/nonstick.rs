@@ -534,7 +534,11 @@ async fn bench_compare(args: BenchCompare) -> io::Result<()> {
         },
         spread_sources: true,
     };
-    let comparison = compare::run(&plan, |line| eprintln!("{line}")).await?;
+    // Ctrl-C drops the run, and with it every process it started (they are killed on drop).
+    let comparison = tokio::select! {
+        result = compare::run(&plan, |line| eprintln!("{line}")) => result?,
+        () = nonstick::node::shutdown_signal() => return Err(io::Error::other("interrupted")),
+    };
     println!("{}\n{}", comparison.table(), comparison.goals_table());
     if let Some(dir) = args.out {
         nonstick::bench::report::write(&dir, &plan, &comparison)?;

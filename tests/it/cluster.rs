@@ -326,3 +326,53 @@ async fn handshake_commit_cost() {
     }
     cluster.stop().await;
 }
+
+/// The cost of the forwarding hop: the same polling round trip (a POST of one message, then
+/// the GET that returns its echo) sent to the session's owner, and sent to another node that
+/// forwards both requests to the owner.
+///
+/// `cargo test --release --test it cluster::forward_hop_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, run in release by hand"]
+async fn forward_hop_cost() {
+    use std::time::Instant;
+
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let owner = &cluster.nodes[0];
+    let other = &cluster.nodes[1];
+    let mut results = Vec::new();
+    for (route, via) in [("direct to the owner", owner), ("through another node", other)] {
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        for round in 0..10 {
+            // A fresh session now and then: the suite app's 300 ms heartbeat must not expire it.
+            let sid = open_polling(owner, EIO).await;
+            for _ in 0..100 {
+                let began = Instant::now();
+                let posted = post(&session_url(via, &sid), "4ping").await;
+                let echoed = get(&session_url(via, &sid)).await;
+                samples.push(began.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!((posted.status, echoed.status), (200, 200), "round {round}");
+                assert!(echoed.body.contains("4ping"), "{}", echoed.body);
+            }
+            let _ = post(&session_url(owner, &sid), "1").await;
+        }
+        samples.sort_by(f64::total_cmp);
+        let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        println!(
+            "{route}: {} round trips (POST + GET) in {:.2} s; p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            samples.len(),
+            start.elapsed().as_secs_f64(),
+            p(0.5),
+            p(0.9),
+            p(0.99)
+        );
+        results.push(p(0.5));
+    }
+    println!(
+        "the hop adds {:.3} ms to a POST + GET at the median ({:.3} ms per request)",
+        results[1] - results[0],
+        (results[1] - results[0]) / 2.0
+    );
+    cluster.stop().await;
+}
