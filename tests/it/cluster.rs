@@ -341,7 +341,10 @@ async fn forward_hop_cost() {
     let owner = &cluster.nodes[0];
     let other = &cluster.nodes[1];
     let mut results = Vec::new();
-    for (route, via) in [("direct to the owner", owner), ("through another node", other)] {
+    for (route, via) in [
+        ("direct to the owner", owner),
+        ("through another node", other),
+    ] {
         let mut samples = Vec::new();
         let start = Instant::now();
         for round in 0..10 {
