@@ -146,16 +146,21 @@ impl RunningCluster {
     }
 
     async fn stop_nodes(&mut self) {
-        for child in &self.children {
-            terminate(child);
-        }
-        for child in &mut self.children {
-            if tokio::time::timeout(STOP_WITHIN, child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        stop_all(&mut self.children).await;
+    }
+}
+
+/// Ask every child to stop (SIGTERM), then wait for each, killing it after a bounded wait.
+pub(crate) async fn stop_all(children: &mut [Child]) {
+    for child in children.iter() {
+        terminate(child);
+    }
+    for child in children.iter_mut() {
+        if tokio::time::timeout(STOP_WITHIN, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
         }
     }
 }
@@ -166,7 +171,7 @@ pub(crate) async fn free_port() -> io::Result<SocketAddr> {
 }
 
 /// Ask a child to stop gracefully.
-pub(crate) fn terminate(child: &Child) {
+fn terminate(child: &Child) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) has no memory

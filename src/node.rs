@@ -40,6 +40,8 @@ pub struct RunningNode {
 
 /// What a cluster node runs besides HTTP.
 struct ClusterParts {
+    /// The adapters of the Socket.IO mounts, for their counters.
+    adapters: Vec<Arc<GrpcAdapter>>,
     registry: Registry,
     grpc_addr: SocketAddr,
     stop_grpc: Option<oneshot::Sender<()>>,
@@ -123,9 +125,16 @@ pub async fn start_cluster(
     config.engine.sid_prefix = format!("{node}.");
     let mounts = app::mounts(config.app, &config);
     let servers = socketio_servers(&mounts);
+    let mut adapters = Vec::new();
     for (path, io) in &servers {
-        let adapter = GrpcAdapter::new(node, path, peers.clone(), registry.clone());
-        io.set_adapter(Arc::new(adapter));
+        let adapter = Arc::new(GrpcAdapter::new(
+            node,
+            path,
+            peers.clone(),
+            registry.clone(),
+        ));
+        io.set_adapter(adapter.clone());
+        adapters.push(adapter);
     }
     let recorder = registry.clone();
     let engines = engines(mounts, move |app| {
@@ -167,6 +176,7 @@ pub async fn start_cluster(
         servers,
         http,
         Some(ClusterParts {
+            adapters,
             registry,
             grpc_addr,
             stop_grpc: Some(stop_grpc),
@@ -250,6 +260,23 @@ fn start_http(
             healthy: cluster.as_ref().map(|c| {
                 let registry = c.registry.clone();
                 Arc::new(move || registry.is_healthy()) as http::Health
+            }),
+            counters: cluster.as_ref().map(|c| {
+                let (registry, adapters) = (c.registry.clone(), c.adapters.clone());
+                Arc::new(move || {
+                    vec![
+                        (
+                            "nonstick_adapter_dropped_total",
+                            "Broadcasts and actions not sent to a peer whose queue was full.",
+                            adapters.iter().map(|a| a.dropped()).sum(),
+                        ),
+                        (
+                            "nonstick_registry_records_dropped_total",
+                            "Socket and session records not written: the registry's write queue was full.",
+                            registry.dropped_records(),
+                        ),
+                    ]
+                }) as http::Counters
             }),
         },
     );

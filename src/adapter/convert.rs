@@ -101,9 +101,7 @@ pub(crate) fn details_to_pb(details: SocketDetails) -> pb::SocketDetails {
             .remote_addr
             .map(|a| a.to_string())
             .unwrap_or_default(),
-        joined_ms: time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        joined_ms: time.duration_since(UNIX_EPOCH).map_or(0, millis),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::balancer::Mode;
 use crate::config::AppKind;
-use crate::launch::{self, LocalCluster, RunningCluster, free_port, terminate, wait_ready};
+use crate::launch::{self, LocalCluster, RunningCluster, free_port, stop_all, wait_ready};
 
 /// A setup of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,17 +235,7 @@ impl Setup {
 
     /// Stop every process of the setup (SIGTERM, then a kill after a bounded wait).
     pub async fn stop(mut self) {
-        for child in &self.children {
-            terminate(child);
-        }
-        for child in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-        }
+        stop_all(&mut self.children).await;
         if let Some(cluster) = self.cluster.take() {
             let _ = cluster.shutdown().await;
         }

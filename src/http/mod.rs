@@ -65,10 +65,16 @@ pub struct HttpConfig {
     /// Whether the node can serve (a cluster node: it reaches a Raft majority). `/healthz`
     /// answers 503 while this says no; always healthy when `None`.
     pub healthy: Option<Health>,
+    /// Counters of the cluster side (dropped adapter requests, dropped registry records),
+    /// added to `/metrics`.
+    pub counters: Option<Counters>,
 }
 
 /// A check of whether the node can serve, for `/healthz`.
 pub type Health = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Counters for `/metrics`: name, help text, value.
+pub type Counters = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
 
 /// The demo page and what it loads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,10 +114,16 @@ pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
         }),
     );
     let engines = gateway.mounts();
+    let counters = config.counters.clone();
     app = app.route(
         "/metrics",
         get(move || {
-            let text = metrics_text(&engines);
+            let mut text = metrics_text(&engines);
+            for (name, help, value) in counters.as_ref().map(|c| c()).unwrap_or_default() {
+                text.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+                ));
+            }
             async move {
                 (
                     [(

@@ -11,7 +11,7 @@ use nonstick::registry::SessionRecord;
 use nonstick::socketio::{AckError, Event, SocketIo};
 use serde_json::json;
 
-use crate::fixture::{SioClient, TestCluster, WAIT, connect_reply};
+use crate::fixture::{SioClient, TestCluster, WAIT, connect_reply, get};
 
 /// The next event of `/`: its ack id and its JSON array (name first).
 async fn event(client: &mut SioClient) -> (Option<u64>, serde_json::Value) {
@@ -159,6 +159,16 @@ async fn fetch_join_leave_and_disconnect_reach_every_node() {
     assert_eq!(clients[0].0.text().await, "41", "a DISCONNECT packet");
     wait_for_room(&cluster, 2, "club", &[&sids[1]]).await;
 
+    // Nothing was dropped for want of queue room, and /metrics says so.
+    for node in &cluster.nodes {
+        let metrics = get(&node.url("/metrics")).await.body;
+        for counter in [
+            "nonstick_adapter_dropped_total 0",
+            "nonstick_registry_records_dropped_total 0",
+        ] {
+            assert!(metrics.contains(counter), "{counter} missing:\n{metrics}");
+        }
+    }
     cluster.stop().await;
 }
 

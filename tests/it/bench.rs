@@ -6,13 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nonstick::balancer::{BalancerConfig, Mode};
 use nonstick::bench::compare::{self, Plan, Sizes};
 use nonstick::bench::setup::{SetupKind, Tools};
 use nonstick::bench::{Load, Target, Transport, scenario};
 use nonstick::config::AppKind;
 
-use crate::fixture::TestNode;
+use crate::fixture::{TestNode, round_robin};
 
 fn load(addr: std::net::SocketAddr) -> Load {
     Load {
@@ -132,13 +131,7 @@ async fn session_id_unknown_is_counted_when_servers_are_not_a_cluster() {
         TestNode::start(AppKind::Demo).await,
         TestNode::start(AppKind::Demo).await,
     ];
-    let backends = nodes.iter().map(TestNode::addr).collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let balancer =
-        nonstick::balancer::start(BalancerConfig::new(backends, Mode::RoundRobin), listener)
-            .expect("balancer");
+    let balancer = round_robin(nodes.iter().map(TestNode::addr).collect()).await;
     let report = scenario::connect(
         &load(balancer.addr()),
         Transport::Polling,

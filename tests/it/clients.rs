@@ -13,9 +13,9 @@ use std::time::Duration;
 use nonstick::config::AppKind;
 use tokio::process::Command;
 
-use nonstick::balancer::{BalancerConfig, Mode, RunningBalancer};
+use nonstick::balancer::RunningBalancer;
 
-use crate::fixture::{TestCluster, TestNode};
+use crate::fixture::{TestCluster, TestNode, round_robin};
 
 /// A battery ends by itself within about a minute; this only guards against a stuck process.
 const BATTERY_LIMIT: Duration = Duration::from_secs(120);
@@ -88,13 +88,7 @@ async fn run_js(url: &str, script: &str, args: &[&str]) {
 /// Three cluster nodes behind the embedded balancer choosing a node per request.
 async fn balanced_cluster() -> (TestCluster, RunningBalancer) {
     let cluster = TestCluster::start(3, AppKind::Demo).await;
-    let backends = cluster.nodes.iter().map(|n| n.addr()).collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let balancer =
-        nonstick::balancer::start(BalancerConfig::new(backends, Mode::RoundRobin), listener)
-            .expect("balancer");
+    let balancer = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
     (cluster, balancer)
 }
 

@@ -215,6 +215,13 @@ pub async fn ws_closed(ws: &mut Ws) {
     while ws_next(ws).await.is_some() {}
 }
 
+/// The embedded balancer, round-robin per request, in front of `backends` on a free port.
+pub async fn round_robin(backends: Vec<SocketAddr>) -> nonstick::balancer::RunningBalancer {
+    use nonstick::balancer::{BalancerConfig, Mode};
+    let config = BalancerConfig::new(backends, Mode::RoundRobin);
+    nonstick::balancer::start(config, bind().await).expect("start balancer")
+}
+
 /// The cluster secret of test clusters.
 pub const CLUSTER_SECRET: &str = "test-cluster-secret";
 
