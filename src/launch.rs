@@ -81,6 +81,10 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
         AppKind::Demo => "demo",
         AppKind::ProtocolSuite => "protocol-suite",
     };
+    // The nodes share this machine: one runtime thread per CPU in each would have them
+    // preempt one another (measured in docs/benchmarks.md), so each gets an equal share.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cpus / ids.len().max(1)).max(1).to_string();
     let mut children = Vec::new();
     for ((id, http), grpc) in ids.iter().zip(&http).zip(&grpc) {
         let mut command = Command::new(exe);
@@ -90,7 +94,7 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
                 .stdout(std::process::Stdio::null());
         }
         let child = command
-            .args(["node", "--id", &id.to_string()])
+            .args(["--threads", &threads, "node", "--id", &id.to_string()])
             .args(["--listen", &http.to_string(), "--grpc", &grpc.to_string()])
             .args(["--peers", &peers, "--app", app])
             .arg("--data-dir")

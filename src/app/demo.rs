@@ -1,6 +1,7 @@
 //! The demo app of the app contract: the events every test, benchmark and outside checker
 //! drives. Written only against the public API, as a user of the library would write it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -49,18 +50,19 @@ pub fn register(io: &SocketIo, options: &DemoOptions) {
 }
 
 fn serve_events(ns: &Namespace, options: &DemoOptions) {
-    let options = options.clone();
+    // Shared, not copied: the handlers of every socket hold it.
+    let options = Arc::new(options.clone());
     ns.on_connect(move |socket: Socket| {
-        let options = options.clone();
+        let options = Arc::clone(&options);
         async move {
-            let node = options.node_id.clone();
+            let node = options.node_id.as_str();
             let _ = socket.emit("welcome", json!({ "sid": socket.id(), "node": node }));
             on_events(&socket, &options);
         }
     });
 }
 
-fn on_events(socket: &Socket, options: &DemoOptions) {
+fn on_events(socket: &Socket, options: &Arc<DemoOptions>) {
     socket.on("echo", |socket, event: Event| async move {
         match event.ack {
             Some(ack) => ack.send(event.args),
@@ -71,9 +73,9 @@ fn on_events(socket: &Socket, options: &DemoOptions) {
     });
 
     for (name, joining) in [("join", true), ("leave", false)] {
-        let node = options.node_id.clone();
+        let options = Arc::clone(options);
         socket.on(name, move |socket, event: Event| {
-            let node = node.clone();
+            let options = Arc::clone(&options);
             async move {
                 if let Some(room) = event.arg(0).and_then(Value::as_str) {
                     if joining {
@@ -83,15 +85,15 @@ fn on_events(socket: &Socket, options: &DemoOptions) {
                     }
                 }
                 if let Some(ack) = event.ack {
-                    ack.send(room_state(&socket, &node));
+                    ack.send(room_state(&socket, &options.node_id));
                 }
             }
         });
     }
 
-    let node = options.node_id.clone();
+    let shared = Arc::clone(options);
     socket.on("whoami", move |socket, event: Event| {
-        let state = room_state(&socket, &node);
+        let state = room_state(&socket, &shared.node_id);
         async move {
             if let Some(ack) = event.ack {
                 ack.send(state);

@@ -144,12 +144,13 @@ impl Setup {
                     Mode::RoundRobin
                 };
                 let cluster = nonstick_cluster(tools, mode).await?;
+                let (balancer, addr) = balancer(tools, cluster.nodes(), mode).await?;
                 Ok(Setup {
                     kind,
-                    addr: cluster.addr(),
+                    addr,
                     pids: cluster.pids(),
                     cluster: Some(cluster),
-                    children: Vec::new(),
+                    children: vec![balancer],
                     _dir: None,
                 })
             }
@@ -257,6 +258,32 @@ async fn nonstick_cluster(tools: &Tools, mode: Mode) -> std::io::Result<RunningC
     .await
 }
 
+/// Start the embedded balancer as a process of its own (`nonstick balancer`), in front of
+/// `backends`. Like nginx in the other setups, it gets one thread and its own process: run
+/// inside the harness it would share the load generator's runtime.
+async fn balancer(
+    tools: &Tools,
+    backends: &[SocketAddr],
+    mode: Mode,
+) -> std::io::Result<(Child, SocketAddr)> {
+    let addr = free_port().await?;
+    let backends = backends
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let child = Command::new(&tools.nonstick)
+        .args(["--threads", "1", "balancer", "--listen", &addr.to_string()])
+        .args(["--backends", &backends, "--mode", mode.as_str()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_listening(addr).await?;
+    Ok((child, addr))
+}
+
 /// Start `tests/clients/reference-server.mjs` and read the port it prints.
 async fn reference_server(
     tools: &Tools,
@@ -331,7 +358,7 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash:
     };
     let d = dir.display();
     format!(
-        "worker_processes 1;\nworker_rlimit_nofile 40000;\nerror_log {d}/error.log;\n\
+        "master_process off;\nworker_rlimit_nofile 40000;\nerror_log {d}/error.log;\n\
          pid {d}/nginx.pid;\nevents {{ worker_connections 16384; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n\
            proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\

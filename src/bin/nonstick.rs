@@ -24,6 +24,10 @@ use nonstick::rpc::Secret;
     about = "Socket.IO server without sticky sessions"
 )]
 struct Cli {
+    /// Worker threads of this process's runtime [default: one per CPU]. `nonstick cluster`
+    /// gives each of its nodes an equal share of the CPUs.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -562,7 +566,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");

@@ -418,26 +418,28 @@ impl Engine {
         St: Stream<Item = Result<Frame, LinkError>> + Unpin + Send,
     {
         let limit = self.shared.config.ping_timeout;
+        // The steps around `drive` are boxed: a task is as large as its largest state for as
+        // long as it lives, and an idle session's task lives for hours.
         match accept.kind {
             WsKind::Open(info) => {
                 let Ok((session, open)) = self.create(Transport::Websocket, info) else {
-                    ws::end_link(&mut sink, CLOSE_NORMAL, limit).await;
+                    Box::pin(ws::end_link(&mut sink, CLOSE_NORMAL, limit)).await;
                     return;
                 };
-                if !ws::write(&mut sink, ws::open_frame(open), limit).await {
+                if !Box::pin(ws::write(&mut sink, ws::open_frame(open), limit)).await {
                     session.close_with(CloseReason::TransportError, session::FinalAnswer::Close);
                     return;
                 }
                 ws::drive(session, sink, stream).await;
             }
             WsKind::Upgrade(session) => {
-                if ws::probe(&session, &mut sink, &mut stream).await {
+                if Box::pin(ws::probe(&session, &mut sink, &mut stream)).await {
                     ws::drive(session, sink, stream).await;
                 } else {
-                    ws::end_link(&mut sink, CLOSE_NORMAL, limit).await;
+                    Box::pin(ws::end_link(&mut sink, CLOSE_NORMAL, limit)).await;
                 }
             }
-            WsKind::Refuse => ws::end_link(&mut sink, CLOSE_NORMAL, limit).await,
+            WsKind::Refuse => Box::pin(ws::end_link(&mut sink, CLOSE_NORMAL, limit)).await,
         }
     }
 

@@ -117,16 +117,8 @@ where
                 let mut st = session.lock();
                 (Session::take_queue(&mut st), st.closed.is_some())
             };
-            let count = packets.len();
-            for packet in packets {
-                let fed =
-                    tokio::time::timeout(limit, sink.feed(Outbound::Frame(packet.into_frame())))
-                        .await;
-                if !matches!(fed, Ok(Ok(()))) {
-                    return false;
-                }
-            }
-            if count > 0 && !matches!(tokio::time::timeout(limit, sink.flush()).await, Ok(Ok(()))) {
+            // Boxed: the write's state exists only while writing, not in every idle session.
+            if !packets.is_empty() && !Box::pin(write_all(&mut sink, packets, limit)).await {
                 return false;
             }
             if closed {
@@ -139,21 +131,46 @@ where
         end = reader => end,
         _ = writer => None,
     };
-    match end {
+    let code = match end {
         Some((reason, answer, code)) => {
             session.close_with(reason, answer);
-            match code {
-                Some(code) => end_link(&mut sink, code, limit).await,
-                None => {
-                    let _ = tokio::time::timeout(limit, sink.close()).await;
-                }
-            }
+            code
         }
         None => {
             // The session closed (server side, timeout, client `1`) or the writer failed
             // or stalled.
             session.close_with(CloseReason::TransportError, FinalAnswer::Close);
-            end_link(&mut sink, CLOSE_NORMAL, limit).await;
+            Some(CLOSE_NORMAL)
+        }
+    };
+    Box::pin(finish_link(&mut sink, code, limit)).await;
+}
+
+/// Feeds `packets` to the link and flushes them, each step within `limit`.
+async fn write_all<Si>(sink: &mut Si, packets: Vec<Packet>, limit: Duration) -> bool
+where
+    Si: Sink<Outbound> + Unpin,
+{
+    for packet in packets {
+        let fed =
+            tokio::time::timeout(limit, sink.feed(Outbound::Frame(packet.into_frame()))).await;
+        if !matches!(fed, Ok(Ok(()))) {
+            return false;
+        }
+    }
+    matches!(tokio::time::timeout(limit, sink.flush()).await, Ok(Ok(())))
+}
+
+/// Closes the link at the end of a session: with a close frame carrying `code`, or (when the
+/// peer already closed or broke it) just the link.
+async fn finish_link<Si>(sink: &mut Si, code: Option<u16>, limit: Duration)
+where
+    Si: Sink<Outbound> + Unpin,
+{
+    match code {
+        Some(code) => end_link(sink, code, limit).await,
+        None => {
+            let _ = tokio::time::timeout(limit, sink.close()).await;
         }
     }
 }

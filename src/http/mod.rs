@@ -277,7 +277,9 @@ fn websocket_limits(upgrade: WebSocketUpgrade, max_payload: usize) -> WebSocketU
 }
 
 /// Bytes a websocket reads at a time (messages larger than this are assembled from several).
-const WEBSOCKET_READ_CHUNK: usize = 4096;
+/// Every open websocket keeps a buffer of this size; 1 KiB holds a typical Socket.IO event
+/// whole and costs a large binary message one read per KiB.
+const WEBSOCKET_READ_CHUNK: usize = 1024;
 
 /// A POST body, refused with 413 past `max_payload` (by its declared length before reading
 /// anything, or while reading).

@@ -1,5 +1,5 @@
 //! The registry's state in memory and the one deterministic function that applies a command to
-//! it. No I/O here: the store persists what [`Sessions::apply`] reports as touched.
+//! it. No I/O here: the store persists this state as snapshots, and the Raft log in between.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,9 +56,8 @@ impl Sessions {
         self.records.len()
     }
 
-    /// Applies `command` and adds every sid whose record changed (created, modified or removed)
-    /// to `touched`.
-    pub(crate) fn apply(&mut self, command: &Command, touched: &mut BTreeSet<String>) -> Response {
+    /// Applies `command`.
+    pub(crate) fn apply(&mut self, command: &Command) -> Response {
         match command {
             Command::CreateSession {
                 sid,
@@ -77,7 +76,6 @@ impl Sessions {
                         namespaces: BTreeMap::new(),
                     },
                 );
-                touched.insert(sid.clone());
                 Response::Applied
             }
             Command::SetOwner { sid, node, epoch } => {
@@ -94,17 +92,15 @@ impl Sessions {
                 record.epoch = *epoch;
                 self.unindex(old, sid);
                 self.by_owner.entry(*node).or_default().insert(sid.clone());
-                touched.insert(sid.clone());
                 Response::Applied
             }
-            Command::SetTransport { sid, transport } => self.update(sid, touched, |record| {
+            Command::SetTransport { sid, transport } => self.update(sid, |record| {
                 record.transport = *transport;
                 Response::Applied
             }),
             Command::DeleteSession { sid } => match self.records.remove(sid) {
                 Some(record) => {
                     self.unindex(record.owner, sid);
-                    touched.insert(sid.clone());
                     Response::Applied
                 }
                 None => Response::UnknownSid,
@@ -114,7 +110,7 @@ impl Sessions {
                 nsp,
                 socket_id,
                 pid,
-            } => self.update(sid, touched, |record| {
+            } => self.update(sid, |record| {
                 record.namespaces.insert(
                     nsp.clone(),
                     SocketRecord {
@@ -127,20 +123,20 @@ impl Sessions {
                 Response::Applied
             }),
             Command::LeaveNamespace { sid, nsp } => {
-                self.update(sid, touched, |record| match record.namespaces.remove(nsp) {
+                self.update(sid, |record| match record.namespaces.remove(nsp) {
                     Some(_) => Response::Applied,
                     None => Response::UnknownNamespace,
                 })
             }
-            Command::JoinRooms { sid, nsp, rooms } => self.update_socket(sid, nsp, touched, |s| {
+            Command::JoinRooms { sid, nsp, rooms } => self.update_socket(sid, nsp, |s| {
                 s.rooms.extend(rooms.iter().cloned());
             }),
-            Command::LeaveRooms { sid, nsp, rooms } => self.update_socket(sid, nsp, touched, |s| {
+            Command::LeaveRooms { sid, nsp, rooms } => self.update_socket(sid, nsp, |s| {
                 for room in rooms {
                     s.rooms.remove(room);
                 }
             }),
-            Command::SetData { sid, nsp, data } => self.update_socket(sid, nsp, touched, |s| {
+            Command::SetData { sid, nsp, data } => self.update_socket(sid, nsp, |s| {
                 s.data = data.clone();
             }),
             Command::DeleteSessionsOf { node } => {
@@ -148,16 +144,12 @@ impl Sessions {
                 let count = sids.len() as u64;
                 for sid in sids {
                     self.records.remove(&sid);
-                    touched.insert(sid);
                 }
                 Response::Deleted { count }
             }
-            Command::Batch(commands) => Response::Batch(
-                commands
-                    .iter()
-                    .map(|command| self.apply(command, touched))
-                    .collect(),
-            ),
+            Command::Batch(commands) => {
+                Response::Batch(commands.iter().map(|command| self.apply(command)).collect())
+            }
         }
     }
 
@@ -166,7 +158,7 @@ impl Sessions {
         *self = other;
     }
 
-    /// Inserts or replaces a record loaded from disk.
+    /// Inserts or replaces a record, keeping the owner index.
     pub(crate) fn insert(&mut self, sid: String, record: SessionRecord) {
         if let Some(old) = self.records.get(&sid).map(|r| r.owner) {
             self.unindex(old, &sid);
@@ -176,11 +168,6 @@ impl Sessions {
             .or_default()
             .insert(sid.clone());
         self.records.insert(sid, record);
-    }
-
-    /// Every record, in sid order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &SessionRecord)> {
-        self.records.iter()
     }
 
     fn unindex(&mut self, owner: NodeId, sid: &str) {
@@ -195,34 +182,26 @@ impl Sessions {
     fn update(
         &mut self,
         sid: &str,
-        touched: &mut BTreeSet<String>,
         change: impl FnOnce(&mut SessionRecord) -> Response,
     ) -> Response {
         let Some(record) = self.records.get_mut(sid) else {
             return Response::UnknownSid;
         };
-        let response = change(record);
-        if response == Response::Applied {
-            touched.insert(sid.to_owned());
-        }
-        response
+        change(record)
     }
 
     fn update_socket(
         &mut self,
         sid: &str,
         nsp: &str,
-        touched: &mut BTreeSet<String>,
         change: impl FnOnce(&mut SocketRecord),
     ) -> Response {
-        self.update(sid, touched, |record| {
-            match record.namespaces.get_mut(nsp) {
-                Some(socket) => {
-                    change(socket);
-                    Response::Applied
-                }
-                None => Response::UnknownNamespace,
+        self.update(sid, |record| match record.namespaces.get_mut(nsp) {
+            Some(socket) => {
+                change(socket);
+                Response::Applied
             }
+            None => Response::UnknownNamespace,
         })
     }
 }
@@ -243,17 +222,16 @@ mod tests {
     #[test]
     fn owner_moves_only_with_a_higher_epoch() {
         let mut s = Sessions::default();
-        let mut t = BTreeSet::new();
-        assert_eq!(s.apply(&create("a", 1), &mut t), Response::Applied);
-        assert_eq!(s.apply(&create("a", 2), &mut t), Response::AlreadyExists);
+        assert_eq!(s.apply(&create("a", 1)), Response::Applied);
+        assert_eq!(s.apply(&create("a", 2)), Response::AlreadyExists);
         let set = |node, epoch| Command::SetOwner {
             sid: "a".into(),
             node,
             epoch,
         };
-        assert_eq!(s.apply(&set(2, 1), &mut t), Response::Applied);
+        assert_eq!(s.apply(&set(2, 1)), Response::Applied);
         assert_eq!(
-            s.apply(&set(3, 1), &mut t),
+            s.apply(&set(3, 1)),
             Response::StaleEpoch {
                 current: 1,
                 owner: 2
@@ -262,7 +240,7 @@ mod tests {
         assert_eq!(s.owned_by(1), Vec::<String>::new());
         assert_eq!(s.owned_by(2), vec!["a".to_string()]);
         assert_eq!(
-            s.apply(&Command::DeleteSessionsOf { node: 2 }, &mut t),
+            s.apply(&Command::DeleteSessionsOf { node: 2 }),
             Response::Deleted { count: 1 }
         );
         assert_eq!(s.len(), 0);
@@ -271,11 +249,7 @@ mod tests {
     #[test]
     fn serde_round_trip_rebuilds_the_owner_index() {
         let mut s = Sessions::default();
-        let mut t = BTreeSet::new();
-        s.apply(
-            &Command::Batch(vec![create("a", 1), create("b", 2)]),
-            &mut t,
-        );
+        s.apply(&Command::Batch(vec![create("a", 1), create("b", 2)]));
         let json = serde_json::to_vec(&s).unwrap();
         let back: Sessions = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, s);

@@ -4,19 +4,17 @@
 //! - `logs`: log index as big-endian `u64` -> JSON `Entry` (big-endian keeps byte order equal
 //!   to index order, so ranges and `last()` work);
 //! - `meta`: `vote`, `committed`, `last_purged`;
-//! - `sm`: `s:<sid>` -> JSON `SessionRecord`, plus the markers `m:applied`, `m:membership` and
-//!   the last snapshot `m:snapshot`.
+//! - `sm`: the last snapshot, `m:snapshot` (the sessions, the applied log id, the membership).
 //!
-//! The state machine also lives in memory (`Sessions`) for reads; its sled copy is what a
-//! restart loads. One `apply` call writes its sessions and the applied marker in one
-//! `sled::Batch`, under the state lock, so memory and the staged sled state always describe the
-//! same log position. Log appends, votes, snapshots and installs flush the Db before they are
-//! acknowledged (a sled flush covers every tree); a snapshot flushes before it is recorded, so
-//! the state machine on disk is never behind a snapshot whose logs may be purged.
+//! The state machine lives in memory (`Sessions`); on disk it is the last snapshot plus the log
+//! after it, which a restart replays (openraft applies the entries after the snapshot's log id).
+//! So an applied entry costs no disk write of its own: every session change is written once, in
+//! the log. Log appends, votes, snapshots and installs flush the Db before they are
+//! acknowledged (a sled flush covers every tree); a snapshot is durable before openraft may
+//! purge the logs it covers.
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -39,10 +37,7 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
-const APPLIED: &[u8] = b"m:applied";
-const MEMBERSHIP: &[u8] = b"m:membership";
 const SNAPSHOT: &[u8] = b"m:snapshot";
-const SESSION_PREFIX: &[u8] = b"s:";
 
 /// Opens (or creates) the store in `dir` and returns its two halves. The directory is locked by
 /// sled until every clone of both halves is dropped.
@@ -70,22 +65,17 @@ pub fn open(dir: &Path) -> StorageResult<(LogStore, StateMachineStore)> {
     Ok((logs, sm))
 }
 
+/// The state of the last snapshot, or an empty state.
 fn load_state_machine(sm: &sled::Tree) -> StorageResult<SmData> {
-    let mut data = SmData::default();
-    for item in sm.scan_prefix(SESSION_PREFIX) {
-        let (key, value) = item.map_err(|e| sm_read(&e))?;
-        let sid =
-            String::from_utf8(key[SESSION_PREFIX.len()..].to_vec()).map_err(|e| sm_read(&e))?;
-        let record: SessionRecord = decode(&value).map_err(|e| sm_read(&e))?;
-        data.sessions.insert(sid, record);
-    }
-    if let Some(value) = sm.get(APPLIED).map_err(|e| sm_read(&e))? {
-        data.applied = decode(&value).map_err(|e| sm_read(&e))?;
-    }
-    if let Some(value) = sm.get(MEMBERSHIP).map_err(|e| sm_read(&e))? {
-        data.membership = decode(&value).map_err(|e| sm_read(&e))?;
-    }
-    Ok(data)
+    let Some(value) = sm.get(SNAPSHOT).map_err(|e| sm_read(&e))? else {
+        return Ok(SmData::default());
+    };
+    let stored: StoredSnapshot = decode(&value).map_err(|e| sm_read(&e))?;
+    Ok(SmData {
+        applied: stored.meta.last_log_id,
+        membership: stored.meta.last_membership,
+        sessions: decode(&stored.data).map_err(|e| sm_read(&e))?,
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
@@ -385,9 +375,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             (meta, data)
         };
-        // The applied state up to `meta.last_log_id` is staged in sled; make it durable before the
-        // snapshot exists, since openraft may purge the logs the snapshot covers.
-        self.db.flush_async().await.map_err(|e| sm_write(&e))?;
+        // Durable before it is reported: openraft may purge the logs it covers.
         let stored = StoredSnapshot { meta, data };
         self.write_snapshot(&stored)?;
         self.db.flush_async().await.map_err(|e| sm_write(&e))?;
@@ -423,39 +411,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut state = write(&self.data);
         let mut responses = Vec::new();
-        let mut touched = BTreeSet::new();
-        let mut membership_changed = false;
         for entry in entries {
             state.applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Applied,
-                EntryPayload::Normal(command) => state.sessions.apply(&command, &mut touched),
+                EntryPayload::Normal(command) => state.sessions.apply(&command),
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    membership_changed = true;
                     Response::Applied
                 }
             };
             responses.push(response);
         }
-        let mut batch = sled::Batch::default();
-        for sid in touched {
-            let mut key = SESSION_PREFIX.to_vec();
-            key.extend_from_slice(sid.as_bytes());
-            match state.sessions.get(&sid) {
-                Some(record) => batch.insert(key, encode(record).map_err(|e| sm_write(&e))?),
-                None => batch.remove(key),
-            }
-        }
-        batch.insert(APPLIED, encode(&state.applied).map_err(|e| sm_write(&e))?);
-        if membership_changed {
-            batch.insert(
-                MEMBERSHIP,
-                encode(&state.membership).map_err(|e| sm_write(&e))?,
-            );
-        }
-        // Still under the lock: a snapshot sees memory and staged sled state at the same index.
-        self.sm.apply_batch(batch).map_err(|e| sm_write(&e))?;
         Ok(responses)
     }
 
@@ -475,36 +442,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let sessions: Sessions = decode(&data)
             .map_err(|e| StorageIOError::<NodeId>::read_snapshot(Some(meta.signature()), &e))?;
-        {
-            let mut state = write(&self.data);
-            let mut batch = sled::Batch::default();
-            for item in self.sm.scan_prefix(SESSION_PREFIX) {
-                let (key, _) = item.map_err(|e| sm_write(&e))?;
-                batch.remove(key);
-            }
-            for (sid, record) in sessions.iter() {
-                let mut key = SESSION_PREFIX.to_vec();
-                key.extend_from_slice(sid.as_bytes());
-                batch.insert(key, encode(record).map_err(|e| sm_write(&e))?);
-            }
-            batch.insert(
-                APPLIED,
-                encode(&meta.last_log_id).map_err(|e| sm_write(&e))?,
-            );
-            batch.insert(
-                MEMBERSHIP,
-                encode(&meta.last_membership).map_err(|e| sm_write(&e))?,
-            );
-            self.sm.apply_batch(batch).map_err(|e| sm_write(&e))?;
-            state.sessions.replace(sessions);
-            state.applied = meta.last_log_id;
-            state.membership = meta.last_membership.clone();
-        }
+        // Durable before the state changes: a restart then starts from this snapshot.
         self.write_snapshot(&StoredSnapshot {
             meta: meta.clone(),
             data,
         })?;
         self.db.flush_async().await.map_err(|e| sm_write(&e))?;
+        let mut state = write(&self.data);
+        state.sessions.replace(sessions);
+        state.applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
         Ok(())
     }
 

@@ -42,6 +42,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many streams a peer may reset before the server has accepted them. h2's default (20)
 /// answers a burst of cancelled calls with GOAWAY, which fails every call on the connection.
 pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 4096;
+/// HTTP/2 flow-control windows. The forwarding streams carry thousands of small messages a
+/// second; with the 64 KiB default every few dozen of them cost a WINDOW_UPDATE frame (and a
+/// write) back. Bodies stay bounded by `maxHttpBufferSize` before they are sent.
+pub const STREAM_WINDOW: Option<u32> = Some(1 << 20);
+/// See [`STREAM_WINDOW`]; shared by all streams of one peer connection.
+pub const CONNECTION_WINDOW: Option<u32> = Some(4 << 20);
 
 /// A channel to one peer that adds the cluster secret to every call. Pass it to any generated
 /// client: `XClient::new(peers.channel(node)?)`.
@@ -114,6 +120,8 @@ impl Peers {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .connect_lazy();
         self.write().insert(node, Peer { addr, channel });
         Ok(())
@@ -189,6 +197,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .layer(InterceptorLayer::new(ServerAuth::new(secret)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
