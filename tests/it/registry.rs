@@ -367,13 +367,36 @@ async fn a_learner_added_after_purge_catches_up_by_snapshot_and_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_every_node_from_its_directory_keeps_the_sessions() {
+    // No snapshot yet: each node rebuilds its state from its log alone.
+    restart_keeps_the_sessions(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_from_a_snapshot_and_the_log_after_it_keeps_the_sessions() {
+    restart_keeps_the_sessions(true).await;
+}
+
+/// Writes 30 sessions (then, with `snapshot`, snapshots every node and purges its log), moves
+/// one session with a later write, stops and restarts all three nodes from their directories,
+/// and checks that every node has all of it back before any election.
+async fn restart_keeps_the_sessions(snapshot: bool) {
     init_tracing();
     let root = tempfile::tempdir().expect("tempdir");
-    let mut nodes = cluster(&root, 3, |_| {}).await;
+    let mut nodes = cluster(&root, 3, |c| c.logs_kept_after_snapshot = 0).await;
     agreed_leader(&nodes).await;
     let writes = (0..30).map(|i| nodes[1].registry.write(create(&format!("r{i}"), 2)));
     for result in futures::future::join_all(writes).await {
         assert_eq!(result, Ok(Response::Applied));
+    }
+    if snapshot {
+        for m in &nodes {
+            eventually("all 30 applied", || m.registry.status().sessions == 30).await;
+            m.registry.trigger_snapshot().await.expect("snapshot");
+            eventually("the snapshot is built and the log purged", || {
+                m.registry.status().purged_index.is_some()
+            })
+            .await;
+        }
     }
     assert_eq!(
         nodes[2]
