@@ -25,13 +25,14 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 pub struct LocalCluster {
     /// How many nodes.
     pub nodes: u64,
-    /// The balancer's address.
+    /// The balancer's address (unused without a balancer).
     pub listen: SocketAddr,
     /// Where the nodes keep their registries (`node-<id>` below it); a temporary directory,
     /// removed at shutdown, when `None`.
     pub data_dir: Option<PathBuf>,
-    /// How the balancer picks a node.
-    pub mode: Mode,
+    /// How the balancer picks a node; `None` starts no balancer (benchmarks put a balancer
+    /// process or nginx in front of [`RunningCluster::nodes`]).
+    pub mode: Option<Mode>,
     /// The application every node serves.
     pub app: AppKind,
     /// Nodes log warnings and errors only, and print nothing on stdout (for benchmarks, whose
@@ -41,15 +42,15 @@ pub struct LocalCluster {
 
 /// A running local cluster.
 pub struct RunningCluster {
-    balancer: RunningBalancer,
+    balancer: Option<RunningBalancer>,
     children: Vec<Child>,
     nodes: Vec<SocketAddr>,
     /// A directory we created and remove at shutdown.
     temporary: Option<PathBuf>,
 }
 
-/// Start the nodes (running `exe node …`), wait until each answers `/healthz` with 200, then
-/// start the balancer in front of them.
+/// Start the nodes (running `exe node …`) and the balancer in front of them, if any; return
+/// once each node answers `/healthz` with 200.
 pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster> {
     let (root, temporary) = match &plan.data_dir {
         Some(dir) => (dir.clone(), None),
@@ -104,11 +105,15 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
             .spawn()?;
         children.push(child);
     }
-    let mut cluster = RunningCluster {
-        balancer: balancer::start(
-            BalancerConfig::new(http.clone(), plan.mode),
+    let balancer = match plan.mode {
+        Some(mode) => Some(balancer::start(
+            BalancerConfig::new(http.clone(), mode),
             TcpListener::bind(plan.listen).await?,
-        )?,
+        )?),
+        None => None,
+    };
+    let mut cluster = RunningCluster {
+        balancer,
         children,
         nodes: http,
         temporary,
@@ -123,9 +128,9 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
 }
 
 impl RunningCluster {
-    /// The balancer's address: the one clients use.
-    pub fn addr(&self) -> SocketAddr {
-        self.balancer.addr()
+    /// The balancer's address: the one clients use (`None` without a balancer).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.balancer.as_ref().map(RunningBalancer::addr)
     }
 
     /// The nodes' HTTP addresses, node 1 first.
@@ -142,7 +147,10 @@ impl RunningCluster {
     /// remove the temporary registry directory.
     pub async fn shutdown(mut self) -> io::Result<()> {
         self.stop_nodes().await;
-        let result = self.balancer.shutdown().await;
+        let result = match self.balancer.take() {
+            Some(balancer) => balancer.shutdown().await,
+            None => Ok(()),
+        };
         if let Some(dir) = self.temporary.take() {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -143,7 +143,7 @@ impl Setup {
                 } else {
                     Mode::RoundRobin
                 };
-                let cluster = nonstick_cluster(tools, mode).await?;
+                let cluster = nonstick_cluster(tools).await?;
                 let (balancer, addr) = balancer(tools, cluster.nodes(), mode).await?;
                 Ok(Setup {
                     kind,
@@ -155,7 +155,7 @@ impl Setup {
                 })
             }
             SetupKind::NginxRoundRobin | SetupKind::NginxHash => {
-                let cluster = nonstick_cluster(tools, Mode::RoundRobin).await?;
+                let cluster = nonstick_cluster(tools).await?;
                 let dir = tempfile::tempdir()?;
                 let hash = kind == SetupKind::NginxHash;
                 let (nginx, addr) = nginx(&tools.nginx, dir.path(), cluster.nodes(), hash).await?;
@@ -243,14 +243,15 @@ impl Setup {
     }
 }
 
-async fn nonstick_cluster(tools: &Tools, mode: Mode) -> std::io::Result<RunningCluster> {
+/// Three nodes without a balancer: each setup puts its own in front.
+async fn nonstick_cluster(tools: &Tools) -> std::io::Result<RunningCluster> {
     launch::start(
         &tools.nonstick,
         LocalCluster {
             nodes: 3,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: None,
-            mode,
+            mode: None,
             app: AppKind::Demo,
             quiet: true,
         },

@@ -437,18 +437,17 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         nodes: args.nodes,
         listen: args.listen,
         data_dir: args.data_dir,
-        mode: args.balancer,
+        mode: Some(args.balancer),
         app: args.app,
         quiet: false,
     };
     let running = launch::start(&exe, plan).await?;
-    println!(
-        "cluster of {} nodes behind {} ({}): http://{}/",
-        args.nodes,
-        running.addr(),
-        args.balancer,
-        running.addr()
-    );
+    if let Some(addr) = running.addr() {
+        println!(
+            "cluster of {} nodes behind {addr} ({}): http://{addr}/",
+            args.nodes, args.balancer
+        );
+    }
     nonstick::node::shutdown_signal().await;
     running.shutdown().await
 }
@@ -463,16 +462,44 @@ async fn balancer(args: Balancer) -> io::Result<()> {
 }
 
 async fn bench(args: Bench) -> io::Result<()> {
-    use nonstick::bench::{self, Load, Target, scenario};
-    let (kind, run) = match args.action {
+    use nonstick::bench::scenario;
+    let report = match args.action {
         BenchAction::Compare(compare) => return bench_compare(compare).await,
-        BenchAction::Connect(run) => ("connect", run),
-        BenchAction::Echo(run) => ("echo", run),
-        BenchAction::Broadcast(run) => ("broadcast", run),
-        BenchAction::Idle(run) => ("idle", run),
+        BenchAction::Connect(run) => {
+            let limit = Duration::from_secs(600);
+            let load = bench_load(&run)?;
+            scenario::connect(&load, run.transport, run.sessions, run.concurrency, limit).await
+        }
+        BenchAction::Echo(run) => {
+            let (load, duration) = (bench_load(&run)?, run.duration());
+            scenario::echo(&load, run.transport, run.concurrency, run.payload, duration).await
+        }
+        BenchAction::Broadcast(run) => {
+            let interval = Duration::from_millis(run.interval_ms);
+            let load = bench_load(&run)?;
+            scenario::broadcast(&load, run.transport, run.receivers, run.messages, interval).await
+        }
+        BenchAction::Idle(run) => {
+            let (load, duration) = (bench_load(&run)?, run.duration());
+            scenario::idle(&load, run.transport, run.sessions, duration, &run.pids).await
+        }
     };
+    println!("{}", report.line());
+    Ok(())
+}
+
+impl BenchRun {
+    /// `--duration`, bounded to an hour.
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration.clamp(0.0, 3600.0))
+    }
+}
+
+/// The load generator's settings for one scenario run.
+fn bench_load(run: &BenchRun) -> io::Result<nonstick::bench::Load> {
+    use nonstick::bench::{self, Load, Target};
     let addr = bench::loopback_addr(&run.url).map_err(io::Error::other)?;
-    let load = Load {
+    Ok(Load {
         target: Target {
             addr,
             path: "/socket.io/".to_owned(),
@@ -485,23 +512,7 @@ async fn bench(args: Bench) -> io::Result<()> {
         } else {
             Vec::new()
         },
-    };
-    let t = run.transport;
-    let duration = Duration::from_secs_f64(run.duration.clamp(0.0, 3600.0));
-    let report = match kind {
-        "connect" => {
-            let limit = Duration::from_secs(600);
-            scenario::connect(&load, t, run.sessions, run.concurrency, limit).await
-        }
-        "echo" => scenario::echo(&load, t, run.concurrency, run.payload, duration).await,
-        "broadcast" => {
-            let interval = Duration::from_millis(run.interval_ms);
-            scenario::broadcast(&load, t, run.receivers, run.messages, interval).await
-        }
-        _ => scenario::idle(&load, t, run.sessions, duration, &run.pids).await,
-    };
-    println!("{}", report.line());
-    Ok(())
+    })
 }
 
 async fn bench_compare(args: BenchCompare) -> io::Result<()> {

@@ -67,15 +67,22 @@ pub fn open(dir: &Path) -> StorageResult<(LogStore, StateMachineStore)> {
 
 /// The state of the last snapshot, or an empty state.
 fn load_state_machine(sm: &sled::Tree) -> StorageResult<SmData> {
-    let Some(value) = sm.get(SNAPSHOT).map_err(|e| sm_read(&e))? else {
+    let Some(stored) = read_snapshot(sm)? else {
         return Ok(SmData::default());
     };
-    let stored: StoredSnapshot = decode(&value).map_err(|e| sm_read(&e))?;
     Ok(SmData {
         applied: stored.meta.last_log_id,
         membership: stored.meta.last_membership,
         sessions: decode(&stored.data).map_err(|e| sm_read(&e))?,
     })
+}
+
+/// The last snapshot stored in the `sm` tree.
+fn read_snapshot(sm: &sled::Tree) -> StorageResult<Option<StoredSnapshot>> {
+    match sm.get(SNAPSHOT).map_err(|e| snapshot_read(&e))? {
+        Some(value) => Ok(Some(decode(&value).map_err(|e| snapshot_read(&e))?)),
+        None => Ok(None),
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
@@ -84,6 +91,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(bytes)
+}
+
+fn snapshot_read(e: &(impl std::error::Error + 'static)) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(None, e).into()
 }
 
 fn sm_read(e: &(impl std::error::Error + 'static)) -> StorageError<NodeId> {
@@ -333,21 +344,6 @@ impl StateMachineStore {
         }
     }
 
-    fn read_snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
-        match self
-            .sm
-            .get(SNAPSHOT)
-            .map_err(|e| StorageIOError::<NodeId>::read_snapshot(None, &e))?
-        {
-            Some(value) => {
-                Ok(Some(decode(&value).map_err(|e| {
-                    StorageIOError::<NodeId>::read_snapshot(None, &e)
-                })?))
-            }
-            None => Ok(None),
-        }
-    }
-
     fn write_snapshot(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
         let signature = Some(snapshot.meta.signature());
         let bytes = encode(snapshot)
@@ -456,7 +452,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.read_snapshot()?.map(|stored| Snapshot {
+        Ok(read_snapshot(&self.sm)?.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))

@@ -134,13 +134,13 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
         nodes: 3,
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: None,
-        mode: nonstick::balancer::Mode::RoundRobin,
+        mode: Some(nonstick::balancer::Mode::RoundRobin),
         app: AppKind::ProtocolSuite,
         quiet: true,
     };
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nonstick"));
     let running = nonstick::launch::start(exe, plan).await.expect("cluster");
-    let front = format!("http://{}", running.addr());
+    let front = format!("http://{}", running.addr().expect("a balancer"));
     let url = |query: &str| format!("{front}/engine.io/?EIO=4&transport=polling{query}");
     // Several sessions, each request of each going to the next node in turn: every one is
     // served (forwarded to its owner when needed), none answered "Session ID unknown".
