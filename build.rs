@@ -17,6 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let includes = [PathBuf::from("proto"), protoc_bin_vendored::include_path()?];
+    // Link payloads and forwarded POST bodies are handed on without a copy (`Bytes` slices).
+    config.bytes([
+        ".nonstick.link.Frame.data",
+        ".nonstick.forward.EngineRequest.body",
+    ]);
     // One generated file includes every package as nested modules (`nonstick.raft` ->
     // `nonstick::raft`), so `rpc::pb` picks up a new package without a code change.
     tonic_prost_build::configure()

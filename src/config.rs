@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::adapter::AdapterConfig;
 use crate::engine::EngineConfig;
 
 /// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
@@ -57,6 +58,9 @@ pub struct Config {
     /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
     /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
     pub client_bundle: Option<PathBuf>,
+    /// On a cluster node: bounds of the broadcasts and other requests sent to the other
+    /// nodes.
+    pub adapter: AdapterConfig,
 }
 
 impl Config {
@@ -77,6 +81,7 @@ impl Config {
             admin_token: "secret".to_owned(),
             page: app == AppKind::Demo,
             client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
+            adapter: AdapterConfig::default(),
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-use crate::balancer::{self, BalancerConfig, Mode, RunningBalancer};
+use crate::balancer::{self, BalancerConfig, Mode, ProbeConfig, RunningBalancer};
 use crate::config::AppKind;
 
 /// How long the nodes may take to answer `/healthz` with 200 (Raft election included).
@@ -106,10 +106,13 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
         children.push(child);
     }
     let balancer = match plan.mode {
-        Some(mode) => Some(balancer::start(
-            BalancerConfig::new(http.clone(), mode),
-            TcpListener::bind(plan.listen).await?,
-        )?),
+        Some(mode) => {
+            // A node that dies is left out at once and comes back once `/healthz` says so.
+            let mut config = BalancerConfig::new(http.clone(), mode);
+            config.health.probe = Some(ProbeConfig::default());
+            let listener = TcpListener::bind(plan.listen).await?;
+            Some(balancer::start(config, listener)?)
+        }
         None => None,
     };
     let mut cluster = RunningCluster {
@@ -141,6 +144,16 @@ impl RunningCluster {
     /// The nodes' process ids (for memory measurements).
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().filter_map(Child::id).collect()
+    }
+
+    /// Kills node `index` (0 for node 1) at once with SIGKILL, the way a crash ends it: no
+    /// session is closed, no peer is told. [`RunningCluster::shutdown`] still cleans up.
+    pub async fn kill(&mut self, index: usize) -> io::Result<()> {
+        let child = self
+            .children
+            .get_mut(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
+        child.kill().await
     }
 
     /// Stop the balancer, then every node (SIGTERM, then a kill after a bounded wait), and

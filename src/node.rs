@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
-use crate::adapter::{AdapterService, GrpcAdapter};
+use crate::adapter::{AdapterLosses, AdapterServed, AdapterService, GrpcAdapter};
 use crate::app::{self, AppMount};
 use crate::config::{AppKind, Config};
 use crate::engine::{Application, Engine};
@@ -42,7 +42,11 @@ pub struct RunningNode {
 struct ClusterParts {
     /// The adapters of the Socket.IO mounts, for their counters.
     adapters: Vec<Arc<GrpcAdapter>>,
+    /// The counters of the adapter requests peers sent here.
+    served: AdapterServed,
     registry: Registry,
+    /// The peer directory: the members and this node's links to them.
+    peers: Peers,
     grpc_addr: SocketAddr,
     stop_grpc: Option<oneshot::Sender<()>>,
     grpc: Option<JoinHandle<()>>,
@@ -132,6 +136,7 @@ pub async fn start_cluster(
             path,
             peers.clone(),
             registry.clone(),
+            config.adapter,
         ));
         io.set_adapter(adapter.clone());
         adapters.push(adapter);
@@ -140,12 +145,13 @@ pub async fn start_cluster(
     let engines = engines(mounts, move |app| {
         Arc::new(Recorded::new(app, recorder.clone(), node)) as Arc<dyn Application>
     });
-    let peers_for_sync = peers.clone();
-    let gateway = Gateway::clustered(node, engines, registry.clone(), peers);
+    let gateway = Gateway::clustered(node, engines, registry.clone(), peers.clone());
 
+    let (adapter_service, served) =
+        AdapterService::server(servers.clone(), config.adapter.max_message);
     let routes = Routes::new(raft)
         .add_service(ForwardService::server(gateway.clone()))
-        .add_service(AdapterService::server(servers.clone()))
+        .add_service(adapter_service)
         .add_service(AdminService::server(registry.clone()));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let secret = cluster.secret.clone();
@@ -169,7 +175,7 @@ pub async fn start_cluster(
     }
     // Members added later (`nonstick member add`) become reachable from every node: the Raft
     // membership carries their addresses.
-    let sync = tokio::spawn(sync_peers(registry.clone(), peers_for_sync));
+    let sync = tokio::spawn(sync_peers(registry.clone(), peers.clone()));
     start_http(
         config,
         gateway,
@@ -177,7 +183,9 @@ pub async fn start_cluster(
         http,
         Some(ClusterParts {
             adapters,
+            served,
             registry,
+            peers,
             grpc_addr,
             stop_grpc: Some(stop_grpc),
             grpc: Some(grpc_task),
@@ -201,15 +209,21 @@ pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
     node.shutdown().await
 }
 
-/// Add every member of the Raft membership that `peers` does not know yet, once a second.
+/// Keep `peers` equal to the Raft membership, once a second: members added later become
+/// reachable, moved ones are reached at their new address, and a node that left loses its
+/// links (and with them any routing to it).
 async fn sync_peers(registry: Registry, peers: Peers) {
     loop {
-        for (id, addr, _) in registry.membership() {
-            if peers.addr(id).is_none()
-                && let Err(e) = peers.set(id, &addr)
-            {
-                tracing::warn!(id, %e, "member with an unusable address");
-            }
+        let members: BTreeMap<NodeId, String> = registry
+            .membership()
+            .into_iter()
+            .map(|(id, addr, _)| (id, addr))
+            .collect();
+        // Empty until the cluster is formed: the static peer list stands until then.
+        if !members.is_empty()
+            && let Err(e) = peers.sync(&members)
+        {
+            tracing::warn!(%e, "member with an unusable address");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -263,17 +277,41 @@ fn start_http(
             }),
             counters: cluster.as_ref().map(|c| {
                 let (registry, adapters) = (c.registry.clone(), c.adapters.clone());
+                let served = c.served.clone();
                 Arc::new(move || {
+                    let losses = |f: fn(AdapterLosses) -> u64| {
+                        adapters.iter().map(|a| f(a.losses())).sum::<u64>()
+                    };
                     vec![
                         (
                             "nonstick_adapter_dropped_total",
                             "Broadcasts and actions not sent to a peer whose queue was full.",
-                            adapters.iter().map(|a| a.dropped()).sum(),
+                            losses(|l| l.queue_full),
+                        ),
+                        (
+                            "nonstick_adapter_stale_total",
+                            "Broadcasts and actions dropped after waiting longer than their maximum age for a peer.",
+                            losses(|l| l.stale),
+                        ),
+                        (
+                            "nonstick_adapter_expired_total",
+                            "Broadcasts and actions from peers dropped on arrival: their batch came later than its maximum age.",
+                            served.expired(),
+                        ),
+                        (
+                            "nonstick_adapter_unconfirmed_total",
+                            "Broadcasts and actions in batches a peer did not confirm (unreachable, link broken, deadline passed).",
+                            losses(|l| l.unconfirmed),
                         ),
                         (
                             "nonstick_registry_records_dropped_total",
                             "Socket and session records not written: the registry's write queue was full.",
                             registry.dropped_records(),
+                        ),
+                        (
+                            "nonstick_registry_records_failed_total",
+                            "Socket and session records given up after failing to commit several times.",
+                            registry.failed_records(),
                         ),
                     ]
                 }) as http::Counters
@@ -321,6 +359,11 @@ impl RunningNode {
     /// A cluster node's registry.
     pub fn registry(&self) -> Option<&Registry> {
         self.cluster.as_ref().map(|c| &c.registry)
+    }
+
+    /// A cluster node's peer directory: the members it knows and its links to them.
+    pub fn peers(&self) -> Option<&Peers> {
+        self.cluster.as_ref().map(|c| &c.peers)
     }
 
     /// The Socket.IO server served at `path` (e.g. `/socket.io/`), to act on its sockets from

@@ -167,6 +167,11 @@ pub struct BalancerConfig {
     /// How long [`RunningBalancer::shutdown`] lets requests under way finish before it
     /// closes their connections.
     pub shutdown_grace: Duration,
+    /// Request bodies that declare at most this many bytes are read whole before they are
+    /// sent, so that a request whose backend refused the connection can go to the next one.
+    /// Larger ones are streamed to one backend. Engine.IO POSTs are at most
+    /// `maxHttpBufferSize` (1 MB by default).
+    pub max_replay_body: usize,
 }
 
 impl BalancerConfig {
@@ -179,6 +184,7 @@ impl BalancerConfig {
             health: HealthConfig::default(),
             sids: SidTableConfig::default(),
             shutdown_grace: Duration::from_secs(2),
+            max_replay_body: 2 << 20,
         }
     }
 }

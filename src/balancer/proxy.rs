@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{PathAndQuery, Scheme};
@@ -45,7 +47,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 pub(super) struct Proxy {
     router: Arc<Router>,
     /// Pooled keep-alive connections to the backends.
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, BackendBody>,
+    /// Request bodies up to this size are read whole, so the request can be sent again.
+    max_replay_body: usize,
     /// Cloned into websocket relays so that stopping the balancer closes them.
     stopped: watch::Receiver<bool>,
     /// With an active probe, only the probe puts a backend back: a request pinned to a
@@ -64,6 +68,7 @@ impl Proxy {
         Proxy {
             router: Arc::new(router),
             client: backend_client(config.health.connect_timeout),
+            max_replay_body: config.max_replay_body,
             stopped,
             probing: config.health.probe.is_some(),
         }
@@ -76,6 +81,11 @@ impl Proxy {
     /// Forwards `request` from `peer` and returns the backend's answer (or a local 502).
     /// Dropping the returned future (the client went away) drops the backend request and
     /// closes its backend connection, which is how a backend learns of an aborted long-poll.
+    ///
+    /// A request that failed before any byte of an answer came back is tried on the next
+    /// backend, as nginx's `proxy_next_upstream error` does: any request whose connection was
+    /// refused, and a GET or HEAD that failed later (its backend died while it was parked).
+    /// A POST that reached a backend is not sent again: it may have been applied.
     pub(super) async fn handle(
         &self,
         peer: SocketAddr,
@@ -86,7 +96,7 @@ impl Proxy {
         }
         let query = request.uri().query();
         let sid = query_value(query, "sid");
-        let index = self.router.pick(peer.ip(), sid);
+        let mut index = self.router.pick(peer.ip(), sid);
         let handshake = self.router.mode() == Mode::StickySid
             && sid.is_none()
             && request.method() == Method::GET
@@ -94,9 +104,12 @@ impl Proxy {
 
         let upgrade = upgrade_protocol(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-        let backend = self.router.backend(index);
         let (mut parts, body) = request.into_parts();
-        parts.uri = backend_uri(&backend.authority, &parts.uri);
+        let idempotent = matches!(parts.method, Method::GET | Method::HEAD);
+        let mut body = match Outgoing::read(&parts.headers, body, self.max_replay_body).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = upgrade {
@@ -107,21 +120,48 @@ impl Proxy {
         }
         forwarded_for(&mut parts.headers, peer.ip());
 
-        let mut response = match self.client.request(Request::from_parts(parts, body)).await {
-            Ok(response) => response,
-            Err(e) => {
-                // Only a failed connect says the backend is gone; a reset mid-request may be
-                // this one request's fault.
-                if e.is_connect() && self.router.mark_down(index, Duration::ZERO) {
-                    tracing::warn!(backend = %backend.addr, "backend down: {e}");
+        let backends = self.router.backends().len();
+        let mut attempt = 1;
+        let mut response = loop {
+            let backend = self.router.backend(index);
+            let target = backend_uri(&backend.authority, &parts.uri);
+            let (this_try, next_try) = body.split();
+            let mut outgoing = Request::new(this_try);
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = target;
+            *outgoing.version_mut() = parts.version;
+            *outgoing.headers_mut() = if next_try.is_some() && attempt < backends {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            let e = match self.client.request(outgoing).await {
+                Ok(response) => break response,
+                Err(e) => e,
+            };
+            // Nothing came back from this backend: it is gone or going (a refused connect, a
+            // connection that closed under a parked request). Leave it out until it is
+            // healthy again.
+            if self.router.mark_down(index, Duration::ZERO) {
+                tracing::warn!(backend = %backend.addr, "backend down: {e}");
+            }
+            tracing::debug!(backend = %backend.addr, attempt, "request failed: {e}");
+            let again = (e.is_connect() || idempotent) && attempt < backends;
+            match next_try {
+                Some(next) if again => {
+                    body = next;
+                    attempt += 1;
+                    index = self.router.next_up_after(index);
                 }
-                tracing::debug!(backend = %backend.addr, "request failed: {e}");
-                return local(
-                    StatusCode::BAD_GATEWAY,
-                    format!("backend {} unreachable\n", backend.addr),
-                );
+                _ => {
+                    return local(
+                        StatusCode::BAD_GATEWAY,
+                        format!("backend {} unreachable\n", backend.addr),
+                    );
+                }
             }
         };
+        let backend = self.router.backend(index);
         if !self.probing && self.router.mark_up(index) {
             tracing::info!(backend = %backend.addr, "backend up");
         }
@@ -147,7 +187,55 @@ impl Proxy {
     }
 }
 
-fn backend_client(connect_timeout: Duration) -> Client<HttpConnector, Incoming> {
+/// A request body on its way to a backend: one that can be sent again (none, or read whole
+/// because it is small), or one streamed through, which goes to one backend only.
+enum Outgoing {
+    Replayable(Bytes),
+    Streamed(Incoming),
+}
+
+impl Outgoing {
+    /// Reads the body whole when it declares a length of at most `limit` (every Engine.IO
+    /// POST does); a body without `Content-Length` or `Transfer-Encoding` is empty.
+    async fn read(
+        headers: &HeaderMap,
+        body: Incoming,
+        limit: usize,
+    ) -> Result<Outgoing, Response<ProxyBody>> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+        match declared {
+            None if !chunked => Ok(Outgoing::Replayable(Bytes::new())),
+            Some(length) if length <= limit => match Limited::new(body, limit).collect().await {
+                Ok(collected) => Ok(Outgoing::Replayable(collected.to_bytes())),
+                Err(_) => Err(local(
+                    StatusCode::BAD_REQUEST,
+                    "the request body ended early\n",
+                )),
+            },
+            _ => Ok(Outgoing::Streamed(body)),
+        }
+    }
+
+    /// The body for this attempt, and the one for a further attempt if there can be one.
+    fn split(self) -> (BackendBody, Option<Outgoing>) {
+        match self {
+            Outgoing::Replayable(bytes) => (
+                Either::Left(Full::new(bytes.clone())),
+                Some(Outgoing::Replayable(bytes)),
+            ),
+            Outgoing::Streamed(body) => (Either::Right(body), None),
+        }
+    }
+}
+
+/// What the balancer sends to a backend.
+type BackendBody = Either<Full<Bytes>, Incoming>;
+
+fn backend_client(connect_timeout: Duration) -> Client<HttpConnector, BackendBody> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));

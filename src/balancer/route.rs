@@ -91,6 +91,14 @@ impl Router {
         self.first_up_from(start)
     }
 
+    /// The backend to try after `index` failed: the next one in rotation order that is not
+    /// marked down (or simply the next one when all are).
+    pub(super) fn next_up_after(&self, index: usize) -> usize {
+        let n = self.backends.len();
+        let next = self.first_up_from((index + 1) % n);
+        if next == index { (index + 1) % n } else { next }
+    }
+
     fn first_up_from(&self, start: usize) -> usize {
         let n = self.backends.len();
         let mut now = None;

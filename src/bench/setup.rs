@@ -350,7 +350,7 @@ pub async fn nginx(
 pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash: bool) -> String {
     let servers: String = backends
         .iter()
-        .map(|b| format!("    server {b};\n"))
+        .map(|b| format!("    server {b} max_fails=1 fail_timeout=5s;\n"))
         .collect();
     let balance = if hash {
         "    hash $remote_addr consistent;\n"
@@ -371,7 +371,8 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash:
              proxy_set_header Upgrade $http_upgrade;\n\
              proxy_set_header Connection $connection_upgrade;\n\
              proxy_read_timeout 75s;\n      proxy_send_timeout 75s;\n\
-             proxy_buffering off;\n      client_max_body_size 2m;\n    }}\n  }}\n}}\n"
+             proxy_buffering off;\n      client_max_body_size 2m;\n\
+             proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"
     )
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use nonstick::balancer::{BalancerConfig, Mode, UnknownMode};
+use nonstick::balancer::{BalancerConfig, Mode, ProbeConfig, UnknownMode};
 use nonstick::config::{AppKind, Config};
 use nonstick::launch::{self, LocalCluster};
 use nonstick::node::ClusterConfig;
@@ -168,6 +168,10 @@ struct Node {
     /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
     #[arg(long)]
     join: bool,
+    /// Broadcasts and other requests for another node that waited longer than this (in
+    /// milliseconds) are dropped and counted instead of delivered late.
+    #[arg(long, default_value_t = 5000)]
+    adapter_max_age_ms: u64,
     #[command(flatten)]
     app: AppOptions,
 }
@@ -245,6 +249,13 @@ struct Balancer {
     /// `round-robin`, `sticky-sid` or `sticky-ip`.
     #[arg(long, default_value = "round-robin", value_parser = parse_mode)]
     mode: Mode,
+    /// Path probed on every backend each second; a backend that fails it is left out until
+    /// it answers 2xx again.
+    #[arg(long, default_value = "/healthz")]
+    probe: String,
+    /// No active probe: a backend that refused a connection is left out for a cooldown only.
+    #[arg(long)]
+    no_probe: bool,
 }
 
 #[derive(clap::Args)]
@@ -425,7 +436,9 @@ async fn node(args: Node) -> io::Result<()> {
     };
     let http = tokio::net::TcpListener::bind(args.listen).await?;
     let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
-    let node = nonstick::node::start_cluster(config(&args.app), cluster, http, grpc).await?;
+    let mut config = config(&args.app);
+    config.adapter.max_age = Duration::from_millis(args.adapter_max_age_ms);
+    let node = nonstick::node::start_cluster(config, cluster, http, grpc).await?;
     println!("node {} listening on {}", args.id, node.addr());
     nonstick::node::shutdown_signal().await;
     node.shutdown().await
@@ -454,8 +467,14 @@ async fn cluster(args: Cluster) -> io::Result<()> {
 
 async fn balancer(args: Balancer) -> io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let running =
-        nonstick::balancer::start(BalancerConfig::new(args.backends, args.mode), listener)?;
+    let mut config = BalancerConfig::new(args.backends, args.mode);
+    if !args.no_probe {
+        config.health.probe = Some(ProbeConfig {
+            path: args.probe,
+            ..ProbeConfig::default()
+        });
+    }
+    let running = nonstick::balancer::start(config, listener)?;
     println!("balancer ({}) listening on {}", args.mode, running.addr());
     nonstick::node::shutdown_signal().await;
     running.shutdown().await

@@ -200,6 +200,9 @@ pub trait Application: Send + Sync + 'static {
 pub trait SessionHandler: Send + Sync + 'static {
     /// A message arrived from the client.
     fn on_message(&self, msg: Message);
+    /// The session moved from long-polling to its websocket (an upgrade completed). Nothing
+    /// by default.
+    fn on_upgrade(&self) {}
     /// The session ended. Called exactly once.
     fn on_close(&self, reason: CloseReason);
 }

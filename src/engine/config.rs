@@ -36,6 +36,22 @@ pub struct EngineConfig {
     pub sid_prefix: String,
 }
 
+impl EngineConfig {
+    /// The longest polling payload a GET can be answered with: the whole bounded queue, binary
+    /// messages as base64, each packet with its type character, separator and base64 padding,
+    /// plus the packets no bound counts (a ping, then a close or noop). A node that forwards
+    /// GETs must accept replies this large.
+    pub fn max_poll_reply(&self) -> usize {
+        const PER_PACKET: usize = 6;
+        const UNCOUNTED: usize = 64;
+        self.max_buffered_bytes
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(self.max_buffered_packets.saturating_mul(PER_PACKET))
+            .saturating_add(UNCOUNTED)
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {

@@ -18,6 +18,7 @@ mod session;
 mod ws;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use ws::{CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_TOO_LARGE, LinkError, Outbound}
 
 use crate::protocol::eio::{Frame, Packet};
 use session::Session;
+pub use session::Via;
 
 /// The HTTP method of a request, as far as Engine.IO cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,9 +351,27 @@ impl Engine {
     /// If this future is dropped before it completes (the client went away), the
     /// session closes.
     pub async fn poll(&self, req: &Request) -> Result<String, EngineError> {
+        // A local client's GET has no other way to vanish than being dropped.
+        let polled = self
+            .poll_forwarded(req, Via::LOCAL, std::future::pending())
+            .await?;
+        Ok(polled.unwrap_or_default())
+    }
+
+    /// A long-poll forwarded by another node over `via`: [`Engine::poll`], except that when
+    /// `gone` resolves first (the forwarding node vanished without a word about the client),
+    /// the poll gives its slot back and the session lives on, so the client's retried GET
+    /// parks again through any node. Returns `None` then. Dropping the future is still a
+    /// client that went away.
+    pub async fn poll_forwarded(
+        &self,
+        req: &Request,
+        via: Via,
+        gone: impl Future<Output = ()>,
+    ) -> Result<Option<String>, EngineError> {
         match self.verify(req)? {
             Route::Session(session, Transport::Polling) if !req.websocket_upgrade => {
-                session.poll().await
+                session.poll(via, gone).await
             }
             _ => Err(EngineError::BadRequest),
         }

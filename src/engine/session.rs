@@ -8,6 +8,7 @@
 //! so it never overlaps `on_message` and never runs inside an engine lock.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -19,6 +20,23 @@ use super::config::EngineConfig;
 use super::error::EngineError;
 use super::{LiveSlot, Shared};
 use crate::protocol::eio::{self, Packet};
+
+/// How long a long-poll that finds the slot taken by one that came another way waits for it
+/// to be given back (see [`Session::poll`]). The news of a dead forwarding node normally
+/// arrives within a millisecond; this bounds how long a genuine second GET is left waiting
+/// before the session closes.
+pub(crate) const SUPERSEDE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The way a request came by: this process's own HTTP front, or one forwarding stream of a
+/// peer (each with its own number). Two requests of a session that came by different ways may
+/// see one way break before the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Via(pub u64);
+
+impl Via {
+    /// This process's own HTTP front.
+    pub const LOCAL: Via = Via(0);
+}
 
 /// Where an upgrade to WebSocket stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +74,8 @@ pub(crate) struct State {
     queued_bytes: usize,
     /// Id of the parked long-poll, if one is parked.
     pub(crate) poll_parked: Option<u64>,
+    /// The way the parked long-poll came by.
+    poll_via: Via,
     next_poll_id: u64,
     post_active: bool,
     pub(crate) upgrade: Upgrade,
@@ -115,6 +135,7 @@ impl Session {
             queued_messages: 0,
             queued_bytes: 0,
             poll_parked: None,
+            poll_via: Via::LOCAL,
             next_poll_id: 0,
             post_active: false,
             upgrade: Upgrade::Idle,
@@ -385,38 +406,70 @@ impl Session {
         Ok(st)
     }
 
-    /// A long-poll: waits for packets and returns them as one payload.
-    pub(crate) async fn poll(self: &Arc<Self>) -> Result<String, EngineError> {
-        let id = {
-            let mut st = self.enter(Transport::Polling)?;
-            if st.closed.is_some() {
-                if st.linger
-                    && let Some(packets) = st.final_payload.take()
-                {
-                    st.linger = false;
-                    drop(st);
-                    self.unregister();
-                    return Ok(eio::encode_payload(&packets));
+    /// A long-poll that came by `via`: waits for packets and returns them as one payload. If
+    /// `gone` resolves first, the poll gives its slot back without closing the session and
+    /// returns `None`.
+    ///
+    /// A second GET closes the session, as the protocol says, with one exception: when the
+    /// parked GET came by another way, it may be a GET whose way broke unnoticed so far (its
+    /// forwarding node just died, and the client's retry came through another node faster
+    /// than the news). Such a GET waits up to [`SUPERSEDE_GRACE`] for the slot to be given
+    /// back before the rule applies.
+    pub(crate) async fn poll(
+        self: &Arc<Self>,
+        via: Via,
+        gone: impl Future<Output = ()>,
+    ) -> Result<Option<String>, EngineError> {
+        let grace_until = Instant::now() + SUPERSEDE_GRACE;
+        let id = loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut st = self.enter(Transport::Polling)?;
+                if st.closed.is_some() {
+                    if st.linger
+                        && let Some(packets) = st.final_payload.take()
+                    {
+                        st.linger = false;
+                        drop(st);
+                        self.unregister();
+                        return Ok(Some(eio::encode_payload(&packets)));
+                    }
+                    return Err(EngineError::UnknownSid);
                 }
-                return Err(EngineError::UnknownSid);
+                match st.poll_parked {
+                    None => {
+                        let id = st.next_poll_id;
+                        st.next_poll_id += 1;
+                        st.poll_parked = Some(id);
+                        st.poll_via = via;
+                        break id;
+                    }
+                    Some(_) if st.poll_via != via && Instant::now() < grace_until => {}
+                    Some(_) => {
+                        let closing = self.close_locked(
+                            &mut st,
+                            CloseReason::TransportError,
+                            FinalAnswer::Close,
+                        );
+                        drop(st);
+                        self.finish_close(closing);
+                        return Err(EngineError::DuplicatePoll);
+                    }
+                }
             }
-            if st.poll_parked.is_some() {
-                let closing =
-                    self.close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
-                drop(st);
-                self.finish_close(closing);
-                return Err(EngineError::DuplicatePoll);
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(grace_until) => {}
             }
-            let id = st.next_poll_id;
-            st.next_poll_id += 1;
-            st.poll_parked = Some(id);
-            id
         };
         let mut guard = PollGuard {
             session: self,
             id,
             armed: true,
         };
+        tokio::pin!(gone);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -434,26 +487,35 @@ impl Session {
                         .final_payload
                         .take()
                         .unwrap_or_else(|| vec![Packet::Close]);
-                    return Ok(eio::encode_payload(&packets));
+                    return Ok(Some(eio::encode_payload(&packets)));
                 }
                 if st.upgrade == Upgrade::Done {
                     // Parked before `5`: the queue now belongs to the websocket. Later
                     // polls are refused in `enter`.
                     guard.release(&mut st);
-                    return Ok(eio::encode_payload(&[Packet::Noop]));
+                    return Ok(Some(eio::encode_payload(&[Packet::Noop])));
                 }
                 if !st.queue.is_empty() {
                     guard.release(&mut st);
                     let packets = Self::take_queue(&mut st);
-                    return Ok(eio::encode_payload(&packets));
+                    return Ok(Some(eio::encode_payload(&packets)));
                 }
                 if st.upgrade == Upgrade::Probing {
                     // The client finishes its pending requests before it sends `5`.
                     guard.release(&mut st);
-                    return Ok(eio::encode_payload(&[Packet::Noop]));
+                    return Ok(Some(eio::encode_payload(&[Packet::Noop])));
                 }
             }
-            changed.await;
+            tokio::select! {
+                _ = changed => {}
+                _ = &mut gone => {
+                    // Nobody will read an answer, but the client did not go away: what is
+                    // queued stays for its next GET, which may be waiting for the slot.
+                    guard.release(&mut self.lock());
+                    self.changed.notify_waiters();
+                    return Ok(None);
+                }
+            }
         }
     }
 
@@ -514,6 +576,14 @@ impl Session {
             // In v4 only the server pings: a ping from the client is a protocol violation.
             Packet::Ping { .. } => self.close_with(CloseReason::TransportError, FinalAnswer::Close),
             Packet::Open(_) | Packet::Pong { probe: true } | Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+
+    /// Tells the handler that the upgrade completed, in order with the messages.
+    pub(crate) async fn upgraded(&self) {
+        let _inbound = self.inbound.clone().lock_owned().await;
+        if let Some(handler) = self.handler() {
+            handler.on_upgrade();
         }
     }
 

@@ -238,6 +238,7 @@ where
     };
     if upgraded {
         session.changed.notify_waiters();
+        session.upgraded().await;
     } else {
         let mut st = session.lock();
         if st.upgrade != Upgrade::Done {

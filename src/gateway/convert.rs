@@ -19,7 +19,7 @@ pub(crate) fn request_to_pb(mount: &str, req: &Request, body: Bytes) -> pb::Engi
         eio: req.eio.clone(),
         origin: req.origin.clone(),
         content_type: req.content_type.clone(),
-        body: body.to_vec(),
+        body,
         websocket_upgrade: req.websocket_upgrade,
     }
 }
@@ -42,7 +42,7 @@ pub(crate) fn request_from_pb(pb: pb::EngineRequest) -> (String, Request, Bytes)
         content_type: pb.content_type,
         info: HandshakeInfo::default(),
     };
-    (pb.mount, req, Bytes::from(pb.body))
+    (pb.mount, req, pb.body)
 }
 
 pub(crate) fn error_to_pb(e: &EngineError) -> u32 {

@@ -15,10 +15,14 @@ mod relay;
 pub mod service;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use prost::Message as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
 
 pub use record::Recorded;
 pub use relay::Relay;
@@ -26,12 +30,17 @@ pub use relay::Relay;
 use crate::engine::{Engine, EngineError, Request};
 pub use crate::registry::NodeId;
 use crate::registry::Registry;
-use crate::rpc::Peers;
-use crate::rpc::link::{LinkError, PollingLink};
-use crate::rpc::pb::forward::polling_reply;
+use crate::rpc::link::{LinkConfig, LinkError, LinkKind, LinkSpec};
+use crate::rpc::pb::forward::forward_client::ForwardClient;
+use crate::rpc::pb::forward::{PollingReply, polling_reply};
+use crate::rpc::pb::link::Frame;
+use crate::rpc::{PeerChannel, Peers};
 
 /// How much longer than the longest park (a ping interval) a forwarded request may take.
 const FORWARD_MARGIN: Duration = Duration::from_secs(5);
+
+/// Room for the fields of a forwarded request around its body (mount, sid, headers).
+const REQUEST_FIELDS: usize = 64 * 1024;
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +77,10 @@ struct Inner {
 struct Cluster {
     node: NodeId,
     registry: Registry,
+    /// The members: a sid whose owner is not among them is unknown here.
     peers: Peers,
-    /// One polling link per peer, created on first use.
-    links: Mutex<HashMap<NodeId, PollingLink>>,
+    /// The forwarding links: one per member, in the peer directory.
+    link: LinkSpec,
 }
 
 impl Gateway {
@@ -92,14 +102,20 @@ impl Gateway {
         registry: Registry,
         peers: Peers,
     ) -> Self {
+        let engines = by_mount(engines);
+        let link = LinkSpec {
+            kind: LinkKind::Forward,
+            open: open_polling,
+            config: LinkConfig::new(max_forwarded_message(&engines)),
+        };
         Gateway {
             inner: Arc::new(Inner {
-                engines: by_mount(engines),
+                engines,
                 cluster: Some(Cluster {
                     node,
                     registry,
                     peers,
-                    links: Mutex::new(HashMap::new()),
+                    link,
                 }),
             }),
         }
@@ -130,12 +146,13 @@ impl Gateway {
         if self.engine(mount).is_some_and(|e| e.has_session(sid)) {
             return Route::Local;
         }
-        let owner = match cluster.registry.session(sid) {
-            Some(record) => Some(record.owner),
-            None => owner_hint(sid),
-        };
+        // The registry knows a session once its birth is replicated; before that, the hint.
+        let owner = cluster.registry.owner(sid).or_else(|| owner_hint(sid));
         match owner {
-            Some(node) if node != cluster.node => Route::Remote(node),
+            // Only members are asked: a sid naming any other node is unknown, at no cost.
+            Some(node) if node != cluster.node && cluster.peers.contains(node) => {
+                Route::Remote(node)
+            }
             _ => Route::Local,
         }
     }
@@ -149,17 +166,35 @@ impl Gateway {
         req: &Request,
         body: Bytes,
     ) -> Result<String, GatewayError> {
-        let link = self.link(node)?;
+        let cluster = self.cluster(node)?;
+        let link = cluster
+            .peers
+            .link(node, &cluster.link)
+            .ok_or(LinkError::UnknownPeer(node))?;
         let deadline = self
             .engine(mount)
             .map(|e| e.config().ping_interval + e.config().ping_timeout)
             .unwrap_or_default()
             + FORWARD_MARGIN;
-        let request = convert::request_to_pb(mount, req, body);
-        match link.call(request, deadline).await? {
-            polling_reply::Result::Body(body) => Ok(body),
-            polling_reply::Result::Error(code) => Err(convert::error_from_pb(code).into()),
+        let request = convert::request_to_pb(mount, req, body).encode_to_vec();
+        let reply = link.call(request.into(), deadline).await?;
+        let undecodable = || LinkError::Refused {
+            node,
+            reason: "an undecodable reply".into(),
+        };
+        match PollingReply::decode(reply)
+            .map_err(|_| undecodable())?
+            .result
+        {
+            Some(polling_reply::Result::Body(body)) => Ok(body),
+            Some(polling_reply::Result::Error(code)) => Err(convert::error_from_pb(code).into()),
+            None => Err(undecodable().into()),
         }
+    }
+
+    /// The largest forwarded request or reply this node's links carry.
+    fn max_forwarded_message(&self) -> usize {
+        max_forwarded_message(&self.inner.engines)
     }
 
     /// Ask `node`, the owner, to accept the websocket request `req` of `mount`; on success,
@@ -170,11 +205,7 @@ impl Gateway {
         mount: &str,
         req: &Request,
     ) -> Result<Relay, GatewayError> {
-        let cluster = self
-            .inner
-            .cluster
-            .as_ref()
-            .ok_or(LinkError::UnknownPeer(node))?;
+        let cluster = self.cluster(node)?;
         let write_deadline = self
             .engine(mount)
             .map(|e| e.config().ping_timeout)
@@ -182,18 +213,34 @@ impl Gateway {
         relay::open(&cluster.peers, node, mount, req, write_deadline).await
     }
 
-    fn link(&self, node: NodeId) -> Result<PollingLink, LinkError> {
-        let cluster = self
-            .inner
+    fn cluster(&self, node: NodeId) -> Result<&Cluster, LinkError> {
+        self.inner
             .cluster
             .as_ref()
-            .ok_or(LinkError::UnknownPeer(node))?;
-        let mut links = cluster.links.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(links
-            .entry(node)
-            .or_insert_with(|| PollingLink::new(node, cluster.peers.clone()))
-            .clone())
+            .ok_or(LinkError::UnknownPeer(node))
     }
+}
+
+/// Opens the `Forward.Polling` stream of a forwarding link.
+fn open_polling(
+    channel: PeerChannel,
+    frames: ReceiverStream<Frame>,
+) -> BoxFuture<'static, Result<Streaming<Frame>, Status>> {
+    Box::pin(async move {
+        let replies = ForwardClient::new(channel).polling(frames).await?;
+        Ok(replies.into_inner())
+    })
+}
+
+/// The largest message a forwarding link must carry: a POST body at any mount's
+/// `max_payload`, or a GET's answer at its bounds, with room for the fields around them.
+fn max_forwarded_message(engines: &HashMap<String, Engine>) -> usize {
+    engines
+        .values()
+        .map(|e| e.config().max_payload.max(e.config().max_poll_reply()))
+        .max()
+        .unwrap_or_default()
+        .saturating_add(REQUEST_FIELDS)
 }
 
 /// Engines keyed by mount path, each path with its trailing slash (clients always add it).

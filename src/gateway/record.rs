@@ -1,6 +1,6 @@
 //! Records the sessions of this node in the replicated registry: a wrapper around the
-//! application of a mount that writes `CreateSession` when a session opens and `DeleteSession`
-//! when it closes.
+//! application of a mount that writes `CreateSession` when a session opens, `SetTransport`
+//! when it upgrades to a websocket, and `DeleteSession` when it closes.
 //!
 //! The writes do not hold up the handshake: the sid's owner hint routes a brand-new session
 //! before the registry has it, and the registry batches concurrent writes into one Raft entry.
@@ -65,6 +65,14 @@ struct RecordedSession {
 impl SessionHandler for RecordedSession {
     fn on_message(&self, msg: Message) {
         self.inner.on_message(msg);
+    }
+
+    fn on_upgrade(&self) {
+        self.inner.on_upgrade();
+        self.registry.record(Command::SetTransport {
+            sid: self.sid.clone(),
+            transport: registry::Transport::Websocket,
+        });
     }
 
     fn on_close(&self, reason: CloseReason) {

@@ -14,10 +14,10 @@ use super::{GatewayError, convert};
 use crate::engine::{CLOSE_NORMAL, CLOSE_TOO_LARGE, LinkError as WsLinkError, Outbound, Request};
 use crate::protocol::eio::Frame;
 use crate::registry::NodeId;
-use crate::rpc::Peers;
 use crate::rpc::link::LinkError;
 use crate::rpc::pb::forward::forward_client::ForwardClient;
 use crate::rpc::pb::forward::{WsFrame, ws_frame};
+use crate::rpc::{CONNECT_TIMEOUT, Peers};
 
 /// Frames that may wait in each direction of a relay.
 pub(crate) const RELAY_QUEUE: usize = 64;
@@ -51,12 +51,21 @@ pub(crate) async fn open(
     to_owner
         .try_send(open)
         .map_err(|_| LinkError::Unreachable(owner))?;
-    let mut from_owner = ForwardClient::new(channel)
-        .websocket(outbound)
+    // The owner answers at once; an owner that cannot be reached fails within the connect
+    // timeout instead of holding the client's upgrade.
+    let answer = async {
+        let mut from_owner = ForwardClient::new(channel)
+            .websocket(outbound)
+            .await
+            .map_err(|_| LinkError::Unreachable(owner))?
+            .into_inner();
+        let first = from_owner.message().await;
+        Ok::<_, LinkError>((from_owner, first))
+    };
+    let (from_owner, first) = tokio::time::timeout(CONNECT_TIMEOUT, answer)
         .await
-        .map_err(|_| LinkError::Unreachable(owner))?
-        .into_inner();
-    match from_owner.message().await {
+        .map_err(|_| LinkError::Unreachable(owner))??;
+    match first {
         Ok(Some(WsFrame {
             kind: Some(ws_frame::Kind::Accepted(_)),
         })) => Ok(Relay {

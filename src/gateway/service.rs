@@ -1,30 +1,28 @@
-//! The owner's side of forwarding: the `Forward` gRPC service. Each forwarded request is served
-//! by this node's engine exactly as a local one, in a task of its own; a `cancel` frame, or the
-//! end of the stream, aborts the task, which drops the engine call the way a vanished HTTP
-//! client would (a parked GET then closes the session, as the aborted-GET rule says).
+//! The owner's side of forwarding: the `Forward` gRPC service. Each forwarded polling request
+//! is served by this node's engine exactly as a local one (`rpc::link::serve` runs it and
+//! carries the answer back). A `cancel` frame aborts it, which drops the engine call the way a
+//! vanished HTTP client would: a parked GET then closes the session, as the aborted-GET rule
+//! says. The end of the stream is not a vanished client but a vanished forwarding node: a
+//! parked GET gives its slot back and the session waits for the client's retry.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use prost::Message as _;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use super::Gateway;
 use super::convert;
 use super::relay::{RELAY_QUEUE, close_frame};
-use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound};
+use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound, Via};
 use crate::protocol::eio::Frame;
+use crate::rpc::link::{self, Ended, Replies, Serve, Served};
 use crate::rpc::pb::forward::forward_server::{Forward, ForwardServer};
-use crate::rpc::pb::forward::{
-    PollingFrame, PollingReply, WsFrame, polling_frame, polling_reply, ws_frame,
-};
-
-/// Replies that may wait for the stream to the forwarding node to take them.
-const REPLY_QUEUE: usize = 4096;
+use crate::rpc::pb::forward::{EngineRequest, PollingReply, WsFrame, polling_reply, ws_frame};
+use crate::rpc::pb::link::Frame as LinkFrame;
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -39,73 +37,84 @@ impl ForwardService {
     pub fn server(gateway: Gateway) -> ForwardServer<ForwardService> {
         ForwardServer::new(ForwardService { gateway })
     }
+}
 
-    /// Serve one forwarded request with the local engine.
-    async fn serve(&self, frame: crate::rpc::pb::forward::EngineRequest) -> polling_reply::Result {
-        let (mount, req, body) = convert::request_from_pb(frame);
-        let Some(engine) = self.gateway.engine(&mount) else {
-            return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
+/// Serves the forwarded polling requests of one stream with this node's engines.
+struct Polling {
+    gateway: Gateway,
+    /// This stream, as the engine tells the ways a session's GETs come by apart.
+    via: Via,
+}
+
+/// Numbers the incoming streams; 0 is the engine's own HTTP front.
+static STREAMS: AtomicU64 = AtomicU64::new(1);
+
+impl Serve for Polling {
+    fn serve(&self, request: Bytes, ended: Ended) -> Served {
+        let Ok(request) = EngineRequest::decode(request) else {
+            return Served::Now(Err("an undecodable engine request".into()));
         };
-        let result = match req.method {
-            Method::Get => engine.poll(&req).await,
-            Method::Post => match engine.check_post(&req) {
-                Ok(()) => engine.post(&req, body).await.map(|()| "ok".to_owned()),
-                Err(e) => Err(e),
-            },
-            Method::Other => Err(engine.check(&req).err().unwrap_or(EngineError::BadRequest)),
-        };
-        match result {
-            Ok(body) => polling_reply::Result::Body(body),
-            Err(e) => polling_reply::Result::Error(convert::error_to_pb(&e)),
-        }
+        let (gateway, via) = (self.gateway.clone(), self.via);
+        Served::Later(Box::pin(async move {
+            let result = serve_polling(&gateway, request, via, ended).await;
+            Ok(PollingReply {
+                result: Some(result),
+            }
+            .encode_to_vec()
+            .into())
+        }))
+    }
+}
+
+/// Serve one forwarded request with the local engine.
+async fn serve_polling(
+    gateway: &Gateway,
+    request: EngineRequest,
+    via: Via,
+    ended: Ended,
+) -> polling_reply::Result {
+    let (mount, req, body) = convert::request_from_pb(request);
+    let Some(engine) = gateway.engine(&mount) else {
+        return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
+    };
+    let result = match req.method {
+        // A GET given up because its forwarding node vanished answers nobody: its reply
+        // is dropped with the stream.
+        Method::Get => engine
+            .poll_forwarded(&req, via, ended.wait())
+            .await
+            .map(Option::unwrap_or_default),
+        Method::Post => match engine.check_post(&req) {
+            Ok(()) => engine.post(&req, body).await.map(|()| "ok".to_owned()),
+            Err(e) => Err(e),
+        },
+        Method::Other => Err(engine.check(&req).err().unwrap_or(EngineError::BadRequest)),
+    };
+    match result {
+        Ok(body) => polling_reply::Result::Body(body),
+        Err(e) => polling_reply::Result::Error(convert::error_to_pb(&e)),
     }
 }
 
 #[tonic::async_trait]
 impl Forward for ForwardService {
-    type PollingStream = ReplyStream<PollingReply>;
+    type PollingStream = Replies;
     type WebsocketStream = ReplyStream<WsFrame>;
 
     async fn polling(
         &self,
-        request: GrpcRequest<Streaming<PollingFrame>>,
+        request: GrpcRequest<Streaming<LinkFrame>>,
     ) -> Result<Response<Self::PollingStream>, Status> {
-        let mut frames = request.into_inner();
-        let (replies, rx) = mpsc::channel(REPLY_QUEUE);
-        let service = self.clone();
-        tokio::spawn(async move {
-            let running: Arc<Mutex<HashMap<u64, AbortHandle>>> = Arc::default();
-            while let Ok(Some(frame)) = frames.message().await {
-                match frame.kind {
-                    Some(polling_frame::Kind::Request(request)) => {
-                        let (service, replies, running2) =
-                            (service.clone(), replies.clone(), running.clone());
-                        let id = frame.id;
-                        let task = tokio::spawn(async move {
-                            let result = service.serve(request).await;
-                            lock(&running2).remove(&id);
-                            let reply = PollingReply {
-                                id,
-                                result: Some(result),
-                            };
-                            let _ = replies.send(Ok(reply)).await;
-                        });
-                        lock(&running).insert(id, task.abort_handle());
-                    }
-                    Some(polling_frame::Kind::Cancel(_)) => {
-                        if let Some(task) = lock(&running).remove(&frame.id) {
-                            task.abort();
-                        }
-                    }
-                    None => {}
-                }
-            }
-            // The forwarding node is gone or restarted its stream: nobody waits for these.
-            for (_, task) in lock(&running).drain() {
-                task.abort();
-            }
+        let polling = Arc::new(Polling {
+            gateway: self.gateway.clone(),
+            via: Via(STREAMS.fetch_add(1, Ordering::Relaxed)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let max_message = self.gateway.max_forwarded_message();
+        Ok(Response::new(link::serve(
+            polling,
+            request.into_inner(),
+            max_message,
+        )))
     }
 
     async fn websocket(
@@ -194,8 +203,4 @@ fn refusal(e: &EngineError) -> Response<ReplyStream<WsFrame>> {
     Response::new(Box::pin(futures::stream::once(futures::future::ready(Ok(
         frame,
     )))))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -196,8 +196,8 @@ struct Inner {
     writes: mpsc::Sender<PendingWrite>,
     /// Commands [`Registry::record`] dropped because the write queue was full.
     dropped: AtomicU64,
-    /// The batcher task, aborted on shutdown.
-    batcher: Mutex<Option<JoinHandle<()>>>,
+    /// The batcher and sweeper tasks, aborted on shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Dies once the storage (and so sled's directory lock) is released.
     lease: Weak<()>,
     membership_timeout: Duration,
@@ -211,12 +211,19 @@ struct Core {
     raft: Raft<TypeConfig>,
     peers: Peers,
     write_timeout: Duration,
+    /// Recorded commands given up after [`RECORD_ATTEMPTS`] failed attempts.
+    failed_records: AtomicU64,
 }
 
 struct PendingWrite {
     command: Command,
     reply: oneshot::Sender<Result<Response, RegistryError>>,
+    /// Nobody waits for it ([`Registry::record`]): when its batch fails it is sent again.
+    retry: bool,
 }
+
+/// How many times a recorded command is tried before it is given up and counted.
+const RECORD_ATTEMPTS: u32 = 5;
 
 impl Registry {
     /// Opens the data directory, starts Raft and the write batcher, and returns the handle and
@@ -245,6 +252,7 @@ impl Registry {
             raft: raft.clone(),
             peers: config.peers.clone(),
             write_timeout: config.write_timeout,
+            failed_records: AtomicU64::new(0),
         });
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let batcher = tokio::spawn(run_batcher(
@@ -253,6 +261,7 @@ impl Registry {
             config.max_batch.max(1),
             config.max_inflight_batches.max(1),
         ));
+        let sweeper = tokio::spawn(sweep_departed(core.clone(), state.clone()));
         let service = RaftServiceServer::new(RaftGrpc::new(raft))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -262,7 +271,7 @@ impl Registry {
                 state,
                 writes,
                 dropped: AtomicU64::new(0),
-                batcher: Mutex::new(Some(batcher)),
+                tasks: Mutex::new(vec![batcher, sweeper]),
                 lease,
                 membership_timeout: config.membership_timeout,
                 election_timeout_max: config.election_timeout_max,
@@ -310,7 +319,11 @@ impl Registry {
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
-            .send(PendingWrite { command, reply })
+            .send(PendingWrite {
+                command,
+                reply,
+                retry: false,
+            })
             .await
             .map_err(|_| RegistryError::Shutdown)?;
         answer.await.map_err(|_| RegistryError::Shutdown)?
@@ -319,14 +332,20 @@ impl Registry {
     /// Queues `command` without waiting for it: commands recorded by one caller are applied in
     /// the order they were recorded, batched with other writes. When the write queue is full
     /// the command is dropped and counted ([`Registry::dropped_records`]) rather than letting
-    /// the caller wait or the queue grow.
+    /// the caller wait or the queue grow. A command whose batch fails to commit (no majority
+    /// for a while) is sent again a few times, with growing pauses, then given up and counted
+    /// ([`Registry::failed_records`]).
     pub fn record(&self, command: Command) {
         // Nobody waits for the answer: the batcher's reply goes nowhere.
         let (reply, _) = oneshot::channel();
         if self
             .inner
             .writes
-            .try_send(PendingWrite { command, reply })
+            .try_send(PendingWrite {
+                command,
+                reply,
+                retry: true,
+            })
             .is_err()
         {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -338,9 +357,20 @@ impl Registry {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    /// How many recorded commands were given up after failing to commit several times.
+    pub fn failed_records(&self) -> u64 {
+        self.inner.core.failed_records.load(Ordering::Relaxed)
+    }
+
     /// The locally applied record of `sid`.
     pub fn session(&self, sid: &str) -> Option<SessionRecord> {
         self.inner.state.session(sid)
+    }
+
+    /// The owner of `sid` in the locally applied state: what routing needs, without copying
+    /// the record.
+    pub fn owner(&self, sid: &str) -> Option<NodeId> {
+        self.inner.state.owner(sid)
     }
 
     /// The sids the locally applied state says `node` owns, sorted.
@@ -467,18 +497,15 @@ impl Registry {
             .map_err(fatal_error)
     }
 
-    /// Stops Raft and the batcher (pending writes fail with [`RegistryError::Shutdown`]) and
+    /// Stops Raft, the batcher and the sweeper (pending writes fail with
+    /// [`RegistryError::Shutdown`]) and
     /// waits, at most 5 s, until the data directory is released, so it can be opened again in
     /// the same process. Call it once; the gRPC service should be stopped as well.
     pub async fn shutdown(&self) -> Result<(), RegistryError> {
-        let batcher = self
-            .inner
-            .batcher
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(batcher) = batcher {
-            batcher.abort();
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
         }
         self.inner
             .core
@@ -582,6 +609,40 @@ async fn run_batcher(
     }
 }
 
+/// How often the leader looks for sessions of nodes that left the membership.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// On the leader, once every [`SWEEP_EVERY`]: forgets the sessions of owners that are no
+/// longer members (removed from the cluster, so nobody routes to them any more), so the
+/// registry does not keep them forever.
+async fn sweep_departed(core: Arc<Core>, state: StateView) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let metrics = core.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            continue;
+        }
+        let members: BTreeSet<NodeId> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        for node in state.owners() {
+            if members.contains(&node) {
+                continue;
+            }
+            match core.submit(Command::DeleteSessionsOf { node }).await {
+                Ok(Response::Deleted { count }) => {
+                    tracing::info!(node, count, "forgot the sessions of a departed node");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(node, %e, "departed node's sessions not forgotten"),
+            }
+        }
+    }
+}
+
 /// Failure of a call to the leader.
 enum CallError {
     /// The leader could not be reached; the request was most likely not delivered.
@@ -597,33 +658,52 @@ enum LeaderCall<'a> {
 }
 
 impl Core {
+    /// Commits a batch. When it fails, the writers waiting for it get the error and the
+    /// recorded commands in it are sent again after a pause, up to [`RECORD_ATTEMPTS`] times
+    /// (holding the batch's slot, so later commands do not overtake them), then given up and
+    /// counted.
     async fn submit_batch(&self, mut batch: Vec<PendingWrite>) {
-        if batch.len() == 1 {
-            if let Some(write) = batch.pop() {
-                let result = self.submit(write.command).await;
-                let _ = write.reply.send(result);
-            }
-            return;
-        }
-        let (commands, replies): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|w| (w.command, w.reply)).unzip();
-        match self.submit(Command::Batch(commands)).await {
-            Ok(Response::Batch(responses)) if responses.len() == replies.len() => {
-                for (reply, response) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok(response));
+        for attempt in 1.. {
+            let command = match batch.as_slice() {
+                [one] => one.command.clone(),
+                all => Command::Batch(all.iter().map(|w| w.command.clone()).collect()),
+            };
+            let e = match self.submit(command).await {
+                Ok(Response::Batch(responses)) if batch.len() > 1 => {
+                    if responses.len() == batch.len() {
+                        for (write, response) in batch.into_iter().zip(responses) {
+                            let _ = write.reply.send(Ok(response));
+                        }
+                        return;
+                    }
+                    RegistryError::Codec(format!("{} answers to a batch", responses.len()))
                 }
-            }
-            Ok(other) => {
-                let e = RegistryError::Codec(format!("unexpected answer to a batch: {other:?}"));
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                Ok(response) if batch.len() == 1 => {
+                    for write in batch {
+                        let _ = write.reply.send(Ok(response.clone()));
+                    }
+                    return;
                 }
+                Ok(other) => RegistryError::Codec(format!("unexpected answer: {other:?}")),
+                Err(e) => e,
+            };
+            let (records, waited): (Vec<_>, Vec<_>) = batch.into_iter().partition(|w| w.retry);
+            for write in waited {
+                let _ = write.reply.send(Err(e.clone()));
             }
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            if records.is_empty() {
+                return;
             }
+            if attempt >= RECORD_ATTEMPTS || e == RegistryError::Shutdown {
+                tracing::warn!(commands = records.len(), %e, "registry records given up");
+                self.failed_records
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            tracing::debug!(commands = records.len(), attempt, %e, "registry records retried");
+            let pause = Duration::from_millis(100 << attempt.min(4));
+            tokio::time::sleep(pause).await;
+            batch = records;
         }
     }
 

@@ -51,6 +51,11 @@ impl Sessions {
             .unwrap_or_default()
     }
 
+    /// Every node that owns a recorded session.
+    pub(crate) fn owners(&self) -> Vec<NodeId> {
+        self.by_owner.keys().copied().collect()
+    }
+
     /// How many sessions are recorded.
     pub(crate) fn len(&self) -> usize {
         self.records.len()

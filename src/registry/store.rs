@@ -309,6 +309,19 @@ impl StateView {
         read(&self.data).sessions.get(sid).cloned()
     }
 
+    /// The applied owner of `sid` (no copy of the record).
+    pub(crate) fn owner(&self, sid: &str) -> Option<NodeId> {
+        read(&self.data)
+            .sessions
+            .get(sid)
+            .map(|record| record.owner)
+    }
+
+    /// Every node that owns a recorded session.
+    pub(crate) fn owners(&self) -> Vec<NodeId> {
+        read(&self.data).sessions.owners()
+    }
+
     /// The sids owned by `node`.
     pub(crate) fn owned_by(&self, node: NodeId) -> Vec<String> {
         read(&self.data).sessions.owned_by(node)

@@ -11,10 +11,12 @@
 pub mod auth;
 pub mod link;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -23,6 +25,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
 pub use auth::{ClientAuth, Secret, SecretError, ServerAuth};
+pub use link::{Link, LinkConfig, LinkError, LinkKind, LinkSpec};
 
 /// Code generated from every `.proto` file under `proto/`: package `nonstick.<name>` is
 /// `pb::<name>` (e.g. `pb::raft`, the registry's Raft service). A new file in `proto/` with a
@@ -69,12 +72,15 @@ pub enum RpcError {
     Server(#[from] tonic::transport::Error),
 }
 
-/// The peer directory: node id -> address, with one lazily connected channel per peer.
+/// The peer directory: node id -> address, with one lazily connected channel per peer and the
+/// peer's [`Link`]s.
 ///
 /// Cheap to clone; clones share the directory. The channel of a peer connects on first use and
 /// reconnects by itself after a failure; every clone of it multiplexes over the same HTTP/2
-/// connection. [`Peers::set`] replaces a peer's address (membership change, restart on another
-/// port); calls already made on the old channel finish on it.
+/// connection. A peer's links start on first use and end when the peer leaves the directory.
+/// [`Peers::set`] replaces a peer's address (membership change, restart on another port) and
+/// its links; calls already made on the old channel finish on it. Reads take no lock: the
+/// directory is swapped whole on the rare changes.
 #[derive(Clone)]
 pub struct Peers {
     inner: Arc<PeersInner>,
@@ -82,14 +88,15 @@ pub struct Peers {
 
 struct PeersInner {
     auth: ClientAuth,
-    /// Short critical sections only (clone a channel out, or swap one in).
-    map: RwLock<HashMap<u64, Peer>>,
+    map: ArcSwap<HashMap<u64, Arc<Peer>>>,
+    /// Serializes changes (each copies the map); readers never take it.
+    changes: Mutex<()>,
 }
 
-#[derive(Clone)]
 struct Peer {
     addr: String,
     channel: Channel,
+    links: [OnceLock<Link>; LinkKind::COUNT],
 }
 
 impl Peers {
@@ -98,15 +105,17 @@ impl Peers {
         Self {
             inner: Arc::new(PeersInner {
                 auth: ClientAuth::new(secret),
-                map: RwLock::new(HashMap::new()),
+                map: ArcSwap::from_pointee(HashMap::new()),
+                changes: Mutex::new(()),
             }),
         }
     }
 
     /// Sets the address of `node` (`host:port` or `http://host:port`). Setting the same address
-    /// again keeps the existing connection.
+    /// again keeps the existing connection and links.
     pub fn set(&self, node: u64, addr: &str) -> Result<(), RpcError> {
         let addr = normalize(addr);
+        let _change = self.change();
         if self.addr(node).as_deref() == Some(addr.as_str()) {
             return Ok(());
         }
@@ -123,24 +132,67 @@ impl Peers {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .connect_lazy();
-        self.write().insert(node, Peer { addr, channel });
+        let peer = Arc::new(Peer {
+            addr,
+            channel,
+            links: Default::default(),
+        });
+        let mut map = HashMap::clone(&self.inner.map.load());
+        map.insert(node, peer);
+        self.inner.map.store(Arc::new(map));
         Ok(())
     }
 
-    /// Forgets `node`.
+    /// Forgets `node`; its links end once the calls under way on them are done.
     pub fn remove(&self, node: u64) {
-        self.write().remove(&node);
+        let _change = self.change();
+        let mut map = HashMap::clone(&self.inner.map.load());
+        if map.remove(&node).is_some() {
+            self.inner.map.store(Arc::new(map));
+        }
+    }
+
+    /// Makes the directory hold exactly `members` (node id -> address): new ones are added,
+    /// moved ones get their new address, the others are removed.
+    pub fn sync(&self, members: &BTreeMap<u64, String>) -> Result<(), RpcError> {
+        let gone: Vec<u64> = self
+            .inner
+            .map
+            .load()
+            .keys()
+            .filter(|id| !members.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.remove(id);
+        }
+        for (id, addr) in members {
+            self.set(*id, addr)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `node` is in the directory (a member, once the directory follows the
+    /// membership).
+    pub fn contains(&self, node: u64) -> bool {
+        self.inner.map.load().contains_key(&node)
     }
 
     /// The address of `node` (always with its `http://` scheme), if known.
     pub fn addr(&self, node: u64) -> Option<String> {
-        self.read().get(&node).map(|peer| peer.addr.clone())
+        self.inner
+            .map
+            .load()
+            .get(&node)
+            .map(|peer| peer.addr.clone())
     }
 
     /// Every known peer and its address, sorted by node id.
     pub fn nodes(&self) -> Vec<(u64, String)> {
         let mut nodes: Vec<_> = self
-            .read()
+            .inner
+            .map
+            .load()
             .iter()
             .map(|(id, peer)| (*id, peer.addr.clone()))
             .collect();
@@ -150,18 +202,47 @@ impl Peers {
 
     /// The authenticated channel to `node`, if its address is known.
     pub fn channel(&self, node: u64) -> Option<PeerChannel> {
-        let channel = self.read().get(&node)?.channel.clone();
-        Some(InterceptedService::new(channel, self.inner.auth.clone()))
+        let channel = self.inner.map.load().get(&node)?.channel.clone();
+        Some(self.authenticated(channel))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Peer>> {
-        // A panic while holding this lock cannot leave the map half-updated (single inserts and
-        // removes), so a poisoned lock is still consistent.
-        self.inner.map.read().unwrap_or_else(|e| e.into_inner())
+    /// The link of kind `spec.kind` to `node`, started on first use; `None` when `node` is not
+    /// in the directory.
+    pub fn link(&self, node: u64, spec: &LinkSpec) -> Option<Link> {
+        let map = self.inner.map.load();
+        let peer = map.get(&node)?;
+        let link = peer.links[spec.kind.slot()]
+            .get_or_init(|| Link::start(node, self.authenticated(peer.channel.clone()), spec));
+        Some(link.clone())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Peer>> {
-        self.inner.map.write().unwrap_or_else(|e| e.into_inner())
+    /// The links to `node` that are started.
+    pub fn started_links(&self, node: u64) -> Vec<Link> {
+        self.inner
+            .map
+            .load()
+            .get(&node)
+            .map(|peer| peer.links.iter().filter_map(|l| l.get().cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many links are started, over every peer and kind.
+    pub fn open_links(&self) -> usize {
+        self.inner
+            .map
+            .load()
+            .values()
+            .map(|peer| peer.links.iter().filter(|l| l.get().is_some()).count())
+            .sum()
+    }
+
+    fn authenticated(&self, channel: Channel) -> PeerChannel {
+        InterceptedService::new(channel, self.inner.auth.clone())
+    }
+
+    fn change(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is the map in the ArcSwap, replaced whole: never half-updated.
+        self.inner.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

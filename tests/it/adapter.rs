@@ -337,3 +337,103 @@ async fn server_side_emits_reach_the_other_servers() {
     assert!(none.is_empty());
     cluster.stop().await;
 }
+
+/// A peer that stops answering (its traffic frozen, the connection open) holds up nothing:
+/// broadcasts keep reaching the other node, a recovery look-up returns as soon as the node
+/// holding the session answers, and what waits for the frozen peer past its maximum age is
+/// dropped and counted rather than delivered when the peer comes back; then delivery to it
+/// resumes.
+#[tokio::test]
+async fn a_frozen_peer_holds_up_nothing_and_is_not_flooded_when_it_returns() {
+    use nonstick::config::Config;
+
+    use crate::fixture::Path;
+
+    const TICKS: u64 = 100;
+    let cluster = TestCluster::start_with(3, &[(3, Path::Freezer)], |_| {
+        let mut config = Config::new(AppKind::Demo);
+        config.adapter.max_age = Duration::from_millis(300);
+        config.adapter.deadline = Duration::from_secs(1);
+        config
+    })
+    .await;
+    let mut clients = client_per_node(&cluster).await;
+    let (_, mut second, mut third) = {
+        let mut it = clients.drain(..).map(|(client, _)| client);
+        (it.next(), it.next().expect("2"), it.next().expect("3"))
+    };
+    // The links from node 1 are up before the freeze.
+    io(&cluster, 0).emit("tick", json!(-1)).expect("emit");
+    assert_eq!(event(&mut second).await.1[1], json!(-1));
+    assert_eq!(event(&mut third).await.1[1], json!(-1));
+
+    cluster.freezers[&3].freeze();
+    for n in 0..TICKS {
+        io(&cluster, 0).emit("tick", json!(n)).expect("emit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in 0..TICKS {
+        let (_, tick) = event(&mut second).await;
+        assert_eq!((&tick[0], &tick[1]), (&json!("tick"), &json!(n)));
+    }
+
+    // A socket of node 2 lost and recovered on node 1: node 2 holds it and answers at once;
+    // node 3 would answer never.
+    let (mut lost, reply) = SioClient::joined_at(cluster.nodes[1].addr(), "").await;
+    let pid = reply["pid"].as_str().expect("pid").to_owned();
+    let (_, welcome) = event(&mut lost).await;
+    let offset = welcome[2].as_str().expect("offset").to_owned();
+    let sid = reply["sid"].as_str().expect("sid").to_owned();
+    drop(lost);
+    let until = tokio::time::Instant::now() + WAIT;
+    while io(&cluster, 1).of("/").socket(&sid).is_some() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "node 2 kept the socket"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut back = SioClient::open_at(cluster.nodes[0].addr(), "").await;
+    let asked = tokio::time::Instant::now();
+    back.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
+        .await;
+    let reply = connect_reply(&back.text().await, "40");
+    let waited = asked.elapsed();
+    assert_eq!(reply["sid"], sid, "recovered");
+    assert!(
+        waited < Duration::from_secs(2),
+        "the look-up waited {waited:?} for the frozen node"
+    );
+
+    // Past the batches' deadline, then the peer comes back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.freezers[&3].thaw();
+    io(&cluster, 0).emit("tick", json!("after")).expect("emit");
+    let mut late = 0;
+    loop {
+        let (_, tick) = event(&mut third).await;
+        if tick[1] == json!("after") {
+            break;
+        }
+        late += 1;
+    }
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let sender = get(&cluster.nodes[0].url("/metrics")).await.body;
+    let receiver = get(&cluster.nodes[2].url("/metrics")).await.body;
+    let stale = counter(&sender, "nonstick_adapter_stale_total");
+    let unconfirmed = counter(&sender, "nonstick_adapter_unconfirmed_total");
+    let expired = counter(&receiver, "nonstick_adapter_expired_total");
+    // Queued too long: dropped on node 1. Already on their way when the link froze: dropped
+    // on arrival at node 3. Nothing from the frozen time is delivered.
+    assert_eq!(late, 0, "node 3 got {late} ticks late");
+    assert!(stale > 0, "{sender}");
+    assert!(unconfirmed > 0, "{sender}");
+    assert_eq!(stale + expired, TICKS, "stale {stale}, expired {expired}");
+    cluster.stop().await;
+}

@@ -379,3 +379,374 @@ async fn forward_hop_cost() {
     );
     cluster.stop().await;
 }
+
+/// A sid whose owner hint names no member is unknown wherever it lands, and costs nothing that
+/// outlives the request: no link is opened for it.
+#[tokio::test]
+async fn sids_naming_no_member_get_400_and_open_no_link() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let b = &cluster.nodes[1];
+    let peers = b.node().peers().expect("a cluster node");
+    let links_before = peers.open_links();
+    let hints = [
+        "1000",
+        "8919",
+        "4",
+        "0",
+        "18446744073709551615",
+        "-1",
+        "x",
+        "1e3",
+    ];
+    let replies = futures::future::join_all((0..50).map(|task| {
+        let url = move |i: usize| {
+            let hint = hints[(task + i) % hints.len()];
+            session_url(b, &format!("{hint}.{:022}", task * 1000 + i))
+        };
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..40 {
+                let reply = get(&url(i)).await;
+                statuses.push((reply.status, reply.body));
+            }
+            statuses
+        }
+    }))
+    .await;
+    for (status, body) in replies.into_iter().flatten() {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body, r#"{"code":1,"message":"Session ID unknown"}"#);
+    }
+    assert_eq!(peers.open_links(), links_before, "no link for a non-member");
+    cluster.stop().await;
+}
+
+/// Opens a Socket.IO session of the demo app on `owner` over raw polling and joins `/`.
+async fn demo_session(owner: &crate::fixture::TestNode) -> String {
+    let sid = open_polling(owner, SIO).await;
+    let url = sio_url(owner, &sid);
+    assert_eq!(post(&url, "40").await.status, 200);
+    let joined = get(&url).await;
+    assert!(joined.body.starts_with("40{"), "{joined:?}");
+    if !joined.body.contains("welcome") {
+        assert!(get(&url).await.body.contains("welcome"));
+    }
+    sid
+}
+
+const SIO: &str = "/socket.io/";
+
+fn sio_url(node: &crate::fixture::TestNode, sid: &str) -> String {
+    node.url(&format!("{SIO}?EIO=4&transport=polling&sid={sid}"))
+}
+
+/// Queues `count` acks of `size` bytes of binary each on a demo session: `echo` with an ack
+/// sends its binary argument back, and the ack waits for the next GET.
+async fn queue_binary_acks(via: &crate::fixture::TestNode, sid: &str, count: usize, size: usize) {
+    use base64::Engine as _;
+    for i in 0..count {
+        let data = vec![u8::try_from(i).expect("small"); size];
+        let attachment = base64::engine::general_purpose::STANDARD.encode(&data);
+        let body =
+            format!("451-{i}[\"echo\",{{\"_placeholder\":true,\"num\":0}}]\x1eb{attachment}");
+        let reply = post(&sio_url(via, sid), &body).await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "ok"));
+    }
+}
+
+/// A reply at the queue's bound (five binary acks of ~750 kB, ~5 MB as a polling payload)
+/// crosses the link; a forwarding node whose own bound is lower fails that one request with a
+/// 503, and the other requests parked on the same link are served afterwards.
+#[tokio::test]
+async fn a_reply_at_the_bound_crosses_the_link_and_an_oversized_one_fails_alone() {
+    use base64::Engine as _;
+    use nonstick::config::Config;
+
+    let cluster = TestCluster::start_with(3, &[], |id| {
+        let mut config = Config::new(AppKind::Demo);
+        if id == 2 {
+            config.engine.max_buffered_bytes = 1_000_000;
+        }
+        config
+    })
+    .await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    const SIZE: usize = 749_000;
+    let sid = demo_session(a).await;
+    let others = futures::future::join_all((0..10).map(|_| demo_session(a))).await;
+    // Their GETs park on A through B's link.
+    let parked: Vec<_> = others
+        .iter()
+        .map(|other| tokio::spawn(get_slowly(sio_url(b, other))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    queue_binary_acks(a, &sid, 5, SIZE).await;
+    let reply = get(&sio_url(c, &sid)).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.len() > 4_900_000, "{}", reply.body.len());
+    let packets: Vec<&str> = reply.body.split('\x1e').collect();
+    assert_eq!(packets.len(), 10);
+    for (i, pair) in packets.chunks(2).enumerate() {
+        assert_eq!(
+            pair[0],
+            format!("461-{i}[{{\"_placeholder\":true,\"num\":0}}]")
+        );
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(pair[1].strip_prefix('b').expect("binary"))
+            .expect("base64");
+        assert_eq!(data, vec![u8::try_from(i).expect("small"); SIZE]);
+    }
+
+    queue_binary_acks(a, &sid, 5, SIZE).await;
+    let reply = get(&sio_url(b, &sid)).await;
+    assert_eq!(reply.status, 503, "over B's bound: {}", reply.body);
+
+    // The link is fine: every GET parked on it gets what is sent to its session now.
+    for other in &others {
+        let reply = post(&sio_url(a, other), r#"42["echo","after"]"#).await;
+        assert_eq!(reply.status, 200);
+    }
+    for parked in parked {
+        let reply = parked.await.expect("task");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        // The demo app has recovery on: the event carries its offset after the arguments.
+        assert!(reply.body.starts_with(r#"42["echo","after","#), "{reply:?}");
+    }
+    cluster.stop().await;
+}
+
+/// A GET with a longer wait than the fixture's, for a poll parked on purpose.
+async fn get_slowly(url: String) -> crate::fixture::Reply {
+    tokio::time::timeout(Duration::from_secs(20), async { get(&url).await })
+        .await
+        .expect("answered")
+}
+
+/// An owner that drops every packet: concurrent requests for its sessions share one connect
+/// attempt, each gets its 503 within the connect timeout (not after the attempts of those
+/// before it), and for a moment after the failure requests fail at once without a new attempt.
+#[tokio::test]
+async fn an_unreachable_owner_costs_one_connect_attempt_and_fails_fast() {
+    use nonstick::config::Config;
+    use nonstick::rpc::CONNECT_TIMEOUT;
+
+    use crate::fixture::Path;
+
+    let cluster = TestCluster::start_with(3, &[(3, Path::BlackHole)], |_| {
+        Config::new(AppKind::ProtocolSuite)
+    })
+    .await;
+    let a = &cluster.nodes[0];
+    let started = tokio::time::Instant::now();
+    let replies = futures::future::join_all((0..20).map(|i| {
+        let url = session_url(a, &format!("3.{i:022}"));
+        async move {
+            let reply = tokio::time::timeout(Duration::from_secs(30), get(&url))
+                .await
+                .expect("answered");
+            (reply, started.elapsed())
+        }
+    }))
+    .await;
+    for (reply, elapsed) in &replies {
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert_eq!(
+            reply.body,
+            r#"{"code":1,"message":"Session owner unavailable"}"#
+        );
+        assert!(
+            *elapsed < CONNECT_TIMEOUT + Duration::from_secs(2),
+            "answered after {elapsed:?}: callers queued behind each other's attempts"
+        );
+    }
+    let peers = a.node().peers().expect("a cluster node");
+    let attempts = || {
+        peers
+            .started_links(3)
+            .iter()
+            .map(|l| l.connect_attempts())
+            .sum::<u64>()
+    };
+    assert_eq!(attempts(), 1, "one attempt for 20 concurrent callers");
+    // Right after a failed attempt the link fails at once.
+    let reply = get(&session_url(a, "3.AAAAAAAAAAAAAAAAAAAAAA")).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(attempts(), 1);
+    cluster.stop().await;
+}
+
+/// Polls `check` every 20 ms until it holds, failing after 10 s.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every node's registry follows a session through its life: born polling, upgraded to a
+/// websocket (recorded as such), and forgotten when it closes.
+#[tokio::test]
+async fn the_registry_records_the_upgrade_and_forgets_the_closed_session() {
+    use crate::fixture::{ws_connect, ws_send, ws_text};
+    use nonstick::registry::Transport;
+
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let a = &cluster.nodes[0];
+    let sid = open_polling(a, SIO).await;
+    let record = |i: usize| {
+        cluster.nodes[i]
+            .node()
+            .registry()
+            .expect("registry")
+            .session(&sid)
+    };
+    for i in 0..3 {
+        eventually("the session recorded", || {
+            record(i).is_some_and(|r| r.transport == Transport::Polling)
+        })
+        .await;
+    }
+    let mut ws = ws_connect(&a.ws_url(&format!("{SIO}?EIO=4&transport=websocket&sid={sid}")))
+        .await
+        .expect("upgrade");
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "5").await;
+    for i in 0..3 {
+        eventually("the upgrade recorded", || {
+            record(i).is_some_and(|r| r.transport == Transport::Websocket)
+        })
+        .await;
+    }
+    drop(ws);
+    for i in 0..3 {
+        eventually("the closed session forgotten", || record(i).is_none()).await;
+    }
+    cluster.stop().await;
+}
+
+/// Sessions opened and closed through round-robin leave nothing behind in any registry.
+#[tokio::test]
+async fn sessions_opened_and_closed_through_round_robin_leave_the_registry_empty() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let balancer =
+        crate::fixture::round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let front = format!("http://{}{EIO}?EIO=4&transport=polling", balancer.addr());
+    let churn = (0..8).map(|_| {
+        let front = front.clone();
+        async move {
+            for _ in 0..25 {
+                let open = get(&front).await;
+                let json: serde_json::Value =
+                    serde_json::from_str(open.body.trim_start_matches('0')).expect("open");
+                let sid = json["sid"].as_str().expect("sid");
+                let url = format!("{front}&sid={sid}");
+                assert_eq!(post(&url, "1").await.status, 200);
+            }
+        }
+    });
+    futures::future::join_all(churn).await;
+    for node in &cluster.nodes {
+        let registry = node.node().registry().expect("registry");
+        eventually("every closed session forgotten", || {
+            registry.status().sessions == 0
+        })
+        .await;
+        assert_eq!(registry.dropped_records() + registry.failed_records(), 0);
+    }
+    balancer.shutdown().await.expect("balancer");
+    cluster.stop().await;
+}
+
+/// What 100,000 sessions opened and closed through round-robin leave in the registries: the
+/// records (none) and each node's sled directory, empty, after the churn, and after a snapshot
+/// let the log be purged.
+///
+/// `cargo test --release --test it cluster::registry_after_churn -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, run in release by hand"]
+async fn registry_after_churn() {
+    let sessions: usize = std::env::var("CHURN_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let balancer =
+        crate::fixture::round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let sizes = |when: &str| {
+        for id in 1..=3u64 {
+            let status = cluster.nodes[id as usize - 1]
+                .node()
+                .registry()
+                .expect("registry")
+                .status();
+            println!(
+                "{when}: node {id}: {} sessions, sled dir {} KiB, log {:?}..={:?}",
+                status.sessions,
+                dir_size(&cluster.data_dir(id)) / 1024,
+                status.purged_index,
+                status.last_log_index,
+            );
+        }
+    };
+    sizes("empty");
+    let front = format!("http://{}{EIO}?EIO=4&transport=polling", balancer.addr());
+    let started = std::time::Instant::now();
+    let workers = 64;
+    let churn = (0..workers).map(|_| {
+        let front = front.clone();
+        tokio::spawn(async move {
+            for _ in 0..sessions / workers {
+                let open = get(&front).await;
+                let json: serde_json::Value =
+                    serde_json::from_str(open.body.trim_start_matches('0')).expect("open");
+                let sid = json["sid"].as_str().expect("sid");
+                assert_eq!(post(&format!("{front}&sid={sid}"), "1").await.status, 200);
+            }
+        })
+    });
+    for worker in futures::future::join_all(churn).await {
+        worker.expect("worker");
+    }
+    println!(
+        "{} sessions opened and closed in {:.1} s",
+        sessions / workers * workers,
+        started.elapsed().as_secs_f64()
+    );
+    for node in &cluster.nodes {
+        let registry = node.node().registry().expect("registry");
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        while registry.status().sessions > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    sizes("after the churn");
+    for node in &cluster.nodes {
+        let registry = node.node().registry().expect("registry");
+        registry.trigger_snapshot().await.expect("snapshot");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sizes("after a snapshot and the purge");
+    balancer.shutdown().await.expect("balancer");
+    cluster.stop().await;
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -228,25 +228,65 @@ pub const CLUSTER_SECRET: &str = "test-cluster-secret";
 /// N cluster nodes in this process, each with its own sled directory, HTTP and gRPC on
 /// 127.0.0.1:0, all serving `kind`. Stopped on drop or by [`TestCluster::stop`].
 pub struct TestCluster {
+    /// The nodes that run, by id (node 1 first; unreachable members have no entry).
     pub nodes: Vec<TestNode>,
     /// Every member's gRPC address.
     pub peers: std::collections::BTreeMap<u64, String>,
     /// Kept until the nodes are stopped: their registries live in it.
     _dirs: tempfile::TempDir,
+    /// The addresses of the unreachable members.
+    _holes: Vec<BlackHole>,
+    /// The proxies in front of the members that run behind one, by id.
+    pub freezers: std::collections::BTreeMap<u64, Freezer>,
+}
+
+/// How the other members reach a member of a [`TestCluster`], when not directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Not started; its address drops every packet ([`BlackHole`]).
+    BlackHole,
+    /// Started, and reached through a [`Freezer`] the test can freeze.
+    Freezer,
 }
 
 impl TestCluster {
     pub async fn start(n: u64, kind: AppKind) -> TestCluster {
+        TestCluster::start_with(n, &[], |_| Config::new(kind)).await
+    }
+
+    /// Members `1..=n`, started with `config(id)`; the members listed in `paths` are reached
+    /// the way it says.
+    pub async fn start_with(
+        n: u64,
+        paths: &[(u64, Path)],
+        config: impl Fn(u64) -> Config,
+    ) -> TestCluster {
+        let path = |id| paths.iter().find(|(p, _)| *p == id).map(|(_, path)| *path);
         let dirs = tempfile::tempdir().expect("tempdir");
         let mut grpc = Vec::new();
+        let mut holes = Vec::new();
+        let mut freezers = std::collections::BTreeMap::new();
         let mut peers = std::collections::BTreeMap::new();
         for id in 1..=n {
+            if path(id) == Some(Path::BlackHole) {
+                let hole = BlackHole::new().await;
+                peers.insert(id, hole.addr().to_string());
+                holes.push(hole);
+                continue;
+            }
             let listener = bind().await;
-            peers.insert(id, listener.local_addr().expect("addr").to_string());
-            grpc.push(listener);
+            let addr = listener.local_addr().expect("addr");
+            if path(id) == Some(Path::Freezer) {
+                let freezer = Freezer::new(addr).await;
+                peers.insert(id, freezer.addr().to_string());
+                freezers.insert(id, freezer);
+            } else {
+                peers.insert(id, addr.to_string());
+            }
+            grpc.push((id, listener));
         }
         let mut nodes = Vec::new();
-        for (id, grpc) in (1..=n).zip(grpc) {
+        for (id, grpc) in grpc {
             let cluster = node::ClusterConfig {
                 node_id: id,
                 peers: peers.clone(),
@@ -254,7 +294,7 @@ impl TestCluster {
                 secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
                 join: false,
             };
-            let running = node::start_cluster(Config::new(kind), cluster, bind().await, grpc)
+            let running = node::start_cluster(config(id), cluster, bind().await, grpc)
                 .await
                 .expect("start cluster node");
             nodes.push(TestNode::running(running));
@@ -263,9 +303,16 @@ impl TestCluster {
             nodes,
             peers,
             _dirs: dirs,
+            _holes: holes,
+            freezers,
         };
         cluster.wait_for_leader().await;
         cluster
+    }
+
+    /// Where node `id` keeps its registry.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self._dirs.path().join(format!("node-{id}"))
     }
 
     /// Wait until every node knows the same leader.
@@ -291,6 +338,106 @@ impl TestCluster {
     pub async fn stop(self) {
         for node in self.nodes {
             node.stop().await;
+        }
+    }
+}
+
+/// A loopback address that drops every connection attempt, like a host that is down or
+/// firewalled: a listener with a backlog of 0 whose one queued connection is never accepted,
+/// so the kernel drops every further SYN and connects hang until their own timeout.
+pub struct BlackHole {
+    _listener: tokio::net::TcpListener,
+    _filler: std::net::TcpStream,
+    addr: SocketAddr,
+}
+
+impl BlackHole {
+    pub async fn new() -> BlackHole {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let filler = std::net::TcpStream::connect_timeout(&addr, WAIT).expect("fill the backlog");
+        BlackHole {
+            _listener: listener,
+            _filler: filler,
+            addr,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A TCP proxy in front of a node's peer address that the test can freeze: while frozen it
+/// moves no byte either way, like a peer that stopped (SIGSTOP, a stuck host), and the
+/// connections stay open; thawed, it passes on what waited.
+pub struct Freezer {
+    addr: SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Freezer {
+    pub async fn new(target: SocketAddr) -> Freezer {
+        let listener = bind().await;
+        let addr = listener.local_addr().expect("addr");
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                connections.spawn(pass(ri, wo, watch.clone()));
+                connections.spawn(pass(ro, wi, watch.clone()));
+            }
+        });
+        Freezer { addr, frozen, task }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to`, neither reading nor writing while frozen.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
         }
     }
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod eio_codec;
 mod engine_polling;
 mod engine_websocket;
+mod failover;
 mod fixture;
 mod registry;
 mod sio_codec;

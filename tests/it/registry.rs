@@ -471,6 +471,77 @@ async fn restart_keeps_the_sessions(snapshot: bool) {
     }
 }
 
+/// Sessions whose owner is not a member (a node that left without handing them over) are
+/// forgotten by the leader, on every node; the others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_node_that_is_not_a_member_are_forgotten() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(&root, 3, |_| {}).await;
+    agreed_leader(&nodes).await;
+    for command in [create("gone-1", 9), create("gone-2", 9), create("kept", 2)] {
+        assert_eq!(
+            nodes[1].registry.write(command).await,
+            Ok(Response::Applied)
+        );
+    }
+    for m in &nodes {
+        eventually("the departed node's sessions forgotten", || {
+            m.registry.sessions_owned_by(9).is_empty() && m.registry.session("kept").is_some()
+        })
+        .await;
+    }
+    for m in &mut nodes {
+        m.stop().await;
+    }
+}
+
+/// A recorded command (nobody waits for it) whose batch cannot be committed is sent again
+/// with pauses: it lands once a majority is back, or is given up and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_commands_are_retried_then_given_up_and_counted() {
+    init_tracing();
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nodes = cluster(&root, 3, |c| c.write_timeout = Duration::from_millis(500)).await;
+    agreed_leader(&nodes).await;
+    let members: Vec<(NodeId, PathBuf, String)> = nodes
+        .iter()
+        .map(|m| (m.id, m.dir.clone(), m.addr.clone()))
+        .collect();
+    for m in &mut nodes[1..] {
+        m.stop().await;
+    }
+    nodes.truncate(1);
+    let alone = &nodes[0].registry;
+
+    alone.record(create("given-up", 1));
+    eventually("the record given up", || alone.failed_records() == 1).await;
+
+    alone.record(create("late", 1));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for (id, dir, addr) in &members[1..] {
+        let listener = TcpListener::bind(addr.as_str()).await.expect("rebind");
+        let peers = Peers::new(Secret::new(SECRET).expect("secret"));
+        for (peer, _, peer_addr) in &members {
+            peers.set(*peer, peer_addr).expect("peer");
+        }
+        let mut config = config(*id, dir, peers);
+        config.write_timeout = Duration::from_millis(500);
+        nodes.push(start_member(config, listener, addr.clone()).await);
+    }
+    for m in &nodes {
+        eventually("the retried record on every node", || {
+            m.registry.session("late").is_some()
+        })
+        .await;
+        assert!(m.registry.session("given-up").is_none());
+    }
+    assert_eq!(nodes[0].registry.failed_records(), 1);
+    for m in &mut nodes {
+        m.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn a_call_without_the_cluster_secret_is_refused() {
     init_tracing();
