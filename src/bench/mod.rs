@@ -1,10 +1,12 @@
 //! The benchmark harness: a load generator with its own Engine.IO/Socket.IO client
 //! (`bench::client`), scenarios that drive the demo app's events (`bench::scenario`), their
-//! measurements (`bench::stats`), and the comparison of setups in one run (`bench::compare`).
+//! measurements (`bench::stats`, and the processes' CPU time per operation in `bench::cpu`),
+//! and the comparison of setups in one run (`bench::compare`).
 //! Everything stays on loopback and is bounded in count and time.
 
 pub mod client;
 pub mod compare;
+pub mod cpu;
 pub mod report;
 pub mod scenario;
 pub mod setup;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::cpu::Process;
 use crate::balancer::Mode;
 use crate::config::AppKind;
 use crate::launch::{self, LocalCluster, RunningCluster, free_port, stop_all, wait_ready};
@@ -128,6 +129,8 @@ pub struct Setup {
     pub addr: SocketAddr,
     /// The Socket.IO server processes (not the balancer), for memory measurements.
     pub pids: Vec<u32>,
+    /// Every process of the setup with its role, for CPU time per operation.
+    pub processes: Vec<Process>,
     cluster: Option<RunningCluster>,
     children: Vec<Child>,
     _dir: Option<tempfile::TempDir>,
@@ -145,10 +148,13 @@ impl Setup {
                 };
                 let cluster = nonstick_cluster(tools).await?;
                 let (balancer, addr) = balancer(tools, cluster.nodes(), mode).await?;
+                let mut processes = nodes(&cluster.pids());
+                processes.extend(process("balancer", &balancer));
                 Ok(Setup {
                     kind,
                     addr,
                     pids: cluster.pids(),
+                    processes,
                     cluster: Some(cluster),
                     children: vec![balancer],
                     _dir: None,
@@ -159,10 +165,13 @@ impl Setup {
                 let dir = tempfile::tempdir()?;
                 let hash = kind == SetupKind::NginxHash;
                 let (nginx, addr) = nginx(&tools.nginx, dir.path(), cluster.nodes(), hash).await?;
+                let mut processes = nodes(&cluster.pids());
+                processes.extend(process("nginx", &nginx));
                 Ok(Setup {
                     kind,
                     addr,
                     pids: cluster.pids(),
+                    processes,
                     cluster: Some(cluster),
                     children: vec![nginx],
                     _dir: Some(dir),
@@ -197,6 +206,7 @@ impl Setup {
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
                     .spawn()?;
+                let mut processes: Vec<Process> = process("redis", &redis).into_iter().collect();
                 let mut children = vec![redis];
                 wait_listening(redis_addr).await?;
                 let url = format!("redis://{redis_addr}");
@@ -210,11 +220,14 @@ impl Setup {
                     children.push(child);
                 }
                 let (nginx, addr) = nginx(&tools.nginx, dir.path(), &nodes, true).await?;
+                processes.splice(0..0, self::nodes(&pids));
+                processes.extend(process("nginx", &nginx));
                 children.push(nginx);
                 Ok(Setup {
                     kind,
                     addr,
                     pids,
+                    processes,
                     cluster: None,
                     children,
                     _dir: Some(dir),
@@ -228,6 +241,7 @@ impl Setup {
             kind,
             addr,
             pids: child.id().into_iter().collect(),
+            processes: process("server", &child).into_iter().collect(),
             cluster: None,
             children: vec![child],
             _dir: None,
@@ -241,6 +255,25 @@ impl Setup {
             let _ = cluster.shutdown().await;
         }
     }
+}
+
+/// The server processes `pids` as `node1`, `node2`, … .
+fn nodes(pids: &[u32]) -> Vec<Process> {
+    (1..)
+        .zip(pids)
+        .map(|(i, pid)| Process {
+            role: format!("node{i}"),
+            pid: *pid,
+        })
+        .collect()
+}
+
+/// `child` in the role `role`, if it still runs.
+fn process(role: &str, child: &Child) -> Option<Process> {
+    child.id().map(|pid| Process {
+        role: role.to_owned(),
+        pid,
+    })
 }
 
 /// Three nodes without a balancer: each setup puts its own in front.

@@ -16,11 +16,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Request as HttpRequest, State};
-use axum::http::{
-    Extensions, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, Uri, header,
-};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, Method as HttpMethod, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -159,30 +157,31 @@ pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
     }
 }
 
-/// Every Engine.IO request of one mount: handshake, long-poll, POST, websocket.
-async fn engine_endpoint(
-    State(state): State<MountState>,
-    method: HttpMethod,
-    uri: Uri,
-    headers: HeaderMap,
-    extensions: Extensions,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    body: Body,
-) -> Response {
-    let remote = extensions
+/// Every Engine.IO request of one mount: handshake, long-poll, POST, websocket. Takes the
+/// request whole: extractors would copy its headers and extensions for every long-poll.
+async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let remote = parts
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    let req = request::parse(&method, &uri, &headers, remote);
+    let req = request::parse(&parts.method, &parts.uri, &parts.headers, remote);
+    let upgrade = if req.websocket_upgrade {
+        WebSocketUpgrade::from_request_parts(&mut parts, &())
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let headers = &parts.headers;
     if let Some(sid) = &req.sid
         && let Route::Remote(owner) = state.gateway.route(&state.mount, sid)
     {
-        return forwarded(&state, owner, req, &headers, upgrade, body).await;
+        return forwarded(&state, owner, req, headers, upgrade, body).await;
     }
     let engine = state.engine;
     let max_payload = engine.config().max_payload;
-    if req.websocket_upgrade
-        && let Ok(upgrade) = upgrade
-    {
+    if let Some(upgrade) = upgrade {
         let accept = match engine.accept_websocket(&req) {
             Ok(accept) => accept,
             Err(e) => return HttpError::from(e).into_response(),
@@ -210,7 +209,7 @@ async fn engine_endpoint(
             if let Err(e) = engine.check_post(&req) {
                 return HttpError::from(e).into_response();
             }
-            match read_body(&headers, body, max_payload).await {
+            match read_body(headers, body, max_payload).await {
                 Ok(bytes) => engine.post(&req, bytes).await.map(|()| ok_response()),
                 Err(e) => Err(e),
             }
@@ -230,12 +229,10 @@ async fn forwarded(
     owner: NodeId,
     req: Request,
     headers: &HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Option<WebSocketUpgrade>,
     body: Body,
 ) -> Response {
-    if req.websocket_upgrade
-        && let Ok(upgrade) = upgrade
-    {
+    if let Some(upgrade) = upgrade {
         let relay = match state.gateway.open_relay(owner, &state.mount, &req).await {
             Ok(relay) => relay,
             Err(e) => return HttpError::from(e).into_response(),

@@ -2,51 +2,44 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::Query;
 use axum::http::{HeaderMap, Method as HttpMethod, Uri, header};
 
 use crate::engine::{HandshakeInfo, Method, Request};
 
-/// Parses method, query and headers into an engine request. A malformed query string
-/// counts as an empty one, so the engine answers it with its own error code.
+/// Parses method, query and headers into an engine request. The query is decoded like a
+/// form (`+` is a space, bad escapes are kept as they are), so a malformed one still reaches
+/// the engine, which answers it with its own error code.
+///
+/// Only a handshake (a request without a sid) keeps the query pairs and headers for the
+/// application: every later request of a session needs just the few fields the engine reads,
+/// and copying the rest would cost each long-poll a dozen allocations.
 pub fn parse(
     method: &HttpMethod,
     uri: &Uri,
     headers: &HeaderMap,
     remote_addr: Option<SocketAddr>,
 ) -> Request {
-    let query: Vec<(String, String)> = Query::try_from_uri(uri)
-        .map(|Query(pairs)| pairs)
-        .unwrap_or_default();
+    let pairs = || form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes());
     let first = |name: &str| {
-        query
-            .iter()
+        pairs()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.into_owned())
     };
+    let sid = first("sid");
     let websocket_upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let origin = headers
-        .get(header::ORIGIN)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    Request {
-        method: match *method {
-            HttpMethod::GET => Method::Get,
-            HttpMethod::POST => Method::Post,
-            _ => Method::Other,
-        },
-        transport: first("transport"),
-        eio: first("EIO"),
-        sid: first("sid"),
-        websocket_upgrade,
-        origin,
-        content_type,
-        info: HandshakeInfo {
+    let text = |name| {
+        headers
+            .get(name)
+            .map(|v: &header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let info = if sid.is_none() {
+        HandshakeInfo {
+            query: pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
             headers: headers
                 .iter()
                 .map(|(k, v)| {
@@ -56,8 +49,23 @@ pub fn parse(
                     )
                 })
                 .collect(),
-            query,
             remote_addr,
+        }
+    } else {
+        HandshakeInfo::default()
+    };
+    Request {
+        method: match *method {
+            HttpMethod::GET => Method::Get,
+            HttpMethod::POST => Method::Post,
+            _ => Method::Other,
         },
+        transport: first("transport"),
+        eio: first("EIO"),
+        sid,
+        websocket_upgrade,
+        origin: text(header::ORIGIN),
+        content_type: text(header::CONTENT_TYPE),
+        info,
     }
 }

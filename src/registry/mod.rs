@@ -200,6 +200,7 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Dies once the storage (and so sled's directory lock) is released.
     lease: Weak<()>,
+    compactor: store::Compactor,
     membership_timeout: Duration,
     /// A leader whose last majority acknowledgement is older than this is unhealthy.
     election_timeout_max: Duration,
@@ -241,6 +242,7 @@ impl Registry {
             .map_err(|e| RegistryError::Storage(e.to_string()))?;
         let state = sm_store.view();
         let lease = sm_store.lease();
+        let compactor = sm_store.compactor();
         let network = network::Network {
             peers: config.peers.clone(),
         };
@@ -273,6 +275,7 @@ impl Registry {
                 dropped: AtomicU64::new(0),
                 tasks: Mutex::new(vec![batcher, sweeper]),
                 lease,
+                compactor,
                 membership_timeout: config.membership_timeout,
                 election_timeout_max: config.election_timeout_max,
             }),
@@ -393,10 +396,7 @@ impl Registry {
                 .wait(Some(remaining(deadline)))
                 .applied_index_at_least(Some(index), "read_linearizable")
                 .await
-                .map_err(|e| match e {
-                    openraft::metrics::WaitError::Timeout(..) => RegistryError::Timeout,
-                    openraft::metrics::WaitError::ShuttingDown => RegistryError::Shutdown,
-                })?;
+                .map_err(wait_error)?;
         }
         Ok(self.session(sid))
     }
@@ -497,6 +497,43 @@ impl Registry {
             .map_err(fatal_error)
     }
 
+    /// Compacts this node's store now: builds a snapshot of the applied state, purges the
+    /// whole log it covers (a follower that lags behind then catches up from the snapshot), and
+    /// rewrites the data directory with what is left, since sled never gives back the space of
+    /// removed entries. Returns the data directory's size in bytes before and after. The store
+    /// also compacts itself after a purge that leaves it mostly empty.
+    pub async fn compact(&self) -> Result<(u64, u64), RegistryError> {
+        let raft = &self.inner.core.raft;
+        let limit = Some(self.inner.membership_timeout);
+        let applied = raft.metrics().borrow().last_applied.map(|id| id.index);
+        raft.trigger().snapshot().await.map_err(fatal_error)?;
+        let metrics = raft
+            .wait(limit)
+            .metrics(
+                |m| m.snapshot.map(|id| id.index) >= applied,
+                "a snapshot of the applied state",
+            )
+            .await
+            .map_err(wait_error)?;
+        if let Some(upto) = metrics.snapshot.map(|id| id.index) {
+            raft.trigger().purge_log(upto).await.map_err(fatal_error)?;
+            raft.wait(limit)
+                .metrics(
+                    |m| m.purged.map(|id| id.index) >= Some(upto),
+                    "the log purged up to the snapshot",
+                )
+                .await
+                .map_err(wait_error)?;
+        }
+        let sizes = self
+            .inner
+            .compactor
+            .compact()
+            .await
+            .map_err(|e| RegistryError::Storage(e.to_string()))?;
+        sizes.ok_or(RegistryError::Shutdown)
+    }
+
     /// Stops Raft, the batcher and the sweeper (pending writes fail with
     /// [`RegistryError::Shutdown`]) and
     /// waits, at most 5 s, until the data directory is released, so it can be opened again in
@@ -553,6 +590,13 @@ where
         RaftError::Fatal(e) => fatal_error(e),
         RaftError::APIError(e) => RegistryError::Raft(e.to_string()),
     })
+}
+
+fn wait_error(e: openraft::metrics::WaitError) -> RegistryError {
+    match e {
+        openraft::metrics::WaitError::Timeout(..) => RegistryError::Timeout,
+        openraft::metrics::WaitError::ShuttingDown => RegistryError::Shutdown,
+    }
 }
 
 fn fatal_error(e: Fatal<NodeId>) -> RegistryError {
@@ -795,9 +839,9 @@ impl Core {
             .wait(Some(remaining(deadline)))
             .metrics(|m| m.current_leader.is_some(), "registry leader")
             .await
-            .map_err(|e| match e {
-                openraft::metrics::WaitError::Timeout(..) => RegistryError::NoLeader,
-                openraft::metrics::WaitError::ShuttingDown => RegistryError::Shutdown,
+            .map_err(|e| match wait_error(e) {
+                RegistryError::Timeout => RegistryError::NoLeader,
+                other => other,
             })?;
         metrics.current_leader.ok_or(RegistryError::NoLeader)
     }

@@ -1,6 +1,7 @@
 //! The registry's durable storage: openraft's log store and state machine (storage-v2) on sled.
 //!
-//! This is the only file that knows sled. One `sled::Db` per data directory, three trees:
+//! This is the only file that knows sled. The data directory holds one `sled::Db` at a time,
+//! in `gen-<n>/`, named by the file `CURRENT`, with three trees:
 //! - `logs`: log index as big-endian `u64` -> JSON `Entry` (big-endian keeps byte order equal
 //!   to index order, so ranges and `last()` work);
 //! - `meta`: `vote`, `committed`, `last_purged`;
@@ -12,13 +13,21 @@
 //! the log. Log appends, votes, snapshots and installs flush the Db before they are
 //! acknowledged (a sled flush covers every tree); a snapshot is durable before openraft may
 //! purge the logs it covers.
+//!
+//! sled never gives back the space of what was removed: its file only grows and is reused.
+//! So after a purge that left the database mostly empty, the store compacts it: it copies the
+//! live trees into a fresh generation, flushes it, points `CURRENT` at it (a rename, atomic)
+//! and deletes the old one. Every store operation holds the generation for reading; a
+//! compaction holds it for writing, so nothing is written to a generation being copied. A
+//! crash before the rename leaves the old generation current (the new one is deleted at the
+//! next start); after it, the new one is complete.
 
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -42,27 +51,160 @@ const SNAPSHOT: &[u8] = b"m:snapshot";
 /// Opens (or creates) the store in `dir` and returns its two halves. The directory is locked by
 /// sled until every clone of both halves is dropped.
 pub fn open(dir: &Path) -> StorageResult<(LogStore, StateMachineStore)> {
-    let db = sled::open(dir).map_err(|e| StorageIOError::<NodeId>::read(&e))?;
-    let tree = |name: &str| {
-        db.open_tree(name)
-            .map_err(|e| StorageIOError::<NodeId>::read(&e))
-    };
+    let disk = Disk::open(dir).map_err(|e| StorageIOError::<NodeId>::read(&e))?;
+    let data = load_state_machine(&disk.sm)?;
+    let disk = Arc::new(DiskHandle {
+        root: dir.to_owned(),
+        current: tokio::sync::RwLock::new(disk),
+    });
     let lease = Arc::new(());
     let logs = LogStore {
         _lease: lease.clone(),
-        db: db.clone(),
-        logs: tree("logs")?,
-        meta: tree("meta")?,
+        disk: disk.clone(),
     };
-    let sm_tree = tree("sm")?;
-    let data = load_state_machine(&sm_tree)?;
     let sm = StateMachineStore {
         _lease: lease,
-        db,
-        sm: sm_tree,
+        disk,
         data: Arc::new(RwLock::new(data)),
     };
     Ok((logs, sm))
+}
+
+/// The file naming the current generation.
+const CURRENT: &str = "CURRENT";
+
+/// After a purge, the database is compacted when sled's files take more than this many times
+/// the live data, and at least [`COMPACT_ABOVE`] bytes.
+const COMPACT_RATIO: u64 = 4;
+const COMPACT_ABOVE: u64 = 8 << 20;
+
+/// One generation of the database: a sled `Db` in `gen-<number>/` and its trees.
+struct Disk {
+    number: u64,
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+    sm: sled::Tree,
+}
+
+/// The trees of a generation, by name.
+const TREES: [&str; 3] = ["logs", "meta", "sm"];
+
+impl Disk {
+    /// The current generation of `root` (created if there is none); stale generations (a
+    /// compaction that did not finish) are deleted.
+    fn open(root: &Path) -> Result<Disk, sled::Error> {
+        std::fs::create_dir_all(root)?;
+        let number = match std::fs::read_to_string(root.join(CURRENT)) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+                sled::Error::Unsupported(format!("{CURRENT} holds {text:?}, not a generation"))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in std::fs::read_dir(root)?.flatten() {
+            let name = entry.file_name();
+            let stale = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("gen-"))
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n != number);
+            if stale {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        let disk = Disk::at(root, number)?;
+        if number == 0 {
+            set_current(root, 0)?;
+        }
+        Ok(disk)
+    }
+
+    fn at(root: &Path, number: u64) -> Result<Disk, sled::Error> {
+        let db = sled::open(generation_dir(root, number))?;
+        Ok(Disk {
+            number,
+            logs: db.open_tree(TREES[0])?,
+            meta: db.open_tree(TREES[1])?,
+            sm: db.open_tree(TREES[2])?,
+            db,
+        })
+    }
+
+    fn trees(&self) -> [&sled::Tree; 3] {
+        [&self.logs, &self.meta, &self.sm]
+    }
+
+    /// Bytes of keys and values in the trees.
+    fn live_bytes(&self) -> u64 {
+        self.trees()
+            .iter()
+            .flat_map(|tree| tree.iter().flatten())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum()
+    }
+}
+
+fn generation_dir(root: &Path, number: u64) -> PathBuf {
+    root.join(format!("gen-{number}"))
+}
+
+/// Points `CURRENT` at generation `number`, durably: written aside, synced, renamed over.
+fn set_current(root: &Path, number: u64) -> std::io::Result<()> {
+    let aside = root.join(format!("{CURRENT}.new"));
+    let mut file = std::fs::File::create(&aside)?;
+    std::io::Write::write_all(&mut file, number.to_string().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&aside, root.join(CURRENT))?;
+    std::fs::File::open(root)?.sync_all()
+}
+
+/// The current generation, shared by both halves of the store.
+struct DiskHandle {
+    root: PathBuf,
+    current: tokio::sync::RwLock<Disk>,
+}
+
+impl DiskHandle {
+    /// Copies the live trees into a new generation, makes it current and deletes the old one,
+    /// if sled's files are large against what they hold (or always, with `force`). Returns the
+    /// size on disk before and after, when it compacted.
+    async fn compact(&self, force: bool) -> StorageResult<Option<(u64, u64)>> {
+        let mut current = self.current.write().await;
+        let compact_err = |e: &dyn std::error::Error| -> StorageError<NodeId> {
+            StorageIOError::<NodeId>::write(&std::io::Error::other(e.to_string())).into()
+        };
+        let before = current.db.size_on_disk().map_err(|e| compact_err(&e))?;
+        if !force && (before < COMPACT_ABOVE || before < COMPACT_RATIO * current.live_bytes()) {
+            return Ok(None);
+        }
+        let number = current.number + 1;
+        let dir = generation_dir(&self.root, number);
+        let _ = std::fs::remove_dir_all(&dir);
+        let next = Disk::at(&self.root, number).map_err(|e| compact_err(&e))?;
+        for (from, to) in current.trees().into_iter().zip(next.trees()) {
+            for item in from.iter() {
+                let (key, value) = item.map_err(|e| compact_err(&e))?;
+                to.insert(key, value).map_err(|e| compact_err(&e))?;
+            }
+        }
+        next.db.flush_async().await.map_err(|e| compact_err(&e))?;
+        set_current(&self.root, number).map_err(|e| compact_err(&e))?;
+        let after = next.db.size_on_disk().map_err(|e| compact_err(&e))?;
+        let old = std::mem::replace(&mut *current, next);
+        let old_dir = generation_dir(&self.root, old.number);
+        drop(old);
+        // The old files may still be open in sled's background threads for a moment;
+        // removing them is safe on Unix and frees the space once they close.
+        std::fs::remove_dir_all(old_dir).map_err(|e| compact_err(&e))?;
+        tracing::info!(
+            before,
+            after,
+            generation = number,
+            "registry store compacted"
+        );
+        Ok(Some((before, after)))
+    }
 }
 
 /// The state of the last snapshot, or an empty state.
@@ -125,35 +267,34 @@ fn key_bound(bound: Bound<&u64>) -> Bound<[u8; 8]> {
     }
 }
 
-/// The Raft log, vote and commit marker on sled. Cheap to clone (sled trees are shared handles);
-/// it is also its own log reader.
+/// The Raft log, vote and commit marker on sled. Cheap to clone (it shares the database); it
+/// is also its own log reader.
 #[derive(Clone)]
 pub struct LogStore {
     /// Held by every clone of both halves; see [`StateMachineStore::lease`].
     _lease: Arc<()>,
-    db: sled::Db,
-    logs: sled::Tree,
-    meta: sled::Tree,
+    disk: Arc<DiskHandle>,
 }
 
-impl LogStore {
-    fn read_meta<T: for<'a> Deserialize<'a>>(&self, key: &[u8]) -> StorageResult<Option<T>> {
-        match self.meta.get(key).map_err(|e| logs_read(&e))? {
-            Some(value) => Ok(Some(decode(&value).map_err(|e| logs_read(&e))?)),
-            None => Ok(None),
-        }
+fn read_meta<T: for<'a> Deserialize<'a>>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> StorageResult<Option<T>> {
+    match meta.get(key).map_err(|e| logs_read(&e))? {
+        Some(value) => Ok(Some(decode(&value).map_err(|e| logs_read(&e))?)),
+        None => Ok(None),
     }
+}
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> StorageResult<()> {
-        let bytes = encode(value).map_err(|e| logs_write(&e))?;
-        self.meta.insert(key, bytes).map_err(|e| logs_write(&e))?;
-        Ok(())
-    }
+fn write_meta<T: Serialize>(meta: &sled::Tree, key: &[u8], value: &T) -> StorageResult<()> {
+    let bytes = encode(value).map_err(|e| logs_write(&e))?;
+    meta.insert(key, bytes).map_err(|e| logs_write(&e))?;
+    Ok(())
+}
 
-    async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(|e| logs_write(&e))?;
-        Ok(())
-    }
+async fn flush(disk: &Disk) -> StorageResult<()> {
+    disk.db.flush_async().await.map_err(|e| logs_write(&e))?;
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -161,9 +302,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let disk = self.disk.current.read().await;
         let bounds = (key_bound(range.start_bound()), key_bound(range.end_bound()));
         let mut entries = Vec::new();
-        for item in self.logs.range(bounds) {
+        for item in disk.logs.range(bounds) {
             let (_, value) = item.map_err(|e| logs_read(&e))?;
             entries.push(decode(&value).map_err(|e| logs_read(&e))?);
         }
@@ -175,8 +317,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED)?;
-        let last_log_id = match self.logs.last().map_err(|e| logs_read(&e))? {
+        let disk = self.disk.current.read().await;
+        let last_purged_log_id: Option<LogId<NodeId>> = read_meta(&disk.meta, LAST_PURGED)?;
+        let last_log_id = match disk.logs.last().map_err(|e| logs_read(&e))? {
             Some((_, value)) => {
                 let entry: Entry<TypeConfig> = decode(&value).map_err(|e| logs_read(&e))?;
                 Some(entry.log_id)
@@ -194,11 +337,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let disk = self.disk.current.read().await;
         let bytes = encode(vote).map_err(|e| StorageIOError::<NodeId>::write_vote(&e))?;
-        self.meta
+        disk.meta
             .insert(VOTE, bytes)
             .map_err(|e| StorageIOError::<NodeId>::write_vote(&e))?;
-        self.db
+        disk.db
             .flush_async()
             .await
             .map_err(|e| StorageIOError::<NodeId>::write_vote(&e))?;
@@ -206,7 +350,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        match self
+        let disk = self.disk.current.read().await;
+        match disk
             .meta
             .get(VOTE)
             .map_err(|e| StorageIOError::<NodeId>::read_vote(&e))?
@@ -220,13 +365,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
         // Not flushed: losing it only means re-applying a few entries after a crash.
-        self.write_meta(COMMITTED, &committed)
+        write_meta(&self.disk.current.read().await.meta, COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .read_meta::<Option<LogId<NodeId>>>(COMMITTED)?
-            .flatten())
+        let disk = self.disk.current.read().await;
+        Ok(read_meta::<Option<LogId<NodeId>>>(&disk.meta, COMMITTED)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -234,39 +378,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let disk = self.disk.current.read().await;
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = encode(&entry).map_err(|e| logs_write(&e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
-        self.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
+        disk.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
         // Acknowledge only once durable: openraft counts this node towards the quorum then.
-        let flushed = self.db.flush_async().await;
+        let flushed = disk.db.flush_async().await;
         callback.log_io_completed(flushed.map(|_| ()).map_err(std::io::Error::other));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let disk = self.disk.current.read().await;
         let mut batch = sled::Batch::default();
-        for item in self.logs.range(index_key(log_id.index)..) {
+        for item in disk.logs.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(|e| logs_write(&e))?;
             batch.remove(key);
         }
-        self.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
-        self.flush().await
+        disk.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
+        flush(&disk).await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        // Record the purge point durably first: a crash between the two steps then leaves
-        // extra entries below it (harmless), never a gap without a marker.
-        self.write_meta(LAST_PURGED, &log_id)?;
-        self.flush().await?;
-        let mut batch = sled::Batch::default();
-        for item in self.logs.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(|e| logs_write(&e))?;
-            batch.remove(key);
+        {
+            let disk = self.disk.current.read().await;
+            // Record the purge point durably first: a crash between the two steps then leaves
+            // extra entries below it (harmless), never a gap without a marker.
+            write_meta(&disk.meta, LAST_PURGED, &log_id)?;
+            flush(&disk).await?;
+            let mut batch = sled::Batch::default();
+            for item in disk.logs.range(..=index_key(log_id.index)) {
+                let (key, _) = item.map_err(|e| logs_write(&e))?;
+                batch.remove(key);
+            }
+            disk.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
         }
-        self.logs.apply_batch(batch).map_err(|e| logs_write(&e))?;
+        self.disk.compact(false).await?;
         Ok(())
     }
 }
@@ -292,9 +442,23 @@ struct StoredSnapshot {
 pub struct StateMachineStore {
     /// Held by every clone of both halves; see [`StateMachineStore::lease`].
     _lease: Arc<()>,
-    db: sled::Db,
-    sm: sled::Tree,
+    disk: Arc<DiskHandle>,
     data: Arc<RwLock<SmData>>,
+}
+
+/// Compacts the store on demand (see [`StateMachineStore::compactor`]).
+pub(crate) struct Compactor(Weak<DiskHandle>);
+
+impl Compactor {
+    /// Copies what the store holds into a fresh generation and deletes the old one: sled
+    /// keeps the space of everything ever removed. Returns the bytes on disk before and after;
+    /// `None` once the store is closed.
+    pub(crate) async fn compact(&self) -> StorageResult<Option<(u64, u64)>> {
+        match self.0.upgrade() {
+            Some(disk) => disk.compact(true).await,
+            None => Ok(None),
+        }
+    }
 }
 
 /// Read access to the applied sessions, for the registry facade.
@@ -357,13 +521,21 @@ impl StateMachineStore {
         }
     }
 
-    fn write_snapshot(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
+    /// A handle that compacts the store on demand without keeping it open.
+    pub(crate) fn compactor(&self) -> Compactor {
+        Compactor(Arc::downgrade(&self.disk))
+    }
+
+    /// Writes `snapshot` and flushes it.
+    async fn save_snapshot(&self, snapshot: &StoredSnapshot) -> StorageResult<()> {
         let signature = Some(snapshot.meta.signature());
         let bytes = encode(snapshot)
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature.clone(), &e))?;
-        self.sm
+        let disk = self.disk.current.read().await;
+        disk.sm
             .insert(SNAPSHOT, bytes)
             .map_err(|e| StorageIOError::<NodeId>::write_snapshot(signature, &e))?;
+        disk.db.flush_async().await.map_err(|e| sm_write(&e))?;
         Ok(())
     }
 }
@@ -386,8 +558,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         // Durable before it is reported: openraft may purge the logs it covers.
         let stored = StoredSnapshot { meta, data };
-        self.write_snapshot(&stored)?;
-        self.db.flush_async().await.map_err(|e| sm_write(&e))?;
+        self.save_snapshot(&stored).await?;
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -452,11 +623,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let sessions: Sessions = decode(&data)
             .map_err(|e| StorageIOError::<NodeId>::read_snapshot(Some(meta.signature()), &e))?;
         // Durable before the state changes: a restart then starts from this snapshot.
-        self.write_snapshot(&StoredSnapshot {
+        self.save_snapshot(&StoredSnapshot {
             meta: meta.clone(),
             data,
-        })?;
-        self.db.flush_async().await.map_err(|e| sm_write(&e))?;
+        })
+        .await?;
         let mut state = write(&self.data);
         state.sessions.replace(sessions);
         state.applied = meta.last_log_id;
@@ -465,7 +636,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(read_snapshot(&self.sm)?.map(|stored| Snapshot {
+        let disk = self.disk.current.read().await;
+        Ok(read_snapshot(&disk.sm)?.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
