@@ -90,8 +90,8 @@ pub struct WsAccept {
 enum WsKind {
     /// A websocket-only session: the handshake happens on the websocket.
     Open(HandshakeInfo),
-    /// An upgrade of this polling session.
-    Upgrade(Arc<Session>),
+    /// An upgrade of this polling session, by a websocket that came by this way.
+    Upgrade(Arc<Session>, Via),
     /// Accepted at the HTTP level, then closed at once (an extra websocket for a sid
     /// that is already upgrading or upgraded).
     Refuse,
@@ -101,7 +101,7 @@ impl std::fmt::Debug for WsAccept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             WsKind::Open(_) => "open",
-            WsKind::Upgrade(_) => "upgrade",
+            WsKind::Upgrade(..) => "upgrade",
             WsKind::Refuse => "refuse",
         };
         f.debug_struct("WsAccept").field("kind", &kind).finish()
@@ -405,9 +405,10 @@ impl Engine {
         session.post(body).await
     }
 
-    /// The check to run before answering a websocket upgrade with 101. An error means
-    /// the upgrade must be refused with a plain HTTP error.
-    pub fn accept_websocket(&self, req: &Request) -> Result<WsAccept, EngineError> {
+    /// The check to run before answering a websocket upgrade with 101, for a websocket that
+    /// comes by `via` (this node's front, or a relay from another node). An error means the
+    /// upgrade must be refused with a plain HTTP error.
+    pub fn accept_websocket(&self, req: &Request, via: Via) -> Result<WsAccept, EngineError> {
         if !req.websocket_upgrade {
             return Err(EngineError::BadRequest);
         }
@@ -423,7 +424,7 @@ impl Engine {
                 if self.shared.config.allow_upgrades
                     && session.transport() == Transport::Polling =>
             {
-                WsKind::Upgrade(session)
+                WsKind::Upgrade(session, via)
             }
             Route::Session(..) => WsKind::Refuse,
         };
@@ -452,8 +453,8 @@ impl Engine {
                 }
                 ws::drive(session, sink, stream).await;
             }
-            WsKind::Upgrade(session) => {
-                if Box::pin(ws::probe(&session, &mut sink, &mut stream)).await {
+            WsKind::Upgrade(session, via) => {
+                if Box::pin(ws::probe(&session, via, &mut sink, &mut stream)).await {
                     ws::drive(session, sink, stream).await;
                 } else {
                     Box::pin(ws::end_link(&mut sink, CLOSE_NORMAL, limit)).await;

@@ -22,9 +22,10 @@ use super::{LiveSlot, Shared};
 use crate::protocol::eio::{self, Packet};
 
 /// How long a long-poll that finds the slot taken by one that came another way waits for it
-/// to be given back (see [`Session::poll`]). The news of a dead forwarding node normally
-/// arrives within a millisecond; this bounds how long a genuine second GET is left waiting
-/// before the session closes.
+/// to be given back, or one that finds an upgrade probing waits for it to finish (see
+/// [`Session::poll`]). The news of a dead forwarding node, or an upgrade's `5` relayed by
+/// another node, normally arrives within a millisecond; this bounds how long a genuine second
+/// GET is left waiting.
 pub(crate) const SUPERSEDE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The way a request came by: this process's own HTTP front, or one forwarding stream of a
@@ -79,6 +80,8 @@ pub(crate) struct State {
     next_poll_id: u64,
     post_active: bool,
     pub(crate) upgrade: Upgrade,
+    /// The way the upgrading websocket came by.
+    pub(crate) upgrade_via: Via,
     /// What the next (or parked) long-poll gets once the session is closed.
     final_payload: Option<Vec<Packet>>,
     /// Closed (by the server, or by a client `1` over POST) while no long-poll was parked: the session stays findable
@@ -139,6 +142,7 @@ impl Session {
             next_poll_id: 0,
             post_active: false,
             upgrade: Upgrade::Idle,
+            upgrade_via: Via::LOCAL,
             final_payload: None,
             linger: false,
             // Timers start when the session is created, before the open packet is sent.
@@ -414,7 +418,9 @@ impl Session {
     /// parked GET came by another way, it may be a GET whose way broke unnoticed so far (its
     /// forwarding node just died, and the client's retry came through another node faster
     /// than the news). Such a GET waits up to [`SUPERSEDE_GRACE`] for the slot to be given
-    /// back before the rule applies.
+    /// back before the rule applies. A GET that arrives, by another way than the websocket, while
+    /// an upgrade probes waits as long for the upgrade's `5`, which may be on its way over
+    /// another node.
     pub(crate) async fn poll(
         self: &Arc<Self>,
         via: Via,
@@ -438,7 +444,16 @@ impl Session {
                     }
                     return Err(EngineError::UnknownSid);
                 }
+                let now = Instant::now();
                 match st.poll_parked {
+                    // A new GET, by another way than the websocket, while the upgrade probes:
+                    // the client stops polling before it sends `5`, so this GET most likely
+                    // raced that `5` through another node. Give the upgrade a moment to
+                    // finish, then the GET is refused; if it does not, the GET gets its `6`
+                    // below. By the same way, the reference's answer holds: `6` at once.
+                    _ if st.upgrade == Upgrade::Probing
+                        && st.upgrade_via != via
+                        && now < grace_until => {}
                     None => {
                         let id = st.next_poll_id;
                         st.next_poll_id += 1;
@@ -446,7 +461,7 @@ impl Session {
                         st.poll_via = via;
                         break id;
                     }
-                    Some(_) if st.poll_via != via && Instant::now() < grace_until => {}
+                    Some(_) if st.poll_via != via && now < grace_until => {}
                     Some(_) => {
                         let closing = self.close_locked(
                             &mut st,

@@ -14,7 +14,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 
 use super::app::{CloseReason, Transport};
-use super::session::{FinalAnswer, Session, Upgrade};
+use super::session::{FinalAnswer, Session, Upgrade, Via};
 use crate::protocol::eio::{self, Frame, Packet};
 
 /// Websocket close code for a message over the size limit.
@@ -177,7 +177,12 @@ where
 
 /// Runs the probe of a polling session's upgrade. Returns `true` once `5` arrived and
 /// the session switched to this websocket.
-pub(crate) async fn probe<Si, St>(session: &Arc<Session>, sink: &mut Si, stream: &mut St) -> bool
+pub(crate) async fn probe<Si, St>(
+    session: &Arc<Session>,
+    via: Via,
+    sink: &mut Si,
+    stream: &mut St,
+) -> bool
 where
     Si: Sink<Outbound> + Unpin + Send,
     St: Stream<Item = Result<Frame, LinkError>> + Unpin + Send,
@@ -189,6 +194,7 @@ where
             return false;
         }
         st.upgrade = Upgrade::Opening;
+        st.upgrade_via = via;
     }
     let deadline = Instant::now() + session.config.upgrade_timeout;
     let mut probed = false;

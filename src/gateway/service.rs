@@ -46,8 +46,14 @@ struct Polling {
     via: Via,
 }
 
-/// Numbers the incoming streams; 0 is the engine's own HTTP front.
+/// Numbers the incoming streams (polling links and websocket relays); 0 is the engine's own
+/// HTTP front.
 static STREAMS: AtomicU64 = AtomicU64::new(1);
+
+/// The way of a new incoming stream.
+fn next_via() -> Via {
+    Via(STREAMS.fetch_add(1, Ordering::Relaxed))
+}
 
 impl Serve for Polling {
     fn serve(&self, request: Bytes, ended: Ended) -> Served {
@@ -107,7 +113,7 @@ impl Forward for ForwardService {
     ) -> Result<Response<Self::PollingStream>, Status> {
         let polling = Arc::new(Polling {
             gateway: self.gateway.clone(),
-            via: Via(STREAMS.fetch_add(1, Ordering::Relaxed)),
+            via: next_via(),
         });
         let max_message = self.gateway.max_forwarded_message();
         Ok(Response::new(link::serve(
@@ -135,7 +141,7 @@ impl Forward for ForwardService {
         let accept = engine
             .as_ref()
             .ok_or(EngineError::UnknownSid)
-            .and_then(|engine| engine.accept_websocket(&req));
+            .and_then(|engine| engine.accept_websocket(&req, next_via()));
         let (mut out, replies) = futures::channel::mpsc::channel(RELAY_QUEUE);
         let (engine, accept) = match (engine, accept) {
             (Some(engine), Ok(accept)) => (engine, accept),

@@ -27,7 +27,7 @@ pub use error::HttpError;
 
 use bytes::Bytes;
 
-use crate::engine::{Engine, EngineError, Method, Request};
+use crate::engine::{Engine, EngineError, Method, Request, Via};
 use crate::gateway::NodeId;
 use crate::gateway::{Gateway, Route};
 
@@ -182,7 +182,7 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
     let engine = state.engine;
     let max_payload = engine.config().max_payload;
     if let Some(upgrade) = upgrade {
-        let accept = match engine.accept_websocket(&req) {
+        let accept = match engine.accept_websocket(&req, Via::LOCAL) {
             Ok(accept) => accept,
             Err(e) => return HttpError::from(e).into_response(),
         };

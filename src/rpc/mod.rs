@@ -153,7 +153,8 @@ impl Peers {
     }
 
     /// Makes the directory hold exactly `members` (node id -> address): new ones are added,
-    /// moved ones get their new address, the others are removed.
+    /// moved ones get their new address, the others are removed. A member whose address is
+    /// unusable is left out (the others are still applied) and its error returned.
     pub fn sync(&self, members: &BTreeMap<u64, String>) -> Result<(), RpcError> {
         let gone: Vec<u64> = self
             .inner
@@ -166,10 +167,13 @@ impl Peers {
         for id in gone {
             self.remove(id);
         }
+        let mut result = Ok(());
         for (id, addr) in members {
-            self.set(*id, addr)?;
+            if let Err(e) = self.set(*id, addr) {
+                result = Err(e);
+            }
         }
-        Ok(())
+        result
     }
 
     /// Whether `node` is in the directory (a member, once the directory follows the

@@ -71,6 +71,19 @@ async fn wait_for_room(cluster: &TestCluster, i: usize, room: &str, expected: &[
     }
 }
 
+/// Wait until node `i` has noticed that the client of socket `sid` went away.
+async fn wait_until_gone(cluster: &TestCluster, i: usize, sid: &str) {
+    let until = tokio::time::Instant::now() + WAIT;
+    while io(cluster, i).of("/").socket(sid).is_some() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "node {} kept the lost socket",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Read the registry of node `i` until the record of `session` passes `check`.
 async fn wait_for_record(
     cluster: &TestCluster,
@@ -245,14 +258,7 @@ async fn a_socket_lost_on_one_node_is_recovered_on_another() {
     assert!(witness.text().await.starts_with("430"));
 
     drop(lost);
-    let until = tokio::time::Instant::now() + WAIT;
-    while io(&cluster, 0).of("/").socket(&sid).is_some() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "node 1 kept the lost socket"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_gone(&cluster, 0, &sid).await;
     io(&cluster, 1)
         .to("news")
         .emit("missed", json!(7))
@@ -385,14 +391,7 @@ async fn a_frozen_peer_holds_up_nothing_and_is_not_flooded_when_it_returns() {
     let offset = welcome[2].as_str().expect("offset").to_owned();
     let sid = reply["sid"].as_str().expect("sid").to_owned();
     drop(lost);
-    let until = tokio::time::Instant::now() + WAIT;
-    while io(&cluster, 1).of("/").socket(&sid).is_some() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "node 2 kept the socket"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_gone(&cluster, 1, &sid).await;
     let mut back = SioClient::open_at(cluster.nodes[0].addr(), "").await;
     let asked = tokio::time::Instant::now();
     back.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))

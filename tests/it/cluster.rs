@@ -688,7 +688,7 @@ async fn registry_after_churn() {
             println!(
                 "{when}: node {id}: {} sessions, data dir {} bytes, log {:?}..={:?}",
                 status.sessions,
-                dir_size(&cluster.data_dir(id)),
+                crate::fixture::dir_size(&cluster.data_dir(id)),
                 status.purged_index,
                 status.last_log_index,
             );
@@ -746,17 +746,29 @@ async fn registry_after_churn() {
     cluster.stop().await;
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_size(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// An upgrade relayed through one node and a GET through another: a GET that reaches the
+/// owner while the upgrade probes waits a moment for the `5` that may be on its way, so the
+/// client that sent `5` first sees its later GET refused, as on one node.
+#[tokio::test]
+async fn a_get_racing_the_upgrade_through_another_node_is_refused_after_it() {
+    use crate::fixture::{ws_connect, ws_send, ws_text};
+
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let sid = open_polling(a, EIO).await;
+    let mut ws = ws_connect(&b.ws_url(&format!("{EIO}?EIO=4&transport=websocket&sid={sid}")))
+        .await
+        .expect("relayed upgrade");
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    let racing = tokio::spawn(get_slowly(session_url(c, &sid)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ws_send(&mut ws, "5").await;
+    let reply = racing.await.expect("task");
+    assert_eq!(reply.status, 400, "{reply:?}");
+    let json: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(json["code"], 3);
+    ws_send(&mut ws, "4hello").await;
+    assert_eq!(ws_text(&mut ws).await, "4hello");
+    cluster.stop().await;
 }

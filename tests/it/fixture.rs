@@ -567,3 +567,19 @@ pub fn connect_reply(packet: &str, prefix: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("expected {prefix}…, got {packet}"));
     serde_json::from_str(body).expect("connect reply is JSON")
 }
+
+/// Bytes in the files below `path`.
+pub fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

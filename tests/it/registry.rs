@@ -642,28 +642,12 @@ async fn measure_writes(inflight: usize) {
             );
         }
     }
-    let dir_size = |dir: &Path| -> u64 {
-        fn walk(p: &Path) -> u64 {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| match e.metadata() {
-                            Ok(m) if m.is_dir() => walk(&e.path()),
-                            Ok(m) => m.len(),
-                            Err(_) => 0,
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        walk(dir)
-    };
     for m in &nodes {
         println!(
             "node {}: {} sessions, data dir {} KiB",
             m.id,
             m.registry.status().sessions,
-            dir_size(&m.dir) / 1024
+            crate::fixture::dir_size(&m.dir) / 1024
         );
     }
     for m in &mut nodes {
