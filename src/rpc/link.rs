@@ -210,11 +210,6 @@ impl Link {
         }
     }
 
-    /// The peer this link goes to.
-    pub fn node(&self) -> u64 {
-        self.inner.node
-    }
-
     /// How many times the link tried to open its stream.
     pub fn connect_attempts(&self) -> u64 {
         self.inner.stats.connect_attempts.load(Ordering::Relaxed)
