@@ -426,11 +426,11 @@ impl Session {
         via: Via,
         gone: impl Future<Output = ()>,
     ) -> Result<Option<String>, EngineError> {
-        let grace_until = Instant::now() + SUPERSEDE_GRACE;
+        // Set the first time this GET has to wait, so the common case reads no clock.
+        let mut grace_until = None;
         let id = loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
-            changed.as_mut().enable();
             {
                 let mut st = self.enter(Transport::Polling)?;
                 if st.closed.is_some() {
@@ -444,39 +444,38 @@ impl Session {
                     }
                     return Err(EngineError::UnknownSid);
                 }
-                let now = Instant::now();
-                match st.poll_parked {
-                    // A new GET, by another way than the websocket, while the upgrade probes:
-                    // the client stops polling before it sends `5`, so this GET most likely
-                    // raced that `5` through another node. Give the upgrade a moment to
-                    // finish, then the GET is refused; if it does not, the GET gets its `6`
-                    // below. By the same way, the reference's answer holds: `6` at once.
-                    _ if st.upgrade == Upgrade::Probing
-                        && st.upgrade_via != via
-                        && now < grace_until => {}
-                    None => {
-                        let id = st.next_poll_id;
-                        st.next_poll_id += 1;
-                        st.poll_parked = Some(id);
-                        st.poll_via = via;
-                        break id;
-                    }
-                    Some(_) if st.poll_via != via && now < grace_until => {}
-                    Some(_) => {
-                        let closing = self.close_locked(
-                            &mut st,
-                            CloseReason::TransportError,
-                            FinalAnswer::Close,
-                        );
-                        drop(st);
-                        self.finish_close(closing);
-                        return Err(EngineError::DuplicatePoll);
-                    }
+                // Came by another way than a parked GET, or than the websocket of an
+                // upgrade that probes (the client stops polling before it sends `5`, so this
+                // GET most likely raced that `5` through another node): wait a moment for
+                // the other way to finish. By the same way, the protocol's answers hold at
+                // once: a second GET closes the session, a GET during the probe gets `6`.
+                let contested = (st.poll_parked.is_some() && st.poll_via != via)
+                    || (st.upgrade == Upgrade::Probing && st.upgrade_via != via);
+                let now = contested.then(Instant::now);
+                let within_grace =
+                    now.is_some_and(|now| now < *grace_until.get_or_insert(now + SUPERSEDE_GRACE));
+                if within_grace {
+                    // Registered under the state lock: a change made after this check wakes it.
+                    changed.as_mut().enable();
+                } else if st.poll_parked.is_none() {
+                    let id = st.next_poll_id;
+                    st.next_poll_id += 1;
+                    st.poll_parked = Some(id);
+                    st.poll_via = via;
+                    break id;
+                } else {
+                    let closing =
+                        self.close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
+                    drop(st);
+                    self.finish_close(closing);
+                    return Err(EngineError::DuplicatePoll);
                 }
             }
+            // Only a GET within its grace gets here, so the grace is set.
+            let until = grace_until.unwrap_or_else(Instant::now);
             tokio::select! {
                 _ = changed => {}
-                _ = tokio::time::sleep_until(grace_until) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         };
         let mut guard = PollGuard {

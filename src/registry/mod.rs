@@ -500,7 +500,7 @@ impl Registry {
     /// Compacts this node's store now: builds a snapshot of the applied state, purges the
     /// whole log it covers (a follower that lags behind then catches up from the snapshot), and
     /// rewrites the data directory with what is left, since sled never gives back the space of
-    /// removed entries. Returns the data directory's size in bytes before and after. The store
+    /// removed entries. Returns sled's size on disk in bytes before and after. The store
     /// also compacts itself after a purge that leaves it mostly empty.
     pub async fn compact(&self) -> Result<(u64, u64), RegistryError> {
         let raft = &self.inner.core.raft;

@@ -193,6 +193,7 @@ impl Link {
             config: spec.config,
             stats: stats.clone(),
             pending: HashMap::new(),
+            replies: Assembly::new(spec.config.max_message),
             waiting: VecDeque::new(),
             up: None,
             connecting: None,
@@ -297,11 +298,71 @@ struct Up {
     replies: Streaming<Frame>,
 }
 
-/// A request sent on the stream, waiting for its reply.
-struct Pending {
-    waiter: Waiter,
-    /// The pieces of a reply that came in several frames, so far.
-    partial: Option<BytesMut>,
+/// Messages that arrive in pieces, put back together within a bound. One over the bound is
+/// reported once, and its remaining pieces are dropped as they come.
+struct Assembly {
+    max_message: usize,
+    partial: HashMap<u64, Partial>,
+}
+
+enum Partial {
+    Collecting(BytesMut),
+    /// Over the bound: the pieces still to come are dropped.
+    Dropping,
+}
+
+/// What a piece of a message made of it.
+enum Piece {
+    /// The message is complete.
+    Whole(Bytes),
+    /// More pieces are to come.
+    More,
+    /// The message just went over the bound.
+    TooLarge,
+    /// A piece of a message already over the bound.
+    Dropped,
+}
+
+impl Assembly {
+    fn new(max_message: usize) -> Assembly {
+        Assembly {
+            max_message,
+            partial: HashMap::new(),
+        }
+    }
+
+    /// Adds a piece of message `id`; `more` says whether others follow.
+    fn add(&mut self, id: u64, data: Bytes, more: bool) -> Piece {
+        let mut buffer = match self.partial.remove(&id) {
+            // The common case: a whole message in one frame, handed on without a copy.
+            None if !more && data.len() <= self.max_message => return Piece::Whole(data),
+            None => BytesMut::new(),
+            Some(Partial::Collecting(buffer)) => buffer,
+            Some(Partial::Dropping) => {
+                if more {
+                    self.partial.insert(id, Partial::Dropping);
+                }
+                return Piece::Dropped;
+            }
+        };
+        if buffer.len() + data.len() > self.max_message {
+            if more {
+                self.partial.insert(id, Partial::Dropping);
+            }
+            return Piece::TooLarge;
+        }
+        buffer.extend_from_slice(&data);
+        if more {
+            self.partial.insert(id, Partial::Collecting(buffer));
+            return Piece::More;
+        }
+        Piece::Whole(buffer.freeze())
+    }
+
+    /// Forgets message `id` (cancelled).
+    fn forget(&mut self, id: u64) {
+        self.partial.remove(&id);
+    }
 }
 
 /// The task of one link: owns the stream and every request waiting on it.
@@ -311,7 +372,9 @@ struct Driver {
     open: Opener,
     config: LinkConfig,
     stats: Arc<Stats>,
-    pending: HashMap<u64, Pending>,
+    /// Requests sent on the stream, waiting for their replies.
+    pending: HashMap<u64, Waiter>,
+    replies: Assembly,
     /// Calls that arrived while the stream was being opened.
     waiting: VecDeque<Call>,
     up: Option<Up>,
@@ -412,17 +475,12 @@ impl Driver {
                 return;
             }
         }
-        self.pending.insert(
-            call.id,
-            Pending {
-                waiter: call.waiter,
-                partial: None,
-            },
-        );
+        self.pending.insert(call.id, call.waiter);
     }
 
     fn cancel(&mut self, id: u64) {
         if self.pending.remove(&id).is_some() {
+            self.replies.forget(id);
             self.send_cancel(id);
         } else if let Some(at) = self.waiting.iter().position(|call| call.id == id) {
             self.waiting.remove(at);
@@ -445,50 +503,38 @@ impl Driver {
         let data = match kind {
             Some(frame::Kind::Data(data)) => data,
             Some(frame::Kind::Failed(reason)) => {
-                if let Some(pending) = self.pending.remove(&id) {
+                if let Some(waiter) = self.pending.remove(&id) {
                     let node = self.node;
-                    let _ = pending
-                        .waiter
-                        .send(Err(LinkError::Refused { node, reason }));
+                    let _ = waiter.send(Err(LinkError::Refused { node, reason }));
                 }
                 return;
             }
             Some(frame::Kind::Cancel(_)) | None => return,
         };
         // No entry: the caller went away or the reply failed already.
-        let Some(pending) = self.pending.get_mut(&id) else {
+        if !self.pending.contains_key(&id) {
             return;
-        };
-        let whole = match pending.partial.take() {
-            None if !more && data.len() <= self.config.max_message => data,
-            partial => {
-                let mut buffer = partial.unwrap_or_default();
-                if buffer.len() + data.len() > self.config.max_message {
-                    // This call alone fails; the peer is told to stop sending the rest.
-                    if let Some(pending) = self.pending.remove(&id) {
-                        let _ = pending.waiter.send(Err(LinkError::TooLarge(self.node)));
-                    }
-                    self.send_cancel(id);
-                    return;
-                }
-                buffer.extend_from_slice(&data);
-                if more {
-                    pending.partial = Some(buffer);
-                    return;
-                }
-                buffer.freeze()
+        }
+        let result = match self.replies.add(id, data, more) {
+            Piece::Whole(reply) => Ok(reply),
+            Piece::TooLarge => {
+                // This call alone fails; the peer is told to stop sending the rest.
+                self.send_cancel(id);
+                Err(LinkError::TooLarge(self.node))
             }
+            Piece::More | Piece::Dropped => return,
         };
-        if let Some(pending) = self.pending.remove(&id) {
-            let _ = pending.waiter.send(Ok(whole));
+        if let Some(waiter) = self.pending.remove(&id) {
+            let _ = waiter.send(result);
         }
     }
 
     fn broken(&mut self, reason: String) {
         tracing::debug!(node = self.node, %reason, "link broke");
         self.up = None;
-        for (_, pending) in self.pending.drain() {
-            let _ = pending.waiter.send(Err(LinkError::Broken(self.node)));
+        self.replies = Assembly::new(self.config.max_message);
+        for (_, waiter) in self.pending.drain() {
+            let _ = waiter.send(Err(LinkError::Broken(self.node)));
         }
     }
 }
@@ -567,7 +613,7 @@ pub fn serve<S: Serve>(service: Arc<S>, frames: Streaming<Frame>, max_message: u
         max_message,
         ended: Ended(ended),
         running: HashMap::new(),
-        partial: HashMap::new(),
+        requests: Assembly::new(max_message),
         tasks: JoinSet::new(),
     };
     tokio::spawn(server.run(frames, end));
@@ -582,8 +628,8 @@ struct Server<S> {
     ended: Ended,
     /// Requests that wait, by id, so that a cancel can abort them.
     running: HashMap<u64, AbortHandle>,
-    /// Requests that came in several frames, so far.
-    partial: HashMap<u64, BytesMut>,
+    /// Requests that come in several frames.
+    requests: Assembly,
     tasks: JoinSet<(u64, Result<Bytes, String>)>,
 }
 
@@ -615,7 +661,7 @@ impl<S: Serve> Server<S> {
         let data = match kind {
             Some(frame::Kind::Data(data)) => data,
             Some(frame::Kind::Cancel(_)) => {
-                self.partial.remove(&id);
+                self.requests.forget(id);
                 if let Some(task) = self.running.remove(&id) {
                     task.abort();
                 }
@@ -623,21 +669,13 @@ impl<S: Serve> Server<S> {
             }
             Some(frame::Kind::Failed(_)) | None => return,
         };
-        let request = match self.partial.remove(&id) {
-            None if !more && data.len() <= self.max_message => data,
-            partial => {
-                let mut buffer = partial.unwrap_or_default();
-                if buffer.len() + data.len() > self.max_message {
-                    let reason = format!("request over {} bytes", self.max_message);
-                    return self.reply(id, Err(reason)).await;
-                }
-                buffer.extend_from_slice(&data);
-                if more {
-                    self.partial.insert(id, buffer);
-                    return;
-                }
-                buffer.freeze()
+        let request = match self.requests.add(id, data, more) {
+            Piece::Whole(request) => request,
+            Piece::TooLarge => {
+                let reason = format!("request over {} bytes", self.max_message);
+                return self.reply(id, Err(reason)).await;
             }
+            Piece::More | Piece::Dropped => return,
         };
         match self.service.serve(request, self.ended.clone()) {
             Served::Now(reply) => self.reply(id, reply).await,
@@ -681,6 +719,27 @@ impl<S: Serve> Server<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_assembly_bounds_each_message_alone() {
+        let piece = |n: usize| Bytes::from(vec![1u8; n]);
+        let mut assembly = Assembly::new(10);
+        assert!(matches!(assembly.add(1, piece(10), false), Piece::Whole(b) if b.len() == 10));
+        assert!(matches!(assembly.add(2, piece(11), false), Piece::TooLarge));
+        // Pieces within the bound come back together.
+        assert!(matches!(assembly.add(3, piece(4), true), Piece::More));
+        assert!(matches!(assembly.add(3, piece(6), false), Piece::Whole(b) if b.len() == 10));
+        // Over the bound mid-way: reported once, the rest dropped, the id free again after.
+        assert!(matches!(assembly.add(4, piece(6), true), Piece::More));
+        assert!(matches!(assembly.add(4, piece(6), true), Piece::TooLarge));
+        assert!(matches!(assembly.add(4, piece(6), true), Piece::Dropped));
+        assert!(matches!(assembly.add(4, piece(1), false), Piece::Dropped));
+        assert!(matches!(assembly.add(4, piece(2), false), Piece::Whole(b) if b.len() == 2));
+        // A cancelled message leaves nothing behind.
+        assert!(matches!(assembly.add(5, piece(3), true), Piece::More));
+        assembly.forget(5);
+        assert!(assembly.partial.is_empty());
+    }
 
     #[test]
     fn pieces_slice_a_message() {

@@ -84,6 +84,15 @@ fn config(id: NodeId, dir: &Path, peers: Peers) -> RegistryConfig {
     config
 }
 
+/// A peer directory with the cluster secret and these members' addresses.
+fn peers_of<'a>(members: impl IntoIterator<Item = (NodeId, &'a str)>) -> Peers {
+    let peers = Peers::new(Secret::new(SECRET).expect("secret"));
+    for (id, addr) in members {
+        peers.set(id, addr).expect("peer address");
+    }
+    peers
+}
+
 async fn bind() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
@@ -139,10 +148,7 @@ async fn cluster(root: &TempDir, n: u64, tune: impl Fn(&mut RegistryConfig)) -> 
         .collect();
     let mut nodes = Vec::new();
     for (id, listener, addr) in listeners {
-        let peers = Peers::new(Secret::new(SECRET).expect("secret"));
-        for (peer, peer_addr) in &members {
-            peers.set(*peer, peer_addr).expect("peer address");
-        }
+        let peers = peers_of(members.iter().map(|(id, addr)| (*id, addr.as_str())));
         let mut config = config(id, &root.path().join(format!("node{id}")), peers);
         tune(&mut config);
         nodes.push(start_member(config, listener, addr).await);
@@ -316,10 +322,7 @@ async fn a_learner_added_after_purge_catches_up_by_snapshot_and_is_promoted() {
     .await;
 
     let (listener, addr) = bind().await;
-    let peers = Peers::new(Secret::new(SECRET).expect("secret"));
-    for m in &nodes {
-        peers.set(m.id, &m.addr).expect("peer");
-    }
+    let peers = peers_of(nodes.iter().map(|m| (m.id, m.addr.as_str())));
     let mut learner =
         start_member(config(4, &root.path().join("node4"), peers), listener, addr).await;
     leader
@@ -434,10 +437,7 @@ async fn restart_keeps_the_sessions(snapshot: bool) {
         .map(|((id, _), (_, addr))| (*id, addr.clone()))
         .collect();
     for ((id, dir), (listener, addr)) in ids_dirs.into_iter().zip(listeners) {
-        let peers = Peers::new(Secret::new(SECRET).expect("secret"));
-        for (peer, peer_addr) in &addrs {
-            peers.set(*peer, peer_addr).expect("peer");
-        }
+        let peers = peers_of(addrs.iter().map(|(id, addr)| (*id, addr.as_str())));
         restarted.push(start_member(config(id, &dir, peers), listener, addr).await);
     }
     // Before any election the sessions are already back, from each node's own disk.
@@ -521,10 +521,7 @@ async fn recorded_commands_are_retried_then_given_up_and_counted() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     for (id, dir, addr) in &members[1..] {
         let listener = TcpListener::bind(addr.as_str()).await.expect("rebind");
-        let peers = Peers::new(Secret::new(SECRET).expect("secret"));
-        for (peer, _, peer_addr) in &members {
-            peers.set(*peer, peer_addr).expect("peer");
-        }
+        let peers = peers_of(members.iter().map(|(id, _, addr)| (*id, addr.as_str())));
         let mut config = config(*id, dir, peers);
         config.write_timeout = Duration::from_millis(500);
         nodes.push(start_member(config, listener, addr.clone()).await);
