@@ -1,86 +1,51 @@
-//! Settings of one server process.
+//! Settings of one server process, whatever application it serves.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::adapter::AdapterConfig;
 use crate::engine::EngineConfig;
 
-/// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
-pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
-
-/// Which built-in application a node serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppKind {
-    /// The demo application of the app contract, Socket.IO at `/socket.io/`.
-    Demo,
-    /// What the official protocol suites expect: raw Engine.IO echo at `/engine.io/`
-    /// and the Socket.IO test application at `/socket.io/`, 300/200 ms heartbeats.
-    ProtocolSuite,
-}
-
-impl AppKind {
-    /// Parses the `--app` value.
-    pub fn parse(name: &str) -> Option<AppKind> {
-        match name {
-            "demo" => Some(AppKind::Demo),
-            "protocol-suite" => Some(AppKind::ProtocolSuite),
-            _ => None,
-        }
-    }
-}
-
-/// Everything one node needs to start.
+/// The server settings of one node: Engine.IO defaults of its mounts, the HTTP front, shutdown
+/// and, on a cluster node, the bounds of what it sends to the other nodes. The application
+/// (its namespaces, handlers and Socket.IO settings) is the program's own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// This node's id, reported by `/healthz`.
+    /// This node's name, reported by `/healthz` (a cluster node's is its numeric id).
     pub node_id: String,
-    /// The application to serve.
-    pub app: AppKind,
-    /// Engine settings of the application's mounts (the protocol-suite profile
-    /// overrides the heartbeat to 300/200 ms).
+    /// Engine.IO settings of every mount that brings none of its own.
     pub engine: EngineConfig,
-    /// Set the `io` sticky-session cookie on polling handshakes.
+    /// Set the `io` sticky-session cookie on polling handshakes (a cluster needs none; an
+    /// external balancer that wants one can use it).
     pub cookie: bool,
-    /// CORS origins: `None` for no CORS, `["*"]` for any origin.
+    /// CORS origins of the Engine.IO endpoints: `None` for no CORS, `["*"]` for any origin.
     pub cors_origins: Option<Vec<String>>,
     /// Send `Access-Control-Allow-Credentials: true` with CORS headers.
     pub cors_credentials: bool,
+    /// Where the health check is served (`None`: not served). 200 while the node can serve;
+    /// 503 on a cluster node that cannot reach a Raft majority.
+    pub health_path: Option<String>,
+    /// Where the Prometheus counters are served (`None`: not served).
+    pub metrics_path: Option<String>,
     /// How long a graceful shutdown waits for open connections before it drops them.
     pub shutdown_timeout: Duration,
-    /// Connection state recovery for the Socket.IO application (on for the demo, off for
-    /// the protocol suite, whose byte-exact checks a `pid` and offsets would break).
-    pub recovery: bool,
-    /// The `auth.token` the demo's `/admin` namespace requires.
-    pub admin_token: String,
-    /// Serve the demo chat page at `/` (on for the demo app).
-    pub page: bool,
-    /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
-    /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
-    pub client_bundle: Option<PathBuf>,
     /// On a cluster node: bounds of the broadcasts and other requests sent to the other
     /// nodes.
     pub adapter: AdapterConfig,
 }
 
-impl Config {
-    /// Defaults for `app`: a random node id, reference engine settings, no cookie, CORS for
-    /// any origin.
-    pub fn new(app: AppKind) -> Config {
+impl Default for Config {
+    /// The reference server's defaults: a random node name, reference engine settings, no
+    /// cookie, no CORS; `/healthz` and `/metrics`.
+    fn default() -> Config {
         Config {
             node_id: format!("node-{:08x}", rand::random::<u32>()),
-            app,
             engine: EngineConfig::default(),
             cookie: false,
-            // The app contract allows any origin for the demo; the suites' browser runner
-            // needs `*` too.
-            cors_origins: Some(vec!["*".to_owned()]),
+            cors_origins: None,
             cors_credentials: false,
+            health_path: Some("/healthz".to_owned()),
+            metrics_path: Some("/metrics".to_owned()),
             shutdown_timeout: Duration::from_secs(5),
-            recovery: app == AppKind::Demo,
-            admin_token: "secret".to_owned(),
-            page: app == AppKind::Demo,
-            client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
             adapter: AdapterConfig::default(),
         }
     }

@@ -1,10 +1,12 @@
-//! A local cluster for development, demos and benchmarks: N `nonstick node` processes on
+//! A local cluster for development, demos and benchmarks: N node processes (`nonstick node`
+//! with a built-in app, or a program of one's own that takes [`crate::node::NodeArgs`]) on
 //! loopback ports, each with its own registry directory and a shared random secret, behind the
 //! embedded balancer. `nonstick cluster` is this plus a signal handler.
 
+use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
+use crate::app::AppKind;
 use crate::balancer::{self, BalancerConfig, Mode, ProbeConfig, RunningBalancer};
-use crate::config::AppKind;
 
 /// How long the nodes may take to answer `/healthz` with 200 (Raft election included).
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -33,11 +35,28 @@ pub struct LocalCluster {
     /// How the balancer picks a node; `None` starts no balancer (benchmarks put a balancer
     /// process or nginx in front of [`RunningCluster::nodes`]).
     pub mode: Option<Mode>,
-    /// The application every node serves.
-    pub app: AppKind,
+    /// What every node runs.
+    pub program: Program,
+    /// More arguments for every node (server settings such as `--ping-interval 5000`).
+    pub node_args: Vec<OsString>,
     /// Nodes log warnings and errors only, and print nothing on stdout (for benchmarks, whose
     /// output is the report).
     pub quiet: bool,
+}
+
+/// The program of the node processes.
+#[derive(Debug, Clone)]
+pub enum Program {
+    /// `<exe> node --app <app>`: the nonstick binary at `exe` serving a built-in application.
+    BuiltIn {
+        /// The nonstick binary.
+        exe: PathBuf,
+        /// The application.
+        app: AppKind,
+    },
+    /// A program of one's own whose command line is [`crate::node::NodeArgs`] (flattened at
+    /// its top level).
+    Own(PathBuf),
 }
 
 /// A running local cluster.
@@ -49,9 +68,9 @@ pub struct RunningCluster {
     temporary: Option<PathBuf>,
 }
 
-/// Start the nodes (running `exe node …`) and the balancer in front of them, if any; return
-/// once each node answers `/healthz` with 200.
-pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster> {
+/// Start the nodes and the balancer in front of them, if any; return once each node answers
+/// `/healthz` with 200.
+pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
     let (root, temporary) = match &plan.data_dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -78,28 +97,39 @@ pub async fn start(exe: &Path, plan: LocalCluster) -> io::Result<RunningCluster>
         .map(|(id, addr)| format!("{id}={addr}"))
         .collect::<Vec<_>>()
         .join(",");
-    let app = match plan.app {
-        AppKind::Demo => "demo",
-        AppKind::ProtocolSuite => "protocol-suite",
-    };
     // The nodes share this machine: one runtime thread per CPU in each would have them
     // preempt one another (measured in docs/benchmarks.md), so each gets an equal share.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cpus / ids.len().max(1)).max(1).to_string();
     let mut children = Vec::new();
     for ((id, http), grpc) in ids.iter().zip(&http).zip(&grpc) {
-        let mut command = Command::new(exe);
+        let mut command = match &plan.program {
+            Program::BuiltIn { exe, app } => {
+                let mut command = Command::new(exe);
+                command
+                    .args(["--threads", &threads, "node"])
+                    .args(["--app", app.name()]);
+                command
+            }
+            Program::Own(exe) => {
+                // Read by `#[tokio::main]` runtimes.
+                let mut command = Command::new(exe);
+                command.env("TOKIO_WORKER_THREADS", &threads);
+                command
+            }
+        };
         if plan.quiet {
             command
                 .env("RUST_LOG", "warn,openraft=off")
                 .stdout(std::process::Stdio::null());
         }
         let child = command
-            .args(["--threads", &threads, "node", "--id", &id.to_string()])
+            .args(["--id", &id.to_string()])
             .args(["--listen", &http.to_string(), "--grpc", &grpc.to_string()])
-            .args(["--peers", &peers, "--app", app])
+            .args(["--peers", &peers])
             .arg("--data-dir")
             .arg(root.join(format!("node-{id}")))
+            .args(&plan.node_args)
             .env("NONSTICK_SECRET", &secret)
             .kill_on_drop(true)
             .spawn()?;

@@ -30,4 +30,4 @@ pub mod registry;
 pub mod rpc;
 pub mod socketio;
 
-pub use node::serve;
+pub use node::{Node, NodeArgs, NodeBuilder, serve};

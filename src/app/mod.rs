@@ -1,88 +1,143 @@
 //! Built-in applications: the demo app of the app contract and the protocol-suite profile.
+//! They are mounted through the public node API ([`crate::node::Mount`], [`crate::node::NodeBuilder`]),
+//! exactly as a program mounts its own.
 
 pub mod demo;
 pub mod echo;
+pub mod page;
 pub mod sio_suite;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::config::AppKind;
+use axum::Router;
+
 use crate::config::Config;
-use crate::engine::{Application, EngineConfig};
+use crate::engine::EngineConfig;
+use crate::node::{Mount, SOCKETIO_PATH};
 use crate::socketio::{RecoveryConfig, SocketIo, SocketIoConfig};
 
-/// One application to serve at a path, with the Engine.IO settings of its mount.
-#[derive(Clone)]
-pub struct AppMount {
-    /// The path, with its trailing slash (e.g. `/socket.io/`).
-    pub path: String,
-    /// Engine.IO settings of this mount.
-    pub engine: EngineConfig,
-    /// What runs on top of the engine.
-    pub app: Arc<dyn Application>,
-    /// The Socket.IO server, when `app` is one (a cluster connects it to the other nodes).
-    pub socketio: Option<SocketIo>,
+/// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
+pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
+
+/// Which built-in application a node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// The demo application of the app contract, Socket.IO at `/socket.io/`, and its chat
+    /// page at `/`.
+    Demo,
+    /// What the official protocol suites expect: raw Engine.IO echo at `/engine.io/`
+    /// and the Socket.IO test application at `/socket.io/`, 300/200 ms heartbeats.
+    ProtocolSuite,
 }
 
-/// Where Socket.IO is served, as in the reference server.
-pub const SOCKETIO_PATH: &str = "/socket.io/";
-
-/// The mounts of a built-in application.
-pub fn mounts(kind: AppKind, config: &Config) -> Vec<AppMount> {
-    match kind {
-        AppKind::ProtocolSuite => {
-            // The official suites hardcode these heartbeat values.
-            let engine_config = EngineConfig {
-                ping_interval: Duration::from_millis(300),
-                ping_timeout: Duration::from_millis(200),
-                ..config.engine.clone()
-            };
-            let io = SocketIo::new(SocketIoConfig {
-                connect_timeout: Duration::from_secs(1),
-                recovery: None,
-                ..SocketIoConfig::default()
-            });
-            sio_suite::register(&io);
-            vec![
-                AppMount {
-                    path: "/engine.io/".to_owned(),
-                    engine: engine_config.clone(),
-                    app: Arc::new(echo::Echo),
-                    socketio: None,
-                },
-                socketio_mount(engine_config, io),
-            ]
+impl AppKind {
+    /// Parses the `--app` value.
+    pub fn parse(name: &str) -> Option<AppKind> {
+        match name {
+            "demo" => Some(AppKind::Demo),
+            "protocol-suite" => Some(AppKind::ProtocolSuite),
+            _ => None,
         }
-        AppKind::Demo => {
-            let io = SocketIo::new(socketio_config(config));
-            demo::register(
-                &io,
-                &demo::DemoOptions {
-                    node_id: config.node_id.clone(),
-                    admin_token: config.admin_token.clone(),
-                    ..demo::DemoOptions::default()
-                },
-            );
-            vec![socketio_mount(config.engine.clone(), io)]
+    }
+
+    /// The `--app` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppKind::Demo => "demo",
+            AppKind::ProtocolSuite => "protocol-suite",
         }
     }
 }
 
-/// The Socket.IO settings a node's config implies.
-pub fn socketio_config(config: &Config) -> SocketIoConfig {
-    SocketIoConfig {
-        recovery: config.recovery.then(RecoveryConfig::default),
-        ..SocketIoConfig::default()
-    }
+/// A built-in application and its own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltIn {
+    /// Which one.
+    pub kind: AppKind,
+    /// Connection state recovery for the Socket.IO application (on for the demo, off for
+    /// the protocol suite, whose byte-exact checks a `pid` and offsets would break).
+    pub recovery: bool,
+    /// The `auth.token` the demo's `/admin` namespace requires.
+    pub admin_token: String,
+    /// Serve the demo chat page at `/` (on for the demo app).
+    pub page: bool,
+    /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
+    /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
+    pub client_bundle: Option<PathBuf>,
 }
 
-/// A Socket.IO server at [`SOCKETIO_PATH`].
-pub fn socketio_mount(engine: EngineConfig, io: SocketIo) -> AppMount {
-    AppMount {
-        path: SOCKETIO_PATH.to_owned(),
-        engine,
-        app: Arc::new(io.clone()),
-        socketio: Some(io),
+impl BuiltIn {
+    /// `kind` with its defaults.
+    pub fn new(kind: AppKind) -> BuiltIn {
+        BuiltIn {
+            kind,
+            recovery: kind == AppKind::Demo,
+            admin_token: "secret".to_owned(),
+            page: kind == AppKind::Demo,
+            client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
+        }
+    }
+
+    /// The server settings the built-in applications start from: the reference defaults,
+    /// with CORS for any origin (the app contract allows any origin; the suites' browser
+    /// runner needs it too).
+    pub fn base_config() -> Config {
+        Config {
+            cors_origins: Some(vec!["*".to_owned()]),
+            ..Config::default()
+        }
+    }
+
+    /// The application's mounts on a node with these settings (the demo reports
+    /// `config.node_id`).
+    pub fn mounts(&self, config: &Config) -> Vec<Mount> {
+        match self.kind {
+            AppKind::ProtocolSuite => {
+                // The official suites hardcode these heartbeat values.
+                let engine = EngineConfig {
+                    ping_interval: Duration::from_millis(300),
+                    ping_timeout: Duration::from_millis(200),
+                    ..config.engine.clone()
+                };
+                let io = SocketIo::new(SocketIoConfig {
+                    connect_timeout: Duration::from_secs(1),
+                    recovery: None,
+                    ..SocketIoConfig::default()
+                });
+                sio_suite::register(&io);
+                vec![
+                    Mount::engine_io("/engine.io/", Arc::new(echo::Echo))
+                        .with_engine(engine.clone()),
+                    Mount::socketio(SOCKETIO_PATH, io).with_engine(engine),
+                ]
+            }
+            AppKind::Demo => {
+                let io = SocketIo::new(SocketIoConfig {
+                    recovery: self.recovery.then(RecoveryConfig::default),
+                    ..SocketIoConfig::default()
+                });
+                demo::register(
+                    &io,
+                    &demo::DemoOptions {
+                        node_id: config.node_id.clone(),
+                        admin_token: self.admin_token.clone(),
+                        ..demo::DemoOptions::default()
+                    },
+                );
+                vec![Mount::socketio(SOCKETIO_PATH, io)]
+            }
+        }
+    }
+
+    /// The application's own HTTP routes, to serve next to the node's router: the demo's
+    /// chat page, when on.
+    pub fn routes(&self) -> Router {
+        if self.page {
+            page::routes(self.client_bundle.as_deref())
+        } else {
+            Router::new()
+        }
     }
 }

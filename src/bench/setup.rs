@@ -11,9 +11,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::cpu::Process;
+use crate::app::AppKind;
 use crate::balancer::Mode;
-use crate::config::AppKind;
-use crate::launch::{self, LocalCluster, RunningCluster, free_port, stop_all, wait_ready};
+use crate::launch::{self, LocalCluster, Program, RunningCluster, free_port, stop_all, wait_ready};
 
 /// A setup of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,17 +278,18 @@ fn process(role: &str, child: &Child) -> Option<Process> {
 
 /// Three nodes without a balancer: each setup puts its own in front.
 async fn nonstick_cluster(tools: &Tools) -> std::io::Result<RunningCluster> {
-    launch::start(
-        &tools.nonstick,
-        LocalCluster {
-            nodes: 3,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: None,
-            mode: None,
+    launch::start(LocalCluster {
+        nodes: 3,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: None,
+        mode: None,
+        program: Program::BuiltIn {
+            exe: tools.nonstick.clone(),
             app: AppKind::Demo,
-            quiet: true,
         },
-    )
+        node_args: Vec::new(),
+        quiet: true,
+    })
     .await
 }
 

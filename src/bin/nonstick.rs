@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
+use nonstick::app::{AppKind, BuiltIn};
 use nonstick::balancer::{BalancerConfig, Mode, ProbeConfig, UnknownMode};
-use nonstick::config::{AppKind, Config};
-use nonstick::launch::{self, LocalCluster};
-use nonstick::node::ClusterConfig;
+use nonstick::launch::{self, LocalCluster, Program};
+use nonstick::node::{NodeArgs, NodeBuilder, ServerArgs};
 use nonstick::registry::admin::{MemberChange, administer};
-use nonstick::rpc::Secret;
 
 #[derive(Parser)]
 #[command(
@@ -138,42 +136,18 @@ struct Serve {
     #[arg(long)]
     node_id: Option<String>,
     #[command(flatten)]
-    app: AppOptions,
+    server: ServerArgs,
+    #[command(flatten)]
+    app: AppArgs,
 }
 
-/// One node of a cluster.
+/// One node of a cluster (or, without --peers, a node of its own).
 #[derive(clap::Args)]
 struct Node {
-    /// This node's id (a positive integer, unique in the cluster).
-    #[arg(long)]
-    id: u64,
-    /// HTTP address (Engine.IO/Socket.IO, /healthz, /metrics).
-    #[arg(long)]
-    listen: SocketAddr,
-    /// Address of the peer gRPC server (forwarding, Raft).
-    #[arg(long)]
-    grpc: SocketAddr,
-    /// Every member's gRPC address, this node included: `1=host:port,2=host:port,...`.
-    #[arg(long, value_parser = parse_peers)]
-    peers: BTreeMap<u64, String>,
-    /// This node's gRPC address as the others reach it (default: its entry in --peers).
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Directory of this node's registry (Raft log and state).
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
-    #[arg(long)]
-    secret_file: Option<PathBuf>,
-    /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
-    #[arg(long)]
-    join: bool,
-    /// Broadcasts and other requests for another node that waited longer than this (in
-    /// milliseconds) are dropped and counted instead of delivered late.
-    #[arg(long, default_value_t = 5000)]
-    adapter_max_age_ms: u64,
     #[command(flatten)]
-    app: AppOptions,
+    node: NodeArgs,
+    #[command(flatten)]
+    app: AppArgs,
 }
 
 /// Read or change the membership of a running cluster.
@@ -235,6 +209,13 @@ struct Cluster {
     /// Application: `demo` or `protocol-suite`.
     #[arg(long, default_value = "demo", value_parser = parse_app)]
     app: AppKind,
+    /// Run this program as the nodes instead of `nonstick node --app …`: a program of one's
+    /// own whose command line takes the node flags (nonstick::node::NodeArgs).
+    #[arg(long, conflicts_with = "app")]
+    program: Option<PathBuf>,
+    /// More arguments for every node, after `--` (e.g. `-- --ping-interval 5000`).
+    #[arg(last = true)]
+    node_args: Vec<std::ffi::OsString>,
 }
 
 /// The embedded balancer alone.
@@ -258,42 +239,12 @@ struct Balancer {
     no_probe: bool,
 }
 
+/// Which built-in application, and its own settings.
 #[derive(clap::Args)]
-struct AppOptions {
+struct AppArgs {
     /// Application: `demo` or `protocol-suite`.
     #[arg(long, default_value = "demo", value_parser = parse_app)]
     app: AppKind,
-    /// Set the `io` sticky-session cookie on polling handshakes.
-    #[arg(long)]
-    cookie: bool,
-    /// Ping interval in milliseconds.
-    #[arg(long)]
-    ping_interval: Option<u64>,
-    /// Ping timeout in milliseconds.
-    #[arg(long)]
-    ping_timeout: Option<u64>,
-    /// Upgrade timeout in milliseconds.
-    #[arg(long)]
-    upgrade_timeout: Option<u64>,
-    /// Largest accepted POST body or websocket message, in bytes.
-    #[arg(long)]
-    max_http_buffer_size: Option<usize>,
-    /// Most queued outbound messages per session.
-    #[arg(long)]
-    max_buffered_packets: Option<usize>,
-    /// Most queued outbound payload bytes per session (default 4 MB, or four times
-    /// --max-http-buffer-size when that is given).
-    #[arg(long)]
-    max_buffered_bytes: Option<usize>,
-    /// Most live sessions per mount.
-    #[arg(long)]
-    max_sessions: Option<usize>,
-    /// Allowed CORS origin (repeatable; `*` for any).
-    #[arg(long = "cors-origin")]
-    cors_origins: Vec<String>,
-    /// Send `Access-Control-Allow-Credentials: true`.
-    #[arg(long)]
-    cors_credentials: bool,
     /// Turn connection state recovery off (it is on for the demo app).
     #[arg(long)]
     no_recovery: bool,
@@ -301,8 +252,22 @@ struct AppOptions {
     #[arg(long)]
     admin_token: Option<String>,
     /// The Socket.IO browser client served to the demo page.
-    #[arg(long, default_value = nonstick::config::DEFAULT_CLIENT_BUNDLE)]
-    client_bundle: std::path::PathBuf,
+    #[arg(long, default_value = nonstick::app::DEFAULT_CLIENT_BUNDLE)]
+    client_bundle: PathBuf,
+}
+
+impl AppArgs {
+    fn built_in(&self) -> BuiltIn {
+        let mut app = BuiltIn::new(self.app);
+        if self.no_recovery {
+            app.recovery = false;
+        }
+        if let Some(token) = &self.admin_token {
+            app.admin_token = token.clone();
+        }
+        app.client_bundle = Some(self.client_bundle.clone());
+        app
+    }
 }
 
 fn parse_app(name: &str) -> Result<AppKind, String> {
@@ -316,83 +281,30 @@ fn parse_mode(name: &str) -> Result<Mode, String> {
     }
 }
 
-fn parse_peers(list: &str) -> Result<BTreeMap<u64, String>, String> {
-    list.split(',')
-        .filter(|entry| !entry.is_empty())
-        .map(|entry| {
-            let (id, addr) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("{entry:?} is not ID=HOST:PORT"))?;
-            let id = id
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{id:?} is not a node id"))?;
-            Ok((id, addr.trim().to_owned()))
-        })
-        .collect()
-}
-
-fn config(args: &AppOptions) -> Config {
-    let mut config = Config::new(args.app);
-    config.cookie = args.cookie;
-    let engine = &mut config.engine;
-    if let Some(ms) = args.ping_interval {
-        engine.ping_interval = Duration::from_millis(ms);
+/// Serve a built-in application on the node `builder` describes, the way a program serves its
+/// own: its mounts on the node, its routes next to the node's router.
+async fn serve_built_in(builder: NodeBuilder, app: &AppArgs) -> io::Result<()> {
+    let app = app.built_in();
+    let mounts = app.mounts(builder.config());
+    let node = builder.mounts(mounts).build().await?;
+    let routes = app.routes().merge(node.router());
+    if let Some(addr) = node.http_addr() {
+        println!("node {} listening on {addr}", node.config().node_id);
     }
-    if let Some(ms) = args.ping_timeout {
-        engine.ping_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = args.upgrade_timeout {
-        engine.upgrade_timeout = Duration::from_millis(ms);
-    }
-    if let Some(n) = args.max_http_buffer_size {
-        engine.max_payload = n;
-        engine.max_buffered_bytes = n.saturating_mul(4);
-    }
-    if let Some(n) = args.max_buffered_bytes {
-        engine.max_buffered_bytes = n;
-    }
-    if let Some(n) = args.max_buffered_packets {
-        engine.max_buffered_packets = n;
-    }
-    if let Some(n) = args.max_sessions {
-        engine.max_sessions = n;
-    }
-    if !args.cors_origins.is_empty() {
-        config.cors_origins = Some(args.cors_origins.clone());
-    }
-    config.cors_credentials = args.cors_credentials;
-    if args.no_recovery {
-        config.recovery = false;
-    }
-    if let Some(token) = &args.admin_token {
-        config.admin_token = token.clone();
-    }
-    config.client_bundle = Some(args.client_bundle.clone());
-    config
+    node.serve(routes).await
 }
 
 async fn serve(args: Serve) -> io::Result<()> {
-    let mut config = config(&args.app);
+    let mut config = args.server.apply(BuiltIn::base_config());
     if let Some(id) = &args.node_id {
         config.node_id = id.clone();
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let node = nonstick::node::start(config, listener)?;
-    println!("listening on {}", node.addr());
-    nonstick::node::shutdown_signal().await;
-    node.shutdown().await
+    serve_built_in(NodeBuilder::new(config).listen(args.listen), &args.app).await
 }
 
-/// The cluster secret from `file`, else from NONSTICK_SECRET; surrounding white space ignored.
-fn secret(file: Option<&PathBuf>) -> io::Result<Secret> {
-    let secret = match file {
-        Some(path) => std::fs::read_to_string(path)?,
-        None => std::env::var("NONSTICK_SECRET").map_err(|_| {
-            io::Error::other("no cluster secret: give --secret-file or set NONSTICK_SECRET")
-        })?,
-    };
-    Secret::new(secret.trim()).map_err(io::Error::other)
+async fn node(args: Node) -> io::Result<()> {
+    let builder = args.node.builder_with(BuiltIn::base_config())?;
+    serve_built_in(builder, &args.app).await
 }
 
 async fn member(args: Member) -> io::Result<()> {
@@ -405,7 +317,7 @@ async fn member(args: Member) -> io::Result<()> {
         MemberAction::Promote { id } => Some(MemberChange::Promote(id)),
         MemberAction::Remove { id } => Some(MemberChange::Remove(id)),
     };
-    let secret = secret(args.secret_file.as_ref())?;
+    let secret = nonstick::node::secret(args.secret_file.as_ref())?;
     let reply = administer(&via, secret, change)
         .await
         .map_err(|status| io::Error::other(status.message().to_owned()))?;
@@ -421,40 +333,24 @@ async fn member(args: Member) -> io::Result<()> {
     Ok(())
 }
 
-async fn node(args: Node) -> io::Result<()> {
-    let secret = secret(args.secret_file.as_ref())?;
-    let mut peers = args.peers.clone();
-    if let Some(advertise) = &args.advertise {
-        peers.insert(args.id, advertise.clone());
-    }
-    let cluster = ClusterConfig {
-        node_id: args.id,
-        peers,
-        data_dir: args.data_dir.clone(),
-        secret,
-        join: args.join,
-    };
-    let http = tokio::net::TcpListener::bind(args.listen).await?;
-    let grpc = tokio::net::TcpListener::bind(args.grpc).await?;
-    let mut config = config(&args.app);
-    config.adapter.max_age = Duration::from_millis(args.adapter_max_age_ms);
-    let node = nonstick::node::start_cluster(config, cluster, http, grpc).await?;
-    println!("node {} listening on {}", args.id, node.addr());
-    nonstick::node::shutdown_signal().await;
-    node.shutdown().await
-}
-
 async fn cluster(args: Cluster) -> io::Result<()> {
-    let exe = std::env::current_exe()?;
+    let program = match args.program {
+        Some(path) => Program::Own(path),
+        None => Program::BuiltIn {
+            exe: std::env::current_exe()?,
+            app: args.app,
+        },
+    };
     let plan = LocalCluster {
         nodes: args.nodes,
         listen: args.listen,
         data_dir: args.data_dir,
         mode: Some(args.balancer),
-        app: args.app,
+        program,
+        node_args: args.node_args,
         quiet: false,
     };
-    let running = launch::start(&exe, plan).await?;
+    let running = launch::start(plan).await?;
     if let Some(addr) = running.addr() {
         println!(
             "cluster of {} nodes behind {addr} ({}): http://{addr}/",

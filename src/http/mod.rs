@@ -1,7 +1,8 @@
 //! The axum front: parse each request once, call the engine, map errors to the wire in one place.
 //!
-//! - [`router`] builds the routes: one Engine.IO endpoint per mount of the [`Gateway`], `GET /healthz`,
-//!   and CORS around all of it when configured.
+//! - [`router`] builds the routes, in any axum app state: one Engine.IO endpoint per mount of the
+//!   [`Gateway`], the health check and the counters at their configured paths, and CORS around
+//!   these routes (and no others) when configured.
 //! - `request.rs` turns an HTTP request into the engine's typed request.
 //! - `error.rs` holds the only `IntoResponse` for engine errors.
 //! - `ws.rs` adapts axum's websocket to the engine's frame link.
@@ -52,19 +53,21 @@ pub struct Cors {
 /// Settings of the HTTP front.
 #[derive(Clone, Default)]
 pub struct HttpConfig {
-    /// The node id reported by `/healthz`.
+    /// The node id reported by the health check.
     pub node_id: String,
     /// CORS, off when `None` (no CORS headers; `OPTIONS` goes to the engine and fails).
     pub cors: Option<Cors>,
     /// Name of the sticky-session cookie set on polling handshakes, off when `None`.
     pub cookie: Option<String>,
-    /// A page at `GET /` and the browser client next to the Socket.IO endpoint.
-    pub page: Option<Page>,
-    /// Whether the node can serve (a cluster node: it reaches a Raft majority). `/healthz`
-    /// answers 503 while this says no; always healthy when `None`.
+    /// Where the health check is served, if anywhere.
+    pub health_path: Option<String>,
+    /// Where the counters are served, if anywhere.
+    pub metrics_path: Option<String>,
+    /// Whether the node can serve (a cluster node: it reaches a Raft majority). The health
+    /// check answers 503 while this says no; always healthy when `None`.
     pub healthy: Option<Health>,
     /// Counters of the cluster side (dropped adapter requests, dropped registry records),
-    /// added to `/metrics`.
+    /// added to the counters.
     pub counters: Option<Counters>,
 }
 
@@ -73,15 +76,6 @@ pub type Health = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Counters for `/metrics`: name, help text, value.
 pub type Counters = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
-
-/// The demo page and what it loads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Page {
-    /// The HTML served at `GET /`.
-    pub html: &'static str,
-    /// The Socket.IO browser client served at `/socket.io/socket.io.min.js`.
-    pub client_bundle: Option<bytes::Bytes>,
-}
 
 /// What each Engine.IO route needs.
 #[derive(Clone)]
@@ -94,47 +88,54 @@ struct MountState {
     cookie: Option<Arc<str>>,
 }
 
-/// Builds the HTTP front for these mounts.
-pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
-    let node_id: Arc<str> = config.node_id.clone().into();
-    let healthy = config.healthy.clone();
-    let mut app = Router::new().route(
-        "/healthz",
-        get(move || {
-            let ok = healthy.as_ref().is_none_or(|healthy| healthy());
-            let body = serde_json::json!({ "ok": ok, "node": &*node_id });
-            let status = if ok {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            async move { (status, axum::Json(body)) }
-        }),
-    );
-    let engines = gateway.mounts();
-    let counters = config.counters.clone();
-    app = app.route(
-        "/metrics",
-        get(move || {
-            let mut text = metrics_text(&engines);
-            for (name, help, value) in counters.as_ref().map(|c| c()).unwrap_or_default() {
-                text.push_str(&format!(
-                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-                ));
-            }
-            async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    text,
-                )
-            }
-        }),
-    );
-    if let Some(page) = config.page.clone() {
-        app = app.merge(page_routes(page));
+/// Builds the HTTP front for these mounts: their Engine.IO endpoints, the health check and the
+/// counters, with CORS around them (and only them) when configured. Usable in any app state
+/// `S`: every route carries its own.
+pub fn router<S>(gateway: Gateway, config: HttpConfig) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut app = Router::new();
+    if let Some(path) = &config.health_path {
+        let node_id: Arc<str> = config.node_id.clone().into();
+        let healthy = config.healthy.clone();
+        app = app.route(
+            path,
+            get(move || {
+                let ok = healthy.as_ref().is_none_or(|healthy| healthy());
+                let body = serde_json::json!({ "ok": ok, "node": &*node_id });
+                let status = if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (status, axum::Json(body)) }
+            }),
+        );
+    }
+    if let Some(path) = &config.metrics_path {
+        let engines = gateway.mounts();
+        let counters = config.counters.clone();
+        app = app.route(
+            path,
+            get(move || {
+                let mut text = metrics_text(&engines);
+                for (name, help, value) in counters.as_ref().map(|c| c()).unwrap_or_default() {
+                    text.push_str(&format!(
+                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+                    ));
+                }
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
     }
     for (path, engine) in gateway.mounts() {
         let state = MountState {
@@ -143,13 +144,13 @@ pub fn router(gateway: Gateway, config: HttpConfig) -> Router {
             mount: path.clone().into(),
             cookie: config.cookie.as_deref().map(Arc::from),
         };
-        let mut endpoint = Router::new().route(&path, any(engine_endpoint));
+        let endpoint = any(engine_endpoint).with_state(state);
+        app = app.route(&path, endpoint.clone());
         let bare = path.trim_end_matches('/');
         if !bare.is_empty() {
             // Clients always add the trailing slash; the bare path is served the same.
-            endpoint = endpoint.route(bare, any(engine_endpoint));
+            app = app.route(bare, endpoint);
         }
-        app = app.merge(endpoint.with_state(state));
     }
     match config.cors {
         Some(cors) => app.layer(middleware::from_fn_with_state(Arc::new(cors), cors_layer)),
@@ -368,35 +369,6 @@ async fn cors_layer(State(cors): State<Arc<Cors>>, req: HttpRequest, next: Next)
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
-}
-
-/// `GET /` and `GET /socket.io/socket.io.min.js`, the paths the reference server uses.
-fn page_routes(page: Page) -> Router {
-    let html = page.html;
-    let bundle = page.client_bundle;
-    Router::new()
-        .route("/", get(move || async move { axum::response::Html(html) }))
-        .route(
-            "/socket.io/socket.io.min.js",
-            get(move || async move {
-                match bundle {
-                    Some(js) => (
-                        StatusCode::OK,
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/javascript; charset=utf-8",
-                        )],
-                        js,
-                    )
-                        .into_response(),
-                    None => (
-                        StatusCode::NOT_FOUND,
-                        "the Socket.IO browser client is not installed: run `npm ci --prefix web`",
-                    )
-                        .into_response(),
-                }
-            }),
-        )
 }
 
 /// The engines' counters in the Prometheus text format, one label set per mount path.

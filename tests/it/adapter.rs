@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use nonstick::config::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
 use nonstick::registry::SessionRecord;
 use nonstick::socketio::{AckError, Event, SocketIo};
 use serde_json::json;
 
-use crate::fixture::{SioClient, TestCluster, WAIT, connect_reply, get};
+use crate::fixture::{App, SioClient, TestCluster, WAIT, connect_reply, get};
 
 /// The next event of `/`: its ack id and its JSON array (name first).
 async fn event(client: &mut SioClient) -> (Option<u64>, serde_json::Value) {
@@ -351,16 +351,14 @@ async fn server_side_emits_reach_the_other_servers() {
 /// resumes.
 #[tokio::test]
 async fn a_frozen_peer_holds_up_nothing_and_is_not_flooded_when_it_returns() {
-    use nonstick::config::Config;
-
     use crate::fixture::Path;
 
     const TICKS: u64 = 100;
     let cluster = TestCluster::start_with(3, &[(3, Path::Freezer)], |_| {
-        let mut config = Config::new(AppKind::Demo);
+        let mut config = BuiltIn::base_config();
         config.adapter.max_age = Duration::from_millis(300);
         config.adapter.deadline = Duration::from_secs(1);
-        config
+        (App::built_in(AppKind::Demo), config)
     })
     .await;
     let mut clients = client_per_node(&cluster).await;

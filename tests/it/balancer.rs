@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use nonstick::app::AppKind;
 use nonstick::balancer::{self, BalancerConfig, Mode, ProbeConfig, RunningBalancer};
-use nonstick::config::AppKind;
 
 use crate::fixture::{self, TestNode, WAIT, ws_connect, ws_send, ws_text};
 

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nonstick::app::AppKind;
 use nonstick::bench::compare::{self, Plan, Sizes};
 use nonstick::bench::setup::{SetupKind, Tools};
 use nonstick::bench::{Load, Target, Transport, scenario};
-use nonstick::config::AppKind;
 
 use crate::fixture::{TestNode, round_robin};
 

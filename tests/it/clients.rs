@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nonstick::config::AppKind;
+use nonstick::app::AppKind;
 use tokio::process::Command;
 
 use nonstick::balancer::RunningBalancer;

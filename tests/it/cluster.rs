@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use nonstick::config::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
 use tokio::io::AsyncWriteExt;
 
-use crate::fixture::{TestCluster, get, open_polling, post};
+use crate::fixture::{App, TestCluster, get, open_polling, post};
 
 const EIO: &str = "/engine.io/";
 
@@ -135,11 +135,14 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: None,
         mode: Some(nonstick::balancer::Mode::RoundRobin),
-        app: AppKind::ProtocolSuite,
+        program: nonstick::launch::Program::BuiltIn {
+            exe: env!("CARGO_BIN_EXE_nonstick").into(),
+            app: AppKind::ProtocolSuite,
+        },
+        node_args: Vec::new(),
         quiet: true,
     };
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nonstick"));
-    let running = nonstick::launch::start(exe, plan).await.expect("cluster");
+    let running = nonstick::launch::start(plan).await.expect("cluster");
     let front = format!("http://{}", running.addr().expect("a balancer"));
     let url = |query: &str| format!("{front}/engine.io/?EIO=4&transport=polling{query}");
     // Several sessions, each request of each going to the next node in turn: every one is
@@ -174,23 +177,21 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
     let mut peers = cluster.peers.clone();
     peers.insert(4, addr4.clone());
     let dir = tempfile::tempdir().expect("tempdir");
-    let fourth = nonstick::node::start_cluster(
-        nonstick::config::Config::new(AppKind::ProtocolSuite),
-        nonstick::node::ClusterConfig {
+    let fourth = nonstick::node::NodeBuilder::new(BuiltIn::base_config())
+        .listen(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        )
+        .cluster(nonstick::node::ClusterConfig {
             node_id: 4,
+            grpc: grpc.into(),
             peers,
             data_dir: dir.path().to_owned(),
             secret: secret(),
             join: true,
-        },
-        tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind"),
-        grpc,
-    )
-    .await
-    .expect("fourth node");
-    let fourth = crate::fixture::TestNode::running(fourth);
+        });
+    let fourth = crate::fixture::TestNode::start_built(AppKind::ProtocolSuite, fourth).await;
 
     // Through a follower or the leader alike: the change goes to the leader.
     let via = cluster.peers[&2].clone();
@@ -460,14 +461,12 @@ async fn queue_binary_acks(via: &crate::fixture::TestNode, sid: &str, count: usi
 #[tokio::test]
 async fn a_reply_at_the_bound_crosses_the_link_and_an_oversized_one_fails_alone() {
     use base64::Engine as _;
-    use nonstick::config::Config;
-
     let cluster = TestCluster::start_with(3, &[], |id| {
-        let mut config = Config::new(AppKind::Demo);
+        let mut config = BuiltIn::base_config();
         if id == 2 {
             config.engine.max_buffered_bytes = 1_000_000;
         }
-        config
+        (App::built_in(AppKind::Demo), config)
     })
     .await;
     let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
@@ -528,13 +527,15 @@ async fn get_slowly(url: String) -> crate::fixture::Reply {
 /// before it), and for a moment after the failure requests fail at once without a new attempt.
 #[tokio::test]
 async fn an_unreachable_owner_costs_one_connect_attempt_and_fails_fast() {
-    use nonstick::config::Config;
     use nonstick::rpc::CONNECT_TIMEOUT;
 
     use crate::fixture::Path;
 
     let cluster = TestCluster::start_with(3, &[(3, Path::BlackHole)], |_| {
-        Config::new(AppKind::ProtocolSuite)
+        (
+            App::built_in(AppKind::ProtocolSuite),
+            BuiltIn::base_config(),
+        )
     })
     .await;
     let a = &cluster.nodes[0];

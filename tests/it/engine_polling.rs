@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use nonstick::config::{AppKind, Config};
+use nonstick::app::{AppKind, BuiltIn};
 
 use crate::fixture::{TestNode, WAIT, get, open_polling, post, request, request_with_type};
 
@@ -111,9 +111,10 @@ async fn handshake_errors() {
 
 #[tokio::test]
 async fn healthz() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::ProtocolSuite;
     config.node_id = "n1".into();
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let reply = get(&node.url("/healthz")).await;
     assert_eq!(reply.status, 200);
     let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
@@ -233,9 +234,10 @@ async fn invalid_packet_processes_earlier_packets_then_closes() {
 
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::ProtocolSuite;
     config.engine.max_payload = 100;
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let sid = open_polling(&node, EIO).await;
     let url = session_url(&node, &sid);
     let big = format!("4{}", "x".repeat(200));
@@ -293,9 +295,10 @@ async fn shutdown_answers_parked_get_with_close() {
 
 #[tokio::test]
 async fn cookie_and_cors() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::ProtocolSuite;
     config.cookie = true;
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let reply = get(&node.url(&format!("{EIO}?EIO=4&transport=polling"))).await;
     let sid = serde_json::from_str::<serde_json::Value>(&reply.body[1..]).unwrap()["sid"]
         .as_str()
@@ -317,9 +320,10 @@ async fn cookie_and_cors() {
 
 #[tokio::test]
 async fn queued_bytes_over_the_limit_close_the_session() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::ProtocolSuite;
     config.engine.max_buffered_bytes = 1000;
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let sid = open_polling(&node, EIO).await;
     let url = session_url(&node, &sid);
     // Two echoes of 401 bytes fit.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use nonstick::config::{AppKind, Config};
+use nonstick::app::{AppKind, BuiltIn};
 
 use crate::fixture::{
     TestNode, WAIT, Ws, get, open_polling, post, ws_closed, ws_connect, ws_next, ws_send, ws_text,
@@ -61,9 +61,10 @@ async fn websocket_refusals_happen_before_101() {
 
 #[tokio::test]
 async fn websocket_message_over_the_limit_closes_with_1009() {
-    let mut config = Config::new(AppKind::ProtocolSuite);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::ProtocolSuite;
     config.engine.max_payload = 100;
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let mut ws = ws_connect(&node.ws_url(&format!("{EIO}?EIO=4&transport=websocket")))
         .await
         .unwrap();
@@ -199,11 +200,12 @@ async fn get_during_probe_gets_noop_when_the_upgrade_completes() {
 async fn next_ping_comes_ping_interval_after_the_pong() {
     // The demo profile keeps the configured heartbeat (the protocol-suite one forces
     // 300/200 ms); its engine sends pings before any Socket.IO CONNECT.
-    let mut config = Config::new(AppKind::Demo);
+    let mut config = BuiltIn::base_config();
+    let kind = AppKind::Demo;
     // A pong deadline far beyond the test's waits: the second ping must not wait for it.
     config.engine.ping_interval = Duration::from_millis(100);
     config.engine.ping_timeout = Duration::from_secs(60);
-    let node = TestNode::start_with(config).await;
+    let node = TestNode::start_with(kind, config).await;
     let mut ws = ws_connect(&node.ws_url("/socket.io/?EIO=4&transport=websocket"))
         .await
         .unwrap();

@@ -5,20 +5,13 @@
 //!
 //! The nodes are processes (`nonstick node`, started by `launch`), so the kill is real.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use nonstick::config::AppKind;
-use nonstick::launch::{self, LocalCluster, RunningCluster};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use nonstick::app::AppKind;
+use nonstick::launch::{self, LocalCluster, Program, RunningCluster};
 
-use crate::fixture::{WAIT, get, post};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::fixture::{Script, WAIT, get, post};
 
 async fn cluster(mode: Option<nonstick::balancer::Mode>) -> RunningCluster {
     let plan = LocalCluster {
@@ -26,11 +19,14 @@ async fn cluster(mode: Option<nonstick::balancer::Mode>) -> RunningCluster {
         listen: "127.0.0.1:0".parse().expect("addr"),
         data_dir: None,
         mode,
-        app: AppKind::Demo,
+        program: Program::BuiltIn {
+            exe: env!("CARGO_BIN_EXE_nonstick").into(),
+            app: AppKind::Demo,
+        },
+        node_args: Vec::new(),
         quiet: true,
     };
-    let exe = Path::new(env!("CARGO_BIN_EXE_nonstick"));
-    launch::start(exe, plan).await.expect("cluster")
+    launch::start(plan).await.expect("cluster")
 }
 
 /// The owner sees the stream from a node that died end without a cancel: a GET parked through
@@ -103,43 +99,14 @@ const ACKS: u32 = 10;
 /// client has a GET parked, lets every client make its echo round trips, and checks that only
 /// the clients node 2 owned were disconnected, and that those reconnected to a living node.
 async fn kill_a_node_under(front: &str, running: &mut RunningCluster) {
-    let node = std::env::var("NONSTICK_NODE").unwrap_or_else(|_| "node".to_owned());
-    let script = repo().join("tests/clients/failover.mjs");
-    assert!(
-        repo().join("tests/clients/node_modules").exists(),
-        "run `scripts/test --deps-only` first"
-    );
-    let mut child = Command::new(node)
-        .arg(&script)
-        .args(["--url", front, "--acks", &ACKS.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start failover.mjs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("clients connected in time")
-        .expect("read");
-    assert_eq!(ready.as_deref(), Some("ready"));
+    let acks = ACKS.to_string();
+    let mut script = Script::start("failover.mjs", &["--url", front, "--acks", &acks]);
+    assert_eq!(script.line(Duration::from_secs(30)).await, "ready");
     // Every polling client has its GET parked somewhere now; a third of them through node 2.
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.kill(1).await.expect("kill node 2");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(b"go\n").await.expect("go");
-    let report = tokio::time::timeout(Duration::from_secs(70), lines.next_line())
-        .await
-        .expect("report in time")
-        .expect("read")
-        .expect("a report line");
-    let _ = child.wait().await;
-    let clients: Vec<ClientReport> = serde_json::from_str(
-        report
-            .strip_prefix("report ")
-            .unwrap_or_else(|| panic!("not a report: {report}")),
-    )
-    .expect("report JSON");
+    script.send("go").await;
+    let clients: Vec<ClientReport> = script.report(Duration::from_secs(70)).await;
     let survivors: Vec<_> = clients.iter().filter(|c| c.first != "2").collect();
     assert!(
         survivors.len() >= 4,

@@ -15,12 +15,53 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use nonstick::config::{AppKind, Config};
-use nonstick::node::{self, RunningNode};
+use axum::Router;
+use nonstick::app::{AppKind, BuiltIn};
+use nonstick::config::Config;
+use nonstick::node::{self, Node, NodeBuilder, RunningNode};
 use nonstick::socketio::SocketIo;
 
 /// Upper bound for any single wait in a test, so a broken server fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// What a test node serves: its mounts, and the HTTP app around the node's router.
+pub struct App {
+    mount: Box<dyn Fn(NodeBuilder) -> NodeBuilder>,
+    routes: Box<dyn Fn(&Node) -> Router>,
+}
+
+impl App {
+    /// A built-in application, mounted as the binary mounts it.
+    pub fn built_in(kind: AppKind) -> App {
+        let app = BuiltIn::new(kind);
+        let routes = app.clone();
+        App {
+            mount: Box::new(move |builder| {
+                let mounts = app.mounts(builder.config());
+                builder.mounts(mounts)
+            }),
+            routes: Box::new(move |node| routes.routes().merge(node.router())),
+        }
+    }
+
+    /// The test's own: `mount` adds its mounts, `routes` builds the whole HTTP app.
+    pub fn own(
+        mount: impl Fn(NodeBuilder) -> NodeBuilder + 'static,
+        routes: impl Fn(&Node) -> Router + 'static,
+    ) -> App {
+        App {
+            mount: Box::new(mount),
+            routes: Box::new(routes),
+        }
+    }
+
+    /// Build `builder` with this app's mounts and serve its routes.
+    async fn start(&self, builder: NodeBuilder) -> RunningNode {
+        let node = (self.mount)(builder).build().await.expect("build node");
+        let routes = (self.routes)(&node);
+        node.start(routes).expect("serve node")
+    }
+}
 
 /// A node serving on a free loopback port; stopped on drop or by [`TestNode::stop`].
 pub struct TestNode {
@@ -29,22 +70,31 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Starts a node serving `kind` with the default configuration.
+    /// Starts a node serving `kind` with the binary's defaults.
     pub async fn start(kind: AppKind) -> TestNode {
-        TestNode::start_with(Config::new(kind)).await
+        TestNode::start_with(kind, BuiltIn::base_config()).await
     }
 
-    /// Starts a node with an explicit configuration.
-    pub async fn start_with(config: Config) -> TestNode {
-        let node = node::start(config, bind().await).expect("start node");
-        TestNode::running(node)
+    /// Starts a node serving `kind` with these settings.
+    pub async fn start_with(kind: AppKind, config: Config) -> TestNode {
+        TestNode::start_app(&App::built_in(kind), config).await
     }
 
     /// Starts a node serving a Socket.IO server built by the test at `/socket.io/`.
     pub async fn serve(io: SocketIo) -> TestNode {
-        let node =
-            node::start_socketio(Config::new(AppKind::Demo), io, bind().await).expect("start node");
-        TestNode::running(node)
+        let app = App::own(move |b| b.socketio(io.clone()), |node| node.router());
+        TestNode::start_app(&app, BuiltIn::base_config()).await
+    }
+
+    /// Starts the node `builder` describes (listener included), serving `kind`.
+    pub async fn start_built(kind: AppKind, builder: NodeBuilder) -> TestNode {
+        TestNode::running(App::built_in(kind).start(builder).await)
+    }
+
+    /// Starts a node serving `app` with these settings.
+    pub async fn start_app(app: &App, config: Config) -> TestNode {
+        let builder = NodeBuilder::new(config).listen(bind().await);
+        TestNode::running(app.start(builder).await)
     }
 
     pub fn running(node: RunningNode) -> TestNode {
@@ -71,8 +121,15 @@ impl TestNode {
     }
 
     /// The node itself.
-    pub fn node(&self) -> &RunningNode {
-        self.node.as_ref().expect("node running")
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("node running").node()
+    }
+
+    /// The Socket.IO server at `/socket.io/`.
+    pub fn socketio(&self) -> SocketIo {
+        self.node()
+            .socketio("/socket.io/")
+            .expect("a Socket.IO mount")
     }
 
     /// Graceful stop.
@@ -118,10 +175,21 @@ pub async fn request(method: &str, url: &str, body: &str) -> Reply {
 
 /// Sends one request with this `Content-Type` and reads the whole body as text.
 pub async fn request_with_type(method: &str, url: &str, content_type: &str, body: &str) -> Reply {
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", content_type)
+    request_with_headers(method, url, &[("content-type", content_type)], body).await
+}
+
+/// Sends one request with these headers and reads the whole body as text.
+pub async fn request_with_headers(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("valid request");
     let response = tokio::time::timeout(WAIT, client().request(req))
@@ -251,15 +319,15 @@ pub enum Path {
 
 impl TestCluster {
     pub async fn start(n: u64, kind: AppKind) -> TestCluster {
-        TestCluster::start_with(n, &[], |_| Config::new(kind)).await
+        TestCluster::start_with(n, &[], |_| (App::built_in(kind), BuiltIn::base_config())).await
     }
 
-    /// Members `1..=n`, started with `config(id)`; the members listed in `paths` are reached
-    /// the way it says.
+    /// Members `1..=n`, serving `app(id)`'s app with its settings; the members listed in
+    /// `paths` are reached the way it says.
     pub async fn start_with(
         n: u64,
         paths: &[(u64, Path)],
-        config: impl Fn(u64) -> Config,
+        app: impl Fn(u64) -> (App, Config),
     ) -> TestCluster {
         let path = |id| paths.iter().find(|(p, _)| *p == id).map(|(_, path)| *path);
         let dirs = tempfile::tempdir().expect("tempdir");
@@ -289,15 +357,17 @@ impl TestCluster {
         for (id, grpc) in grpc {
             let cluster = node::ClusterConfig {
                 node_id: id,
+                grpc: grpc.into(),
                 peers: peers.clone(),
                 data_dir: dirs.path().join(format!("node-{id}")),
                 secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
                 join: false,
             };
-            let running = node::start_cluster(config(id), cluster, bind().await, grpc)
-                .await
-                .expect("start cluster node");
-            nodes.push(TestNode::running(running));
+            let (app, config) = app(id);
+            let builder = NodeBuilder::new(config)
+                .listen(bind().await)
+                .cluster(cluster);
+            nodes.push(TestNode::running(app.start(builder).await));
         }
         let cluster = TestCluster {
             nodes,
@@ -582,4 +652,101 @@ pub fn dir_size(path: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// The executable of the package's example `name`, built (or found up to date) by cargo.
+/// `cargo test` builds the examples already; a run of the integration tests alone
+/// (`cargo test --test it`) builds it here.
+pub async fn example(name: &str) -> std::path::PathBuf {
+    let output = tokio::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--locked",
+            "--message-format",
+            "json",
+            "--example",
+            name,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run cargo");
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == name
+        })
+        .and_then(|message| message["executable"].as_str().map(Into::into))
+        .unwrap_or_else(|| panic!("cargo named no executable for example {name}"))
+}
+
+/// A script of `tests/clients` run by Node that talks in lines: it prints what it has to say
+/// on stdout, one line each, and reads its cues from stdin. Killed when dropped.
+pub struct Script {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stdin: tokio::process::ChildStdin,
+}
+
+impl Script {
+    /// Starts `tests/clients/<name>` with `args` (Node from `NONSTICK_NODE`, else `node`).
+    pub fn start(name: &str, args: &[&str]) -> Script {
+        use tokio::io::AsyncBufReadExt;
+        let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+        assert!(
+            clients.join("node_modules").exists(),
+            "run `scripts/test --deps-only` first"
+        );
+        let node = std::env::var("NONSTICK_NODE").unwrap_or_else(|_| "node".to_owned());
+        let mut child = tokio::process::Command::new(node)
+            .arg(clients.join(name))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take().expect("stdin");
+        Script {
+            child,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            stdin,
+        }
+    }
+
+    /// The next line it prints, within `limit`.
+    pub async fn line(&mut self, limit: Duration) -> String {
+        tokio::time::timeout(limit, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("a line, not the end of its output")
+    }
+
+    /// Writes `line` to its stdin.
+    pub async fn send(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the script");
+    }
+
+    /// Its next line, `report <JSON>`, parsed; then waits for it to end.
+    pub async fn report<T: serde::de::DeserializeOwned>(&mut self, limit: Duration) -> T {
+        let line = self.line(limit).await;
+        let _ = self.child.wait().await;
+        let json = line
+            .strip_prefix("report ")
+            .unwrap_or_else(|| panic!("not a report: {line}"));
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("report {json}: {e}"))
+    }
 }

@@ -10,6 +10,7 @@ mod engine_polling;
 mod engine_websocket;
 mod failover;
 mod fixture;
+mod library;
 mod registry;
 mod sio_codec;
 mod socketio;

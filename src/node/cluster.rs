@@ -1,0 +1,226 @@
+//! What a cluster node runs besides its engines: the registry (joining or forming the cluster),
+//! an adapter per Socket.IO mount, the peer gRPC server, and the task that keeps the peer
+//! directory equal to the Raft membership.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::Routes;
+
+use super::ClusterConfig;
+use crate::adapter::{AdapterConfig, AdapterLosses, AdapterServed, AdapterService, GrpcAdapter};
+use crate::engine::{Application, Engine, EngineConfig};
+use crate::gateway::service::ForwardService;
+use crate::gateway::{Gateway, Recorded};
+use crate::http;
+use crate::registry::admin::AdminService;
+use crate::registry::{NodeId, Registry, RegistryConfig};
+use crate::rpc::{self, Peers};
+use crate::socketio::SocketIo;
+
+/// The running cluster side of a node.
+pub(super) struct ClusterParts {
+    /// The adapters of the Socket.IO mounts, for their counters.
+    adapters: Vec<Arc<GrpcAdapter>>,
+    /// The counters of the adapter requests peers sent here.
+    served: AdapterServed,
+    registry: Registry,
+    /// The peer directory: the members and this node's links to them.
+    peers: Peers,
+    grpc_addr: SocketAddr,
+    stop_grpc: Option<oneshot::Sender<()>>,
+    grpc: Option<JoinHandle<()>>,
+    /// Keeps the peer directory in step with the Raft membership.
+    sync: JoinHandle<()>,
+}
+
+/// Start the registry, connect every Socket.IO server of `servers` to the other nodes, build
+/// the engines of `mounts` (path, settings, application) with sids that name this node, and
+/// serve the peer gRPC services.
+pub(super) async fn start(
+    cluster: ClusterConfig,
+    mounts: Vec<(String, EngineConfig, Arc<dyn Application>)>,
+    servers: &HashMap<String, SocketIo>,
+    adapter: AdapterConfig,
+) -> io::Result<(Gateway, ClusterParts)> {
+    let node = cluster.node_id;
+    let grpc = cluster.grpc.bind().await?;
+    let grpc_addr = grpc.local_addr()?;
+    let peers = Peers::new(cluster.secret.clone());
+    for (id, addr) in &cluster.peers {
+        peers.set(*id, addr).map_err(io::Error::other)?;
+    }
+    let (registry, raft) = Registry::start(RegistryConfig::new(
+        node,
+        cluster.data_dir.clone(),
+        peers.clone(),
+    ))
+    .await
+    .map_err(io::Error::other)?;
+    let mut adapters = Vec::new();
+    for (path, io) in servers {
+        let grpc_adapter = Arc::new(GrpcAdapter::new(
+            node,
+            path,
+            peers.clone(),
+            registry.clone(),
+            adapter,
+        ));
+        io.set_adapter(grpc_adapter.clone());
+        adapters.push(grpc_adapter);
+    }
+    let engines = mounts.into_iter().map(|(path, mut config, app)| {
+        config.sid_prefix = format!("{node}.");
+        let app = Arc::new(Recorded::new(app, registry.clone(), node)) as Arc<dyn Application>;
+        (path, Engine::new(config, app))
+    });
+    let gateway = Gateway::clustered(node, engines, registry.clone(), peers.clone());
+
+    let (adapter_service, served) = AdapterService::server(servers.clone(), adapter.max_message);
+    let routes = Routes::new(raft)
+        .add_service(ForwardService::server(gateway.clone()))
+        .add_service(adapter_service)
+        .add_service(AdminService::server(registry.clone()));
+    let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
+    let secret = cluster.secret.clone();
+    let grpc_task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = grpc_stopped.await;
+        };
+        if let Err(e) = rpc::serve(grpc, routes, secret, stopped).await {
+            tracing::error!(%e, "peer gRPC server failed");
+        }
+    });
+    // Every member may try: the first one forms the cluster, the others find it formed.
+    if !cluster.join {
+        let members = cluster.peers.clone();
+        let init = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = init.initialize(members).await {
+                tracing::warn!(%e, "cluster initialization");
+            }
+        });
+    }
+    // Members added later (`nonstick member add`) become reachable from every node: the Raft
+    // membership carries their addresses.
+    let sync = tokio::spawn(sync_peers(registry.clone(), peers.clone()));
+    let parts = ClusterParts {
+        adapters,
+        served,
+        registry,
+        peers,
+        grpc_addr,
+        stop_grpc: Some(stop_grpc),
+        grpc: Some(grpc_task),
+        sync,
+    };
+    Ok((gateway, parts))
+}
+
+/// Keep `peers` equal to the Raft membership, once a second: members added later become
+/// reachable, moved ones are reached at their new address, and a node that left loses its
+/// links (and with them any routing to it).
+async fn sync_peers(registry: Registry, peers: Peers) {
+    loop {
+        let members: BTreeMap<NodeId, String> = registry
+            .membership()
+            .into_iter()
+            .map(|(id, addr, _)| (id, addr))
+            .collect();
+        // Empty until the cluster is formed: the static peer list stands until then.
+        if !members.is_empty()
+            && let Err(e) = peers.sync(&members)
+        {
+            tracing::warn!(%e, "member with an unusable address");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl ClusterParts {
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(super) fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    pub(super) fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Healthy while the registry reaches a Raft majority.
+    pub(super) fn health(&self) -> http::Health {
+        let registry = self.registry.clone();
+        Arc::new(move || registry.is_healthy())
+    }
+
+    /// The cluster's counters for `/metrics`.
+    pub(super) fn counters(&self) -> http::Counters {
+        let (registry, adapters) = (self.registry.clone(), self.adapters.clone());
+        let served = self.served.clone();
+        Arc::new(move || {
+            let losses =
+                |f: fn(AdapterLosses) -> u64| adapters.iter().map(|a| f(a.losses())).sum::<u64>();
+            vec![
+                (
+                    "nonstick_adapter_dropped_total",
+                    "Broadcasts and actions not sent to a peer whose queue was full.",
+                    losses(|l| l.queue_full),
+                ),
+                (
+                    "nonstick_adapter_stale_total",
+                    "Broadcasts and actions dropped after waiting longer than their maximum age for a peer.",
+                    losses(|l| l.stale),
+                ),
+                (
+                    "nonstick_adapter_expired_total",
+                    "Broadcasts and actions from peers dropped on arrival: their batch came later than its maximum age.",
+                    served.expired(),
+                ),
+                (
+                    "nonstick_adapter_unconfirmed_total",
+                    "Broadcasts and actions in batches a peer did not confirm (unreachable, link broken, deadline passed).",
+                    losses(|l| l.unconfirmed),
+                ),
+                (
+                    "nonstick_registry_records_dropped_total",
+                    "Socket and session records not written: the registry's write queue was full.",
+                    registry.dropped_records(),
+                ),
+                (
+                    "nonstick_registry_records_failed_total",
+                    "Socket and session records given up after failing to commit several times.",
+                    registry.failed_records(),
+                ),
+            ]
+        })
+    }
+
+    /// Stop the peer server (waiting at most `timeout` for it) and the registry.
+    pub(super) async fn shutdown(mut self, timeout: Duration) -> io::Result<()> {
+        self.sync.abort();
+        if let Some(stop) = self.stop_grpc.take() {
+            let _ = stop.send(());
+        }
+        if let Some(grpc) = self.grpc.take() {
+            let _ = tokio::time::timeout(timeout, grpc).await;
+        }
+        self.registry.shutdown().await.map_err(io::Error::other)
+    }
+}
+
+impl Drop for ClusterParts {
+    fn drop(&mut self) {
+        self.sync.abort();
+        if let Some(grpc) = self.grpc.take() {
+            grpc.abort();
+        }
+    }
+}
