@@ -155,7 +155,9 @@ async fn cluster_nodes_forward_through_the_programs_own_app() {
         let app = App::own(
             |builder: NodeBuilder| {
                 let node = builder.config().node_id.clone();
-                builder.socketio(hello_io(&node, "main"))
+                builder
+                    .socketio(hello_io(&node, "main"))
+                    .mount(Mount::socketio("/chat/", hello_io(&node, "chat")))
             },
             move |node| own_app(node, counted.clone()),
         );
@@ -185,6 +187,25 @@ async fn cluster_nodes_forward_through_the_programs_own_app() {
     // The handler ran on the owner, node 1.
     assert_eq!(http_get(&url(c, &sid)).await.body, r#"431[{"node":"1"}]"#);
     assert!(hits[1].load(Ordering::Relaxed) >= before + 2);
+
+    // The second mount's sessions are forwarded to their owner's server at that mount.
+    let chat =
+        |node: &TestNode, sid: &str| node.url(&format!("/chat/?EIO=4&transport=polling&sid={sid}"));
+    let sid = sid_of(
+        &http_get(&b.url("/chat/?EIO=4&transport=polling"))
+            .await
+            .body,
+    );
+    assert!(sid.starts_with("2."), "{sid}");
+    assert_eq!(post(&chat(c, &sid), "40").await.body, "ok");
+    let got = http_get(&chat(a, &sid)).await.body;
+    assert_eq!(
+        packets(&got).get(1),
+        Some(&r#"42["welcome","chat"]"#),
+        "{got}"
+    );
+    assert_eq!(post(&chat(a, &sid), r#"427["hello"]"#).await.body, "ok");
+    assert_eq!(http_get(&chat(c, &sid)).await.body, r#"437[{"node":"2"}]"#);
 
     // The program's own route answers on every node.
     for (i, node) in cluster.nodes.iter().enumerate() {
