@@ -34,6 +34,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// The outbound queue reached its configured bound.
     QueueOverflow,
+    /// The session moved to another node ([`crate::engine::Engine::move_out`]). The
+    /// application is told by [`SessionHandler::on_move`], not `on_close`: the session lives on.
+    Moved,
 }
 
 impl CloseReason {
@@ -47,6 +50,7 @@ impl CloseReason {
             CloseReason::ServerClose => "server_close",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::QueueOverflow => "queue_overflow",
+            CloseReason::Moved => "moved",
         }
     }
 }
@@ -194,6 +198,14 @@ pub trait Application: Send + Sync + 'static {
 
     /// A session was opened. Returns the handler for its messages.
     fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler>;
+
+    /// A session moved here from another node ([`crate::engine::Engine::move_in`]), with
+    /// the state its handler there gave up ([`SessionHandler::on_move`]). Returns the handler
+    /// for its messages. By default the session starts afresh, as if just opened.
+    fn on_move_in(&self, conn: Connection, state: Option<Vec<u8>>) -> Arc<dyn SessionHandler> {
+        let _ = state;
+        self.on_open(conn)
+    }
 }
 
 /// Per-session callbacks. Called in packet order, never concurrently for one session.
@@ -203,6 +215,13 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// The session moved from long-polling to its websocket (an upgrade completed). Nothing
     /// by default.
     fn on_upgrade(&self) {}
-    /// The session ended. Called exactly once.
+    /// The session ended. Called exactly once, unless the session moved.
     fn on_close(&self, reason: CloseReason);
+    /// The session leaves this node for another ([`crate::engine::Engine::move_out`]):
+    /// called instead of `on_close`, exactly once, with no message being delivered. Returns
+    /// what the application needs to resume the session there ([`Application::on_move_in`]).
+    /// Nothing by default.
+    fn on_move(&self) -> Option<Vec<u8>> {
+        None
+    }
 }

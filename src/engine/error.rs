@@ -72,3 +72,23 @@ impl EngineError {
         }
     }
 }
+
+/// Why a session could not move ([`crate::engine::Engine::move_out`],
+/// [`crate::engine::Engine::move_in`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    /// No live session with that sid here.
+    #[error("no live session with that sid")]
+    UnknownSid,
+    /// The session cannot move now: it is carried by a websocket or upgrading to one, or a
+    /// POST is being delivered. Try again shortly.
+    #[error("the session is busy (websocket, upgrade or POST in progress)")]
+    Busy,
+    /// `move_in`: a session with that sid is already here.
+    #[error("a session with that sid is already here")]
+    Exists,
+    /// `move_in`: the session limit is reached, or the session's queue exceeds this engine's
+    /// bounds.
+    #[error("no room for the session")]
+    Full,
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::app::CloseReason;
 
 /// Every close reason, in a fixed order (the index into `Counters::closed`).
-const REASONS: [CloseReason; 7] = [
+const REASONS: [CloseReason; 8] = [
     CloseReason::TransportClose,
     CloseReason::TransportError,
     CloseReason::PingTimeout,
@@ -14,6 +14,7 @@ const REASONS: [CloseReason; 7] = [
     CloseReason::ServerClose,
     CloseReason::ServerShutdown,
     CloseReason::QueueOverflow,
+    CloseReason::Moved,
 ];
 
 #[derive(Default)]

@@ -32,7 +32,7 @@ pub use app::{
     Transport,
 };
 pub use config::EngineConfig;
-pub use error::EngineError;
+pub use error::{EngineError, MoveError};
 pub use metrics::EngineMetrics;
 pub use ws::{CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_TOO_LARGE, LinkError, Outbound};
 
@@ -106,6 +106,25 @@ impl std::fmt::Debug for WsAccept {
         };
         f.debug_struct("WsAccept").field("kind", &kind).finish()
     }
+}
+
+/// A polling session on its way from one node to another ([`Engine::move_out`] →
+/// [`Engine::move_in`]): what the client has not received yet, where its heartbeat stands, and
+/// the state of the application on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionImage {
+    /// The session id, unchanged by the move.
+    pub sid: String,
+    /// The opening request.
+    pub handshake: HandshakeInfo,
+    /// Packets queued for the client and not delivered yet (messages, and a ping not yet sent).
+    pub queue: Vec<Packet>,
+    /// Time left until the next ping, when none is awaiting its pong.
+    pub next_ping_in: Option<Duration>,
+    /// Time left for the pong of a ping already sent.
+    pub pong_due_in: Option<Duration>,
+    /// What the application's handler gave up ([`SessionHandler::on_move`]).
+    pub app: Option<Vec<u8>>,
 }
 
 /// The Engine.IO server of one mount point: owns its sessions. Cheap to clone.
@@ -267,6 +286,28 @@ impl Engine {
         self.verify(req).map(|_| ())
     }
 
+    /// A session counted under `max_sessions`, not registered yet; `None` at capacity.
+    /// Called under the map lock, so concurrent handshakes cannot overshoot the limit.
+    fn admit(&self, sid: Arc<str>, transport: Transport, info: HandshakeInfo) -> Option<Session> {
+        let shared = &self.shared;
+        if shared.at_capacity() {
+            return None;
+        }
+        shared.live.fetch_add(1, Ordering::AcqRel);
+        let live = Arc::new(LiveSlot {
+            shared: Arc::downgrade(shared),
+        });
+        Some(Session::new(
+            sid,
+            transport,
+            info,
+            Arc::clone(&shared.config),
+            Arc::downgrade(shared),
+            live,
+            shared.runtime.clone(),
+        ))
+    }
+
     /// Creates a session, starts its timers and calls `Application::on_open`.
     fn create(
         &self,
@@ -276,30 +317,16 @@ impl Engine {
         let shared = &self.shared;
         let session = {
             let mut sessions = shared.sessions();
-            // Checked and counted under the map lock, so concurrent handshakes cannot
-            // overshoot the limit.
-            if shared.at_capacity() {
-                return Err(EngineError::Forbidden);
-            }
-            shared.live.fetch_add(1, Ordering::AcqRel);
-            let live = Arc::new(LiveSlot {
-                shared: Arc::downgrade(shared),
-            });
             let sid: Arc<str> = loop {
                 let sid = new_sid(&shared.config.sid_prefix);
                 if !sessions.contains_key(sid.as_str()) {
                     break sid.into();
                 }
             };
-            let session = Arc::new(Session::new(
-                Arc::clone(&sid),
-                transport,
-                info,
-                Arc::clone(&shared.config),
-                Arc::downgrade(shared),
-                live,
-                shared.runtime.clone(),
-            ));
+            let session = Arc::new(
+                self.admit(Arc::clone(&sid), transport, info)
+                    .ok_or(EngineError::Forbidden)?,
+            );
             sessions.insert(sid, Arc::clone(&session));
             session
         };
@@ -462,6 +489,49 @@ impl Engine {
             }
             WsKind::Refuse => Box::pin(ws::end_link(&mut sink, CLOSE_NORMAL, limit)).await,
         }
+    }
+
+    /// Takes the polling session `sid` out of this engine, for [`Engine::move_in`] on another
+    /// node: its undelivered packets, its heartbeat, and its application's state (the
+    /// handler's [`SessionHandler::on_move`], called instead of `on_close`). A parked long-poll
+    /// is answered `6`; later requests for the sid find nothing here. Refused while the session
+    /// is on a websocket or upgrading, or while a POST is being delivered ([`MoveError::Busy`]).
+    pub async fn move_out(&self, sid: &str) -> Result<SessionImage, MoveError> {
+        let session = self.session(sid).ok_or(MoveError::UnknownSid)?;
+        session.move_out().await
+    }
+
+    /// Resumes a session that left another node ([`Engine::move_out`]): same sid, the packets
+    /// it had not delivered, its heartbeat where it stood, and its application's state handed
+    /// to [`Application::on_move_in`]. The client goes on polling as if nothing happened.
+    pub fn move_in(&self, image: SessionImage) -> Result<(), MoveError> {
+        let shared = &self.shared;
+        let session = {
+            let mut sessions = shared.sessions();
+            if sessions.contains_key(image.sid.as_str()) {
+                return Err(MoveError::Exists);
+            }
+            let sid: Arc<str> = image.sid.as_str().into();
+            let session = self
+                .admit(Arc::clone(&sid), Transport::Polling, image.handshake)
+                .ok_or(MoveError::Full)?;
+            session.resume(image.queue, image.next_ping_in, image.pong_due_in)?;
+            let session = Arc::new(session);
+            sessions.insert(sid, Arc::clone(&session));
+            session
+        };
+        // As in `create`: no close can reach the handler before it exists.
+        let inbound = session.inbound.clone().try_lock_owned();
+        shared.runtime.spawn(Arc::clone(&session).heartbeat());
+        let handler = shared.app.on_move_in(
+            Connection {
+                session: Arc::clone(&session),
+            },
+            image.app,
+        );
+        session.set_handler(handler);
+        drop(inbound);
+        Ok(())
     }
 
     /// Closes every session with [`CloseReason::ServerShutdown`] and refuses new ones.

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::app::{CloseReason, HandshakeInfo, Message, SendError, SessionHandler, Transport};
 use super::config::EngineConfig;
-use super::error::EngineError;
-use super::{LiveSlot, Shared};
+use super::error::{EngineError, MoveError};
+use super::{LiveSlot, SessionImage, Shared};
 use crate::protocol::eio::{self, Packet};
 
 /// How long a long-poll that finds the slot taken by one that came another way waits for it
@@ -333,6 +333,86 @@ impl Session {
                 handler.on_close(reason);
             }
         });
+    }
+
+    /// Takes the session out of this node for a move: only a polling session with no upgrade
+    /// and no POST in progress. Holds `inbound`, so no message is being handed to the
+    /// application; the handler gives up its state through `on_move` instead of `on_close`. A
+    /// parked long-poll is answered `6`: the client polls again and its next GET finds the
+    /// session wherever it moved. Requests arriving here afterwards find no session.
+    pub(crate) async fn move_out(self: &Arc<Self>) -> Result<SessionImage, MoveError> {
+        let _inbound = self.inbound.clone().lock_owned().await;
+        let (queue, next_ping_in, pong_due_in) = {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return Err(MoveError::UnknownSid);
+            }
+            if st.transport != Transport::Polling || st.upgrade != Upgrade::Idle || st.post_active {
+                return Err(MoveError::Busy);
+            }
+            let now = Instant::now();
+            st.closed = Some(CloseReason::Moved);
+            let next_ping_in = st.next_ping.take().map(|at| at - now.min(at));
+            let pong_due_in = st.pong_deadline.take().map(|at| at - now.min(at));
+            let queue = Self::take_queue(&mut st);
+            st.final_payload = Some(vec![Packet::Noop]);
+            (queue, next_ping_in, pong_due_in)
+        };
+        self.changed.notify_waiters();
+        self.heartbeat_wake.notify_waiters();
+        if let Some(shared) = self.shared.upgrade() {
+            shared.counters.closed(&CloseReason::Moved);
+        }
+        self.unregister();
+        let handler = self
+            .handler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(SessionImage {
+            sid: self.sid.to_string(),
+            handshake: self.handshake.clone(),
+            queue,
+            next_ping_in,
+            pong_due_in,
+            app: handler.and_then(|h| h.on_move()),
+        })
+    }
+
+    /// Gives a session that moved here the queue and heartbeat it had on its former node.
+    /// Fails, changing nothing, when the queue exceeds this node's bounds.
+    pub(crate) fn resume(
+        &self,
+        queue: Vec<Packet>,
+        next_ping_in: Option<std::time::Duration>,
+        pong_due_in: Option<std::time::Duration>,
+    ) -> Result<(), MoveError> {
+        let messages = queue
+            .iter()
+            .filter(|p| matches!(p, Packet::Text(_) | Packet::Binary(_)))
+            .count();
+        let bytes = queue
+            .iter()
+            .map(|p| match p {
+                Packet::Text(s) => s.len(),
+                Packet::Binary(b) => b.len(),
+                _ => 0,
+            })
+            .fold(0usize, usize::saturating_add);
+        if messages > self.config.max_buffered_packets || bytes > self.config.max_buffered_bytes {
+            return Err(MoveError::Full);
+        }
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.queue.extend(queue);
+        st.queued_messages = messages;
+        st.queued_bytes = bytes;
+        st.next_ping = next_ping_in.map(|d| now + d);
+        st.pong_deadline = pong_due_in.map(|d| now + d);
+        if st.next_ping.is_none() && st.pong_deadline.is_none() {
+            st.next_ping = Some(now + self.config.ping_interval);
+        }
+        Ok(())
     }
 
     pub(crate) fn unregister(self: &Arc<Self>) {

@@ -54,6 +54,16 @@ impl Application for Recorded {
             sid,
         })
     }
+
+    /// The session is recorded already; who owns it now is for the move to commit.
+    fn on_move_in(&self, conn: Connection, state: Option<Vec<u8>>) -> Arc<dyn SessionHandler> {
+        let sid = conn.sid().to_owned();
+        Arc::new(RecordedSession {
+            inner: self.inner.on_move_in(conn, state),
+            registry: self.registry.clone(),
+            sid,
+        })
+    }
 }
 
 struct RecordedSession {
@@ -73,6 +83,11 @@ impl SessionHandler for RecordedSession {
             sid: self.sid.clone(),
             transport: registry::Transport::Websocket,
         });
+    }
+
+    /// The session lives on elsewhere: its record stays.
+    fn on_move(&self) -> Option<Vec<u8>> {
+        self.inner.on_move()
     }
 
     fn on_close(&self, reason: CloseReason) {

@@ -426,6 +426,11 @@ impl Node {
         self.servers.get(path).cloned()
     }
 
+    /// The engine of the mount at `path` (e.g. `/socket.io/`).
+    pub fn engine(&self, path: &str) -> Option<Engine> {
+        self.gateway.engine(path).cloned()
+    }
+
     /// The engines of the node's mounts.
     pub fn engines(&self) -> Vec<Engine> {
         self.gateway.mounts().into_iter().map(|(_, e)| e).collect()

@@ -14,6 +14,7 @@ use super::args::Event;
 use super::config::SocketIoConfig;
 use super::error::DisconnectReason;
 use super::handler::run_inline;
+use super::moving::{self, MovedSocket};
 use super::namespace::{Joining, NamespaceInner, with_recovery};
 use super::recovery::{RecoveryStore, SavedSession};
 use super::remote::SocketChange;
@@ -209,7 +210,7 @@ impl Client {
                 }
             }
         }
-        if !self.join(&ns, &socket, rooms, replay) {
+        if !self.join(&ns, &socket, rooms, replay, true) {
             return;
         }
         drop(joining);
@@ -224,9 +225,10 @@ impl Client {
         socket.ready();
     }
 
-    /// Make `socket` a member of `ns` and answer the CONNECT, as one step: under the
-    /// namespace's recovery lock, so that an event is either in the replay or sent live, never
-    /// lost or sent twice, and under the client lock, so that `on_close` either sees the socket
+    /// Make `socket` a member of `ns` and answer the CONNECT (when `answer`; a socket that
+    /// moved here was answered on its former node), as one step: under the namespace's
+    /// recovery lock, so that an event is either in the replay or sent live, never lost or
+    /// sent twice, and under the client lock, so that `on_close` either sees the socket
     /// connected (and finishes it) or ran before (and the socket never joins). Returns false
     /// when the connection is gone.
     fn join(
@@ -235,6 +237,7 @@ impl Client {
         socket: &Socket,
         rooms: Vec<String>,
         replay: Replay,
+        answer: bool,
     ) -> bool {
         let nsp = ns.name();
         let store = ns.recovery.as_ref().map(lock);
@@ -243,14 +246,16 @@ impl Client {
         if st.closed {
             return false;
         }
-        let mut reply = indexmap::IndexMap::new();
-        reply.insert("sid".to_owned(), Value::from(socket.id()));
-        if let Some(pid) = socket.pid() {
-            reply.insert("pid".to_owned(), Value::from(pid));
-        }
-        let reply = Packet::connect(nsp, Some(Value::Object(reply)));
-        if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
-            return false;
+        if answer {
+            let mut reply = indexmap::IndexMap::new();
+            reply.insert("sid".to_owned(), Value::from(socket.id()));
+            if let Some(pid) = socket.pid() {
+                reply.insert("pid".to_owned(), Value::from(pid));
+            }
+            let reply = Packet::connect(nsp, Some(Value::Object(reply)));
+            if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
+                return false;
+            }
         }
         let missed = match (&store, replay) {
             (Some(store), Replay::Since(offset)) => {
@@ -276,6 +281,43 @@ impl Client {
             data: socket.data(),
         });
         true
+    }
+
+    /// A socket of a session that moved here from another node: back in its namespace and
+    /// rooms with its id, pid and data, seen by the application as recovered (the connection
+    /// handler runs again, middleware does not: the client did not connect again). A
+    /// namespace this node does not serve gets a DISCONNECT.
+    pub(crate) fn resume(self: &Arc<Self>, moved: MovedSocket) {
+        let Some(joining) = self.io.resolve(&moved.nsp) else {
+            let _ = send_encoded(&self.conn, sio::encode(&Packet::disconnect(&moved.nsp)));
+            return;
+        };
+        let ns = joining.namespace().clone();
+        let socket = Socket::new(SocketParts {
+            id: moved.id,
+            pid: moved.pid,
+            ns: ns.clone(),
+            conn: self.conn.clone(),
+            handshake: Handshake {
+                auth: moved.auth,
+                request: self.conn.handshake().clone(),
+                time: SystemTime::now(),
+            },
+            recovered: true,
+            client: Arc::downgrade(self),
+            data: moved.data,
+        });
+        if !self.join(&ns, &socket, moved.rooms, Replay::Nothing, false) {
+            return;
+        }
+        drop(joining);
+        if let Some(timer) = lock(&self.connect_timer).take() {
+            timer.abort();
+        }
+        if let Some(handler) = ns.connect_handler() {
+            run_inline(handler(socket.clone()));
+        }
+        socket.ready();
     }
 
     /// Recovery: if the CONNECT carries a `pid` and `offset` this node or (in a cluster)
@@ -353,6 +395,20 @@ impl SessionHandler for Client {
                 self.violation();
             }
         }
+    }
+
+    fn on_move(&self) -> Option<Vec<u8>> {
+        let sockets: Vec<Socket> = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.connecting.clear();
+            st.sockets.drain().map(|(_, s)| s).collect()
+        };
+        if let Some(timer) = lock(&self.connect_timer).take() {
+            timer.abort();
+        }
+        let moved: Vec<MovedSocket> = sockets.iter().filter_map(Socket::hand_over).collect();
+        Some(moving::encode(&moved))
     }
 
     fn on_close(&self, reason: CloseReason) {

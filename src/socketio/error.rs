@@ -50,6 +50,10 @@ pub enum AckError {
     /// server could not be reached).
     #[error("socket disconnected before acknowledging")]
     Disconnected,
+    /// The socket moved to another node before acknowledging: the answer goes there, where
+    /// nobody waits for it.
+    #[error("socket moved to another node before acknowledging")]
+    Moved,
     /// The other server of a server-side emit has no handler for the event, or its handler
     /// dropped the acknowledgement unanswered.
     #[error("the other server did not acknowledge")]
@@ -125,6 +129,9 @@ impl From<&crate::engine::CloseReason> for DisconnectReason {
             CloseReason::ParseError => DisconnectReason::ParseError,
             CloseReason::ServerClose => DisconnectReason::ForcedClose,
             CloseReason::ServerShutdown => DisconnectReason::ServerShuttingDown,
+            // A moved session's sockets are handed over, never disconnected (`on_move`, not
+            // `on_close`); the transport they had here is what ended.
+            CloseReason::Moved => DisconnectReason::TransportClose,
         }
     }
 }

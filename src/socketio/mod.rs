@@ -26,6 +26,7 @@ mod client;
 mod config;
 mod error;
 mod handler;
+mod moving;
 mod namespace;
 mod recovery;
 mod remote;
@@ -292,6 +293,19 @@ impl Application for SocketIo {
 
     fn on_open(&self, conn: Connection) -> Arc<dyn SessionHandler> {
         client::Client::start(self.clone(), conn)
+    }
+
+    /// Resumes the sockets the session had on its former node, each as a recovered socket
+    /// (same id, rooms and data; the connection handler runs again). State that is not a
+    /// Socket.IO session's leaves the session with no namespace, as if just opened.
+    fn on_move_in(&self, conn: Connection, state: Option<Vec<u8>>) -> Arc<dyn SessionHandler> {
+        let client = client::Client::start(self.clone(), conn);
+        let max_attachments = self.config().max_attachments;
+        let sockets = state.and_then(|bytes| moving::decode(&bytes, max_attachments));
+        for socket in sockets.unwrap_or_default() {
+            client.resume(socket);
+        }
+        client
     }
 }
 

@@ -15,6 +15,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::error::{AckError, DisconnectReason, EmitError};
 use super::handler::{DisconnectHandler, EventHandler, run_inline};
+use super::moving::MovedSocket;
 use super::namespace::{Namespace, NamespaceInner, with_recovery};
 use super::recovery::SavedSession;
 use super::remote::{SocketChange, SocketDetails};
@@ -373,6 +374,31 @@ impl Socket {
     /// Mark the socket connected; called once it is in its namespace.
     pub(crate) fn set_connected(&self) {
         self.inner.connected.store(true, Ordering::Release);
+    }
+
+    /// The session moves to another node: leave the namespace here without telling the
+    /// cluster (the socket lives on there) and without running disconnect handlers; fail the
+    /// acks it owes with [`AckError::Moved`]. Returns what the other node needs to resume it;
+    /// `None` if it had already left.
+    pub(crate) fn hand_over(&self) -> Option<MovedSocket> {
+        if !self.inner.connected.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let rooms = self.inner.ns.remove(self.id());
+        let pending: Vec<_> = lock(&self.inner.pending_acks).drain().collect();
+        for (_, tx) in pending {
+            let _ = tx.send(Err(AckError::Moved));
+        }
+        lock(&self.inner.on_disconnect).clear();
+        write(&self.inner.events).clear();
+        Some(MovedSocket {
+            nsp: self.ns().to_owned(),
+            id: self.inner.id.clone(),
+            pid: self.inner.pid.clone(),
+            rooms: rooms.into_iter().filter(|r| r != &self.inner.id).collect(),
+            data: self.data(),
+            auth: self.inner.handshake.auth.clone(),
+        })
     }
 
     /// Leave the namespace: drop memberships, fail pending acks, keep the state for recovery

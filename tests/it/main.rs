@@ -11,6 +11,7 @@ mod engine_websocket;
 mod failover;
 mod fixture;
 mod library;
+mod moving;
 mod registry;
 mod sio_codec;
 mod socketio;

@@ -1,0 +1,279 @@
+//! A session moving between nodes: `Engine::move_out` on one node, `Engine::move_in` on
+//! another. The client goes on with the same sid at the new node: what was queued for it, its
+//! heartbeat, and (for Socket.IO) its sockets with their ids, rooms and data, resumed as
+//! recovered sockets. These are the two halves `migrate` is built on; the transfer between
+//! processes and the ownership commit come on top.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nonstick::app::AppKind;
+use nonstick::engine::{Engine, MoveError};
+use nonstick::socketio::{AckError, DisconnectReason, Event, Socket, SocketIo, SocketIoConfig};
+use serde_json::json;
+
+use crate::fixture::{TestNode, WAIT, get, open_polling, post};
+
+fn engine(node: &TestNode, path: &str) -> Engine {
+    node.node().engine(path).expect("a mount at that path")
+}
+
+fn url(node: &TestNode, path: &str, sid: &str) -> String {
+    node.url(&format!("{path}?EIO=4&transport=polling&sid={sid}"))
+}
+
+#[tokio::test]
+async fn an_engine_io_session_moves_with_its_queue_and_heartbeat() {
+    let (a, b) = (
+        TestNode::start(AppKind::ProtocolSuite).await,
+        TestNode::start(AppKind::ProtocolSuite).await,
+    );
+    let path = "/engine.io/";
+    let sid = open_polling(&a, path).await;
+    // Echoed back and queued on A, not fetched yet.
+    assert_eq!(post(&url(&a, path, &sid), "4queued").await.body, "ok");
+    let moved = engine(&a, path).move_out(&sid).await.expect("move out");
+    assert_eq!(moved.sid, sid);
+    assert_eq!(
+        engine(&a, path).move_out(&sid).await,
+        Err(MoveError::UnknownSid)
+    );
+    // A knows the session no more.
+    assert_eq!(get(&url(&a, path, &sid)).await.status, 400);
+
+    engine(&b, path).move_in(moved.clone()).expect("move in");
+    assert_eq!(
+        engine(&b, path).move_in(moved),
+        Err(MoveError::Exists),
+        "one session per sid"
+    );
+    assert_eq!(get(&url(&b, path, &sid)).await.body, "4queued");
+    assert_eq!(post(&url(&b, path, &sid), "4again").await.body, "ok");
+    assert_eq!(get(&url(&b, path, &sid)).await.body, "4again");
+    // The heartbeat runs on B: the suite's 300 ms ping arrives on the next long-poll, and the
+    // session lives on after the pong.
+    let ping = tokio::time::timeout(WAIT, get(&url(&b, path, &sid)))
+        .await
+        .expect("a ping in time");
+    assert_eq!(ping.body, "2");
+    assert_eq!(post(&url(&b, path, &sid), "3").await.body, "ok");
+    assert_eq!(post(&url(&b, path, &sid), "4still").await.body, "ok");
+    assert_eq!(get(&url(&b, path, &sid)).await.body, "4still");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_long_poll_is_answered_noop_and_a_busy_session_stays() {
+    let (a, b) = (
+        TestNode::start(AppKind::ProtocolSuite).await,
+        TestNode::start(AppKind::ProtocolSuite).await,
+    );
+    let path = "/engine.io/";
+    let sid = open_polling(&a, path).await;
+    let parked_url = url(&a, path, &sid);
+    let parked = tokio::spawn(async move { get(&parked_url).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let moved = engine(&a, path).move_out(&sid).await.expect("move out");
+    let answer = tokio::time::timeout(WAIT, parked)
+        .await
+        .expect("the parked GET answered at once")
+        .expect("join");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "6"));
+    engine(&b, path).move_in(moved).expect("move in");
+    assert_eq!(post(&url(&b, path, &sid), "4here").await.body, "ok");
+    assert_eq!(get(&url(&b, path, &sid)).await.body, "4here");
+
+    // A websocket session does not move.
+    let ws_sid = {
+        let mut ws = crate::fixture::ws_connect(&b.ws_url("/engine.io/?EIO=4&transport=websocket"))
+            .await
+            .expect("websocket");
+        let open = crate::fixture::ws_text(&mut ws).await;
+        let json: serde_json::Value =
+            serde_json::from_str(open.trim_start_matches('0')).expect("open");
+        let sid = json["sid"].as_str().expect("sid").to_owned();
+        assert_eq!(engine(&b, path).move_out(&sid).await, Err(MoveError::Busy));
+        sid
+    };
+    let _ = ws_sid;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// What the connection and disconnect handlers of a test server saw: `(socket id, recovered)`
+/// per connection, and the disconnect reasons.
+#[derive(Default)]
+struct Seen {
+    connected: Vec<(String, bool)>,
+    disconnected: Vec<DisconnectReason>,
+}
+
+/// A Socket.IO server whose sockets `join` a room (acking their rooms), keep `name` as data,
+/// and answer `whoami` with their id, rooms, data and whether they were recovered.
+fn server(seen: Arc<Mutex<Seen>>) -> SocketIo {
+    let io = SocketIo::new(SocketIoConfig::default());
+    io.of("/").on_connect(move |socket: Socket| {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .expect("seen")
+                .connected
+                .push((socket.id().to_owned(), socket.recovered()));
+            let on_disconnect = seen.clone();
+            socket.on_disconnect(move |_socket, reason| {
+                let seen = on_disconnect.clone();
+                async move {
+                    seen.lock().expect("seen").disconnected.push(reason);
+                }
+            });
+            socket.on("join", |socket, event: Event| async move {
+                if let Some(room) = event.arg(0).and_then(|v| v.as_str()) {
+                    socket.join(room);
+                    socket.set_data(json!({ "name": room }));
+                }
+                if let Some(ack) = event.ack {
+                    ack.send(json!("joined"));
+                }
+            });
+            socket.on("whoami", |socket, event: Event| async move {
+                let mut rooms: Vec<String> = socket.rooms().into_iter().collect();
+                rooms.retain(|r| r != socket.id());
+                let me = json!({
+                    "id": socket.id(),
+                    "rooms": rooms,
+                    "data": socket.data().to_json(),
+                    "recovered": socket.recovered(),
+                });
+                if let Some(ack) = event.ack {
+                    ack.send(me);
+                }
+            });
+        }
+    });
+    io
+}
+
+#[tokio::test]
+async fn socket_io_sockets_move_with_their_rooms_and_data_as_recovered_sockets() {
+    let seen_a = Arc::new(Mutex::new(Seen::default()));
+    let seen_b = Arc::new(Mutex::new(Seen::default()));
+    let (io_a, io_b) = (server(seen_a.clone()), server(seen_b.clone()));
+    let (a, b) = (
+        TestNode::serve(io_a.clone()).await,
+        TestNode::serve(io_b.clone()).await,
+    );
+    let path = "/socket.io/";
+    let sid = open_polling(&a, path).await;
+    assert_eq!(post(&url(&a, path, &sid), "40").await.body, "ok");
+    let connect = get(&url(&a, path, &sid)).await.body;
+    let socket_id =
+        serde_json::from_str::<serde_json::Value>(&connect[2..]).expect("CONNECT")["sid"]
+            .as_str()
+            .expect("socket id")
+            .to_owned();
+    assert_eq!(
+        post(&url(&a, path, &sid), r#"421["join","lobby"]"#)
+            .await
+            .body,
+        "ok"
+    );
+    assert_eq!(get(&url(&a, path, &sid)).await.body, r#"431["joined"]"#);
+    // A server-to-client ack pending at the move.
+    let socket = io_a.of("/").socket(&socket_id).expect("the socket on A");
+    let pending = socket.emit_with_ack("question", ()).timeout(WAIT);
+    let pending = tokio::spawn(async move { pending.await });
+    // Queued for the client on A, delivered by B.
+    io_a.of("/")
+        .to("lobby")
+        .emit("news", "before")
+        .expect("emit");
+
+    let moved = engine(&a, path).move_out(&sid).await.expect("move out");
+    assert_eq!(
+        tokio::time::timeout(WAIT, pending)
+            .await
+            .expect("the pending ack fails at once")
+            .expect("join"),
+        Err(AckError::Moved)
+    );
+    assert!(io_a.of("/").sockets().is_empty(), "nothing left on A");
+    engine(&b, path).move_in(moved).expect("move in");
+
+    let queued = get(&url(&b, path, &sid)).await.body;
+    assert!(
+        queued.contains(r#"42["question"]"#) || queued.contains(r#"420["question"]"#),
+        "{queued}"
+    );
+    assert!(queued.contains(r#"42["news","before"]"#), "{queued}");
+    // In its room on B: a broadcast made there reaches it.
+    io_b.of("/")
+        .to("lobby")
+        .emit("news", "after")
+        .expect("emit");
+    assert_eq!(
+        get(&url(&b, path, &sid)).await.body,
+        r#"42["news","after"]"#
+    );
+    assert_eq!(
+        post(&url(&b, path, &sid), r#"422["whoami"]"#).await.body,
+        "ok"
+    );
+    let me: serde_json::Value = serde_json::from_str(
+        get(&url(&b, path, &sid))
+            .await
+            .body
+            .strip_prefix("432")
+            .expect("ack 2"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        me,
+        json!([{
+            "id": socket_id,
+            "rooms": ["lobby"],
+            "data": { "name": "lobby" },
+            "recovered": true,
+        }])
+    );
+    // The connection handler ran again on B, for the same socket, as a recovered one; no
+    // disconnect handler ran on A.
+    assert_eq!(
+        seen_b.lock().expect("seen").connected,
+        vec![(socket_id.clone(), true)]
+    );
+    {
+        let seen_a = seen_a.lock().expect("seen");
+        assert_eq!(seen_a.connected, vec![(socket_id, false)]);
+        assert!(seen_a.disconnected.is_empty(), "{:?}", seen_a.disconnected);
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_ping_awaiting_its_pong_keeps_its_deadline_across_the_move() {
+    let (a, b) = (
+        TestNode::start(AppKind::ProtocolSuite).await,
+        TestNode::start(AppKind::ProtocolSuite).await,
+    );
+    let path = "/engine.io/";
+    let sid = open_polling(&a, path).await;
+    // The suite's 300 ms ping; no pong follows.
+    assert_eq!(get(&url(&a, path, &sid)).await.body, "2");
+    let moved = engine(&a, path).move_out(&sid).await.expect("move out");
+    assert!(moved.next_ping_in.is_none(), "{moved:?}");
+    assert!(
+        moved
+            .pong_due_in
+            .is_some_and(|left| left <= Duration::from_millis(200)),
+        "{moved:?}"
+    );
+    engine(&b, path).move_in(moved).expect("move in");
+    // B holds the client to the same 200 ms deadline: the session is gone well before a
+    // fresh heartbeat (300 ms, then 200 ms) would end it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(!engine(&b, path).has_session(&sid));
+    a.stop().await;
+    b.stop().await;
+}
