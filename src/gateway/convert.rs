@@ -1,9 +1,12 @@
-//! Engine requests and errors to and from their protobuf form. The numbers of
+//! Engine requests, errors and moving sessions to and from their protobuf form. The numbers of
 //! [`error_to_pb`] are wire values: never renumber them.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::engine::{EngineError, HandshakeInfo, Method, Request};
+use crate::engine::{EngineError, HandshakeInfo, Method, Request, SessionImage};
+use crate::protocol::eio::Packet;
 use crate::rpc::pb::forward as pb;
 
 pub(crate) fn request_to_pb(mount: &str, req: &Request, body: Bytes) -> pb::EngineRequest {
@@ -77,5 +80,67 @@ pub(crate) fn error_from_pb(code: u32) -> EngineError {
         11 => EngineError::PayloadTooLarge,
         // 3, and anything a newer peer may send.
         _ => EngineError::BadRequest,
+    }
+}
+
+pub(crate) fn image_to_pb(image: &SessionImage) -> pb::SessionImage {
+    let pairs = |pairs: &[(String, String)]| {
+        pairs
+            .iter()
+            .map(|(key, value)| pb::Pair {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    pb::SessionImage {
+        sid: image.sid.clone(),
+        query: pairs(&image.handshake.query),
+        headers: pairs(&image.handshake.headers),
+        remote_addr: image.handshake.remote_addr.map(|a| a.to_string()),
+        queue: image
+            .queue
+            .iter()
+            .filter_map(|packet| {
+                let kind = match packet {
+                    Packet::Text(text) => pb::queued_packet::Kind::Text(text.clone()),
+                    Packet::Binary(data) => pb::queued_packet::Kind::Binary(data.to_vec()),
+                    Packet::Ping { probe: false } => pb::queued_packet::Kind::Ping(true),
+                    // Only messages and pings wait in a queue.
+                    _ => return None,
+                };
+                Some(pb::QueuedPacket { kind: Some(kind) })
+            })
+            .collect(),
+        next_ping_in_us: image.next_ping_in.map(micros),
+        pong_due_in_us: image.pong_due_in.map(micros),
+        app: image.app.clone(),
+    }
+}
+
+pub(crate) fn image_from_pb(pb: pb::SessionImage) -> SessionImage {
+    let pairs = |pairs: Vec<pb::Pair>| pairs.into_iter().map(|p| (p.key, p.value)).collect();
+    SessionImage {
+        sid: pb.sid,
+        handshake: HandshakeInfo {
+            query: pairs(pb.query),
+            headers: pairs(pb.headers),
+            remote_addr: pb.remote_addr.and_then(|a| a.parse().ok()),
+        },
+        queue: pb
+            .queue
+            .into_iter()
+            .filter_map(|packet| {
+                Some(match packet.kind? {
+                    pb::queued_packet::Kind::Text(text) => Packet::Text(text),
+                    pb::queued_packet::Kind::Binary(data) => Packet::Binary(data.into()),
+                    pb::queued_packet::Kind::Ping(_) => Packet::Ping { probe: false },
+                })
+            })
+            .collect(),
+        next_ping_in: pb.next_ping_in_us.map(Duration::from_micros),
+        pong_due_in: pb.pong_due_in_us.map(Duration::from_micros),
+        app: pb.app,
     }
 }

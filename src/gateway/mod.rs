@@ -10,6 +10,7 @@
 //! ([`service`]), and never forwards it again.
 
 mod convert;
+mod migrate;
 mod record;
 mod relay;
 pub mod service;
@@ -24,6 +25,7 @@ use prost::Message as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+pub use migrate::MigrateError;
 pub use record::Recorded;
 pub use relay::Relay;
 
@@ -39,6 +41,9 @@ use crate::rpc::{PeerChannel, Peers};
 /// How much longer than the longest park (a ping interval) a forwarded request may take.
 const FORWARD_MARGIN: Duration = Duration::from_secs(5);
 
+/// Nodes a forwarded request may be sent to, following "moved to" answers.
+const MAX_HOPS: usize = 3;
+
 /// Room for the fields of a forwarded request around its body (mount, sid, headers).
 const REQUEST_FIELDS: usize = 64 * 1024;
 
@@ -51,6 +56,14 @@ pub enum Route {
     Remote(NodeId),
 }
 
+/// What one hop of a forwarded request came back with.
+enum Asked {
+    /// The owner's answer.
+    Answer(Result<String, GatewayError>),
+    /// The node asked moved the session to this one.
+    Moved(NodeId),
+}
+
 /// Why a forwarded request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -60,6 +73,9 @@ pub enum GatewayError {
     /// The owner could not be asked.
     #[error(transparent)]
     Owner(#[from] LinkError),
+    /// The session moved to this very node while the request was on its way: serve it here.
+    #[error("the session moved here")]
+    MovedHere,
 }
 
 /// The routing front of one node. Cheap to clone.
@@ -72,6 +88,8 @@ struct Inner {
     /// Engines by mount path.
     engines: HashMap<String, Engine>,
     cluster: Option<Cluster>,
+    /// Sessions this node moved away, or is moving.
+    moves: migrate::Moves,
 }
 
 struct Cluster {
@@ -90,6 +108,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 engines: by_mount(engines),
                 cluster: None,
+                moves: migrate::Moves::default(),
             }),
         }
     }
@@ -117,6 +136,7 @@ impl Gateway {
                     peers,
                     link,
                 }),
+                moves: migrate::Moves::default(),
             }),
         }
     }
@@ -138,8 +158,9 @@ impl Gateway {
         self.inner.engines.get(mount)
     }
 
-    /// Where a request for `sid` on `mount` must be served.
-    pub fn route(&self, mount: &str, sid: &str) -> Route {
+    /// Where a request for `sid` on `mount` must be served. A session this node is moving
+    /// away is waited for (a few milliseconds), then sent where it went.
+    pub async fn route(&self, mount: &str, sid: &str) -> Route {
         let Some(cluster) = &self.inner.cluster else {
             return Route::Local;
         };
@@ -147,7 +168,10 @@ impl Gateway {
             return Route::Local;
         }
         // The registry knows a session once its birth is replicated; before that, the hint.
-        let owner = cluster.registry.owner(sid).or_else(|| owner_hint(sid));
+        let owner = self
+            .latest_owner(cluster, sid)
+            .await
+            .or_else(|| owner_hint(sid));
         match owner {
             // Only members are asked: a sid naming any other node is unknown, at no cost.
             Some(node) if node != cluster.node && cluster.peers.contains(node) => {
@@ -158,7 +182,8 @@ impl Gateway {
     }
 
     /// Forward a polling GET or POST (or any other sid request) to `node` and return the body of
-    /// its 200 answer. Dropping the future cancels the request on the owner.
+    /// its 200 answer. An owner that moved the session away names the new owner, which is asked
+    /// in its place. Dropping the future cancels the request on the owner.
     pub async fn forward(
         &self,
         node: NodeId,
@@ -166,7 +191,29 @@ impl Gateway {
         req: &Request,
         body: Bytes,
     ) -> Result<String, GatewayError> {
+        let request: Bytes = convert::request_to_pb(mount, req, body)
+            .encode_to_vec()
+            .into();
+        let mut node = node;
+        // A session moved again before the registry of the node asked caught up may take a
+        // hop more; the bound keeps a stale chain from bouncing a request around.
+        for _ in 0..MAX_HOPS {
+            match self.ask(node, mount, request.clone()).await? {
+                Asked::Answer(answer) => return answer,
+                Asked::Moved(to) => node = to,
+            }
+        }
+        Err(EngineError::UnknownSid.into())
+    }
+
+    /// One hop of [`Gateway::forward`].
+    async fn ask(&self, node: NodeId, mount: &str, request: Bytes) -> Result<Asked, GatewayError> {
         let cluster = self.cluster(node)?;
+        if node == cluster.node {
+            // Named by the owner that moved the session here after this node routed the
+            // request.
+            return Err(GatewayError::MovedHere);
+        }
         let link = cluster
             .peers
             .link(node, &cluster.link)
@@ -176,19 +223,46 @@ impl Gateway {
             .map(|e| e.config().ping_interval + e.config().ping_timeout)
             .unwrap_or_default()
             + FORWARD_MARGIN;
-        let request = convert::request_to_pb(mount, req, body).encode_to_vec();
-        let reply = link.call(request.into(), deadline).await?;
+        let reply = link.call(request, deadline).await?;
         let undecodable = || LinkError::Refused {
             node,
             reason: "an undecodable reply".into(),
         };
-        match PollingReply::decode(reply)
-            .map_err(|_| undecodable())?
-            .result
-        {
-            Some(polling_reply::Result::Body(body)) => Ok(body),
-            Some(polling_reply::Result::Error(code)) => Err(convert::error_from_pb(code).into()),
-            None => Err(undecodable().into()),
+        Ok(
+            match PollingReply::decode(reply)
+                .map_err(|_| undecodable())?
+                .result
+            {
+                Some(polling_reply::Result::Body(body)) => Asked::Answer(Ok(body)),
+                Some(polling_reply::Result::Error(code)) => {
+                    Asked::Answer(Err(convert::error_from_pb(code).into()))
+                }
+                Some(polling_reply::Result::Moved(to)) => Asked::Moved(to),
+                None => return Err(undecodable().into()),
+            },
+        )
+    }
+
+    /// Where `sid` went, if this node moved it away (waiting for a move in flight): the
+    /// newer of this node's memory of the move and the registry's record.
+    pub async fn moved_to(&self, sid: &str) -> Option<NodeId> {
+        let cluster = self.inner.cluster.as_ref()?;
+        self.inner.moves.settled(sid).await?;
+        self.latest_owner(cluster, sid)
+            .await
+            .filter(|owner| *owner != cluster.node)
+    }
+
+    /// The owner of `sid` by the highest epoch known here: the registry's record, or a move
+    /// this node made that the registry does not show yet.
+    async fn latest_owner(&self, cluster: &Cluster, sid: &str) -> Option<NodeId> {
+        let moved = self.inner.moves.settled(sid).await;
+        let recorded = cluster.registry.session(sid).map(|r| (r.owner, r.epoch));
+        match (moved, recorded) {
+            (Some((to, epoch)), Some((owner, recorded))) => {
+                Some(if recorded >= epoch { owner } else { to })
+            }
+            (moved, recorded) => moved.or(recorded).map(|(node, _)| node),
         }
     }
 

@@ -21,7 +21,10 @@ use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound, Via
 use crate::protocol::eio::Frame;
 use crate::rpc::link::{self, Ended, Replies, Serve, Served};
 use crate::rpc::pb::forward::forward_server::{Forward, ForwardServer};
-use crate::rpc::pb::forward::{EngineRequest, PollingReply, WsFrame, polling_reply, ws_frame};
+use crate::rpc::pb::forward::{
+    EngineRequest, MigrateReply, MigrateRequest, PollingReply, WsFrame, migrate_reply,
+    polling_reply, ws_frame,
+};
 use crate::rpc::pb::link::Frame as LinkFrame;
 
 type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -35,7 +38,11 @@ pub struct ForwardService {
 impl ForwardService {
     /// The service, ready to be mounted on the node's gRPC server.
     pub fn server(gateway: Gateway) -> ForwardServer<ForwardService> {
-        ForwardServer::new(ForwardService { gateway })
+        // A migrating session carries its whole queue and its application's state.
+        let largest = gateway
+            .max_forwarded_message()
+            .saturating_add(super::migrate::APP_STATE_MARGIN);
+        ForwardServer::new(ForwardService { gateway }).max_decoding_message_size(largest)
     }
 }
 
@@ -83,6 +90,12 @@ async fn serve_polling(
     let Some(engine) = gateway.engine(&mount) else {
         return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
     };
+    let sid = req.sid.clone().unwrap_or_default();
+    if !engine.has_session(&sid)
+        && let Some(to) = gateway.moved_to(&sid).await
+    {
+        return polling_reply::Result::Moved(to);
+    }
     let result = match req.method {
         // A GET given up because its forwarding node vanished answers nobody: its reply
         // is dropped with the stream.
@@ -98,6 +111,11 @@ async fn serve_polling(
     };
     match result {
         Ok(body) => polling_reply::Result::Body(body),
+        // Moved away while the request came: nothing of it was applied here.
+        Err(EngineError::UnknownSid) => match gateway.moved_to(&sid).await {
+            Some(to) => polling_reply::Result::Moved(to),
+            None => polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid)),
+        },
         Err(e) => polling_reply::Result::Error(convert::error_to_pb(&e)),
     }
 }
@@ -121,6 +139,24 @@ impl Forward for ForwardService {
             request.into_inner(),
             max_message,
         )))
+    }
+
+    async fn migrate(
+        &self,
+        request: GrpcRequest<MigrateRequest>,
+    ) -> Result<Response<MigrateReply>, Status> {
+        let request = request.into_inner();
+        let image = request
+            .session
+            .map(convert::image_from_pb)
+            .ok_or_else(|| Status::invalid_argument("a migration without its session"))?;
+        let result = match self.gateway.accept_migration(&request.mount, image).await {
+            Ok(epoch) => migrate_reply::Result::Epoch(epoch),
+            Err(reason) => migrate_reply::Result::Refused(reason),
+        };
+        Ok(Response::new(MigrateReply {
+            result: Some(result),
+        }))
     }
 
     async fn websocket(

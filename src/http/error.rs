@@ -28,6 +28,8 @@ impl From<GatewayError> for HttpError {
         match e {
             GatewayError::Engine(e) => HttpError::Engine(e),
             GatewayError::Owner(_) => HttpError::OwnerUnavailable,
+            // Served here by whoever asked; should it surface, the session is not here.
+            GatewayError::MovedHere => HttpError::Engine(crate::engine::EngineError::UnknownSid),
         }
     }
 }

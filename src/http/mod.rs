@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use crate::engine::{Engine, EngineError, Method, Request, Via};
 use crate::gateway::NodeId;
-use crate::gateway::{Gateway, Route};
+use crate::gateway::{Gateway, GatewayError, Route};
 
 /// Which origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,11 +176,11 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
     };
     let headers = &parts.headers;
     if let Some(sid) = &req.sid
-        && let Route::Remote(owner) = state.gateway.route(&state.mount, sid)
+        && let Route::Remote(owner) = state.gateway.route(&state.mount, sid).await
     {
         return forwarded(&state, owner, req, headers, upgrade, body).await;
     }
-    let engine = state.engine;
+    let engine = state.engine.clone();
     let max_payload = engine.config().max_payload;
     if let Some(upgrade) = upgrade {
         let accept = match engine.accept_websocket(&req, Via::LOCAL) {
@@ -203,15 +203,41 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
             }
             response
         }),
-        Method::Get => engine.poll(&req).await.map(polling_response),
+        Method::Get => match engine.poll(&req).await {
+            Err(EngineError::UnknownSid) => match moved_away(&state, &req).await {
+                Some(owner) => return forwarded(&state, owner, req, headers, None, body).await,
+                None => Err(EngineError::UnknownSid),
+            },
+            result => result.map(polling_response),
+        },
         Method::Post => {
             // Refusals that need no body (unknown sid, binary content type) come first,
             // so they cost no read of up to `max_payload` bytes.
             if let Err(e) = engine.check_post(&req) {
+                if let Some(owner) = moved_away(&state, &req)
+                    .await
+                    .filter(|_| e == EngineError::UnknownSid)
+                {
+                    return forwarded(&state, owner, req, headers, None, body).await;
+                }
                 return HttpError::from(e).into_response();
             }
             match read_body(headers, body, max_payload).await {
-                Ok(bytes) => engine.post(&req, bytes).await.map(|()| ok_response()),
+                Ok(bytes) => match engine.post(&req, bytes.clone()).await {
+                    Err(EngineError::UnknownSid) => match moved_away(&state, &req).await {
+                        Some(owner) => {
+                            return answer(
+                                state
+                                    .gateway
+                                    .forward(owner, &state.mount, &req, bytes)
+                                    .await,
+                                &req,
+                            );
+                        }
+                        None => Err(EngineError::UnknownSid),
+                    },
+                    result => result.map(|()| ok_response()),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -252,7 +278,30 @@ async fn forwarded(
     } else {
         Bytes::new()
     };
-    match state.gateway.forward(owner, &state.mount, &req, body).await {
+    match state
+        .gateway
+        .forward(owner, &state.mount, &req, body.clone())
+        .await
+    {
+        Err(GatewayError::MovedHere) => served_here(&state.engine, &req, body).await,
+        forwarded => answer(forwarded, &req),
+    }
+}
+
+/// A request that went looking for its session's owner and found the session had moved to
+/// this node: served by this node's engine after all.
+async fn served_here(engine: &Engine, req: &Request, body: Bytes) -> Response {
+    let result = match req.method {
+        Method::Get => engine.poll(req).await.map(polling_response),
+        Method::Post => engine.post(req, body).await.map(|()| ok_response()),
+        Method::Other => Err(engine.check(req).err().unwrap_or(EngineError::BadRequest)),
+    };
+    result.unwrap_or_else(|e| HttpError::from(e).into_response())
+}
+
+/// The response to a forwarded request of `req`'s method.
+fn answer(forwarded: Result<String, GatewayError>, req: &Request) -> Response {
+    match forwarded {
         Ok(text) if req.method == Method::Post => {
             debug_assert_eq!(text, "ok");
             ok_response()
@@ -260,6 +309,12 @@ async fn forwarded(
         Ok(payload) => polling_response(payload),
         Err(e) => HttpError::from(e).into_response(),
     }
+}
+
+/// The node a session this node's engine no longer knows moved to, if it moved from here
+/// while the request came in.
+async fn moved_away(state: &MountState, req: &Request) -> Option<NodeId> {
+    state.gateway.moved_to(req.sid.as_deref()?).await
 }
 
 /// Let slightly larger messages through than `max_payload`, so the link can answer them with

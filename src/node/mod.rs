@@ -51,7 +51,7 @@ pub use args::{NodeArgs, ServerArgs, secret};
 
 use crate::config::Config;
 use crate::engine::{Application, Engine, EngineConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, MigrateError};
 use crate::http::{self, Cors, CorsOrigins, HttpConfig};
 use crate::registry::{NodeId, Registry};
 use crate::rpc::{Peers, Secret};
@@ -424,6 +424,14 @@ impl Node {
     /// The Socket.IO server mounted at `path` (e.g. `/socket.io/`).
     pub fn socketio(&self, path: &str) -> Option<SocketIo> {
         self.servers.get(path).cloned()
+    }
+
+    /// Move the polling session `sid` of the mount at `path` to cluster node `to`, which
+    /// commits itself as its owner; returns the epoch of that ownership. The client goes on
+    /// with the same sid through any node and notices nothing but a long-poll answered `6`;
+    /// its Socket.IO sockets carry on there as recovered ones.
+    pub async fn migrate(&self, path: &str, sid: &str, to: NodeId) -> Result<u64, MigrateError> {
+        self.gateway.migrate(path, sid, to).await
     }
 
     /// The engine of the mount at `path` (e.g. `/socket.io/`).

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use nonstick::app::AppKind;
 use nonstick::engine::{Engine, MoveError};
+use nonstick::gateway::MigrateError;
 use nonstick::socketio::{AckError, DisconnectReason, Event, Socket, SocketIo, SocketIoConfig};
 use serde_json::json;
 
-use crate::fixture::{TestNode, WAIT, get, open_polling, post};
+use crate::fixture::{Script, TestCluster, TestNode, WAIT, get, open_polling, post, round_robin};
 
 fn engine(node: &TestNode, path: &str) -> Engine {
     node.node().engine(path).expect("a mount at that path")
@@ -276,4 +277,162 @@ async fn a_ping_awaiting_its_pong_keeps_its_deadline_across_the_move() {
     assert!(!engine(&b, path).has_session(&sid));
     a.stop().await;
     b.stop().await;
+}
+
+/// Every node in turn: a POST through one, the GET that collects its echo through the next.
+async fn echo_round(cluster: &TestCluster, path: &str, sid: &str, tag: &str) {
+    let n = cluster.nodes.len();
+    for i in 0..n {
+        let (to, from) = (&cluster.nodes[i], &cluster.nodes[(i + 1) % n]);
+        let text = format!("4{tag}-{i}");
+        let posted = post(&url(to, path, sid), &text).await;
+        assert_eq!(
+            (posted.status, posted.body.as_str()),
+            (200, "ok"),
+            "POST via {i}"
+        );
+        let got = get(&url(from, path, sid)).await;
+        assert_eq!(
+            (got.status, got.body),
+            (200, text),
+            "GET via {}",
+            (i + 1) % n
+        );
+    }
+}
+
+/// Wait until every node's registry says `sid` is owned by `owner` with `epoch`.
+async fn wait_for_owner(cluster: &TestCluster, sid: &str, owner: u64, epoch: u64) {
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen: Vec<_> = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                n.node()
+                    .registry()
+                    .and_then(|r| r.session(sid))
+                    .map(|r| (r.owner, r.epoch))
+            })
+            .collect();
+        if seen.iter().all(|s| *s == Some((owner, epoch))) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < until, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_polling_session_migrates_and_every_node_serves_it_at_its_new_owner() {
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let path = "/engine.io/";
+    let sid = open_polling(a, path).await;
+    wait_for_owner(&cluster, &sid, 1, 0).await;
+    echo_round(&cluster, path, &sid, "before").await;
+
+    // A GET parked through node 3 when the session leaves node 1.
+    let parked_url = url(c, path, &sid);
+    let parked = tokio::spawn(async move { get(&parked_url).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.node().migrate(path, &sid, 2).await, Ok(1));
+    let answer = tokio::time::timeout(WAIT, parked)
+        .await
+        .expect("answered at once")
+        .expect("join");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "6"));
+    assert!(!engine(a, path).has_session(&sid));
+    assert!(engine(b, path).has_session(&sid));
+    // Served through every node at once, whether its registry has caught up or not (node 1
+    // sends what still reaches it on).
+    echo_round(&cluster, path, &sid, "moved").await;
+    wait_for_owner(&cluster, &sid, 2, 1).await;
+
+    // On to node 3 and back to node 1, each move with a higher epoch.
+    assert_eq!(b.node().migrate(path, &sid, 3).await, Ok(2));
+    echo_round(&cluster, path, &sid, "third").await;
+    assert_eq!(c.node().migrate(path, &sid, 1).await, Ok(3));
+    echo_round(&cluster, path, &sid, "home").await;
+    wait_for_owner(&cluster, &sid, 1, 3).await;
+
+    // What cannot move.
+    assert_eq!(
+        a.node().migrate(path, &sid, 1).await,
+        Err(MigrateError::NotAMember(1))
+    );
+    assert_eq!(
+        a.node().migrate(path, &sid, 9).await,
+        Err(MigrateError::NotAMember(9))
+    );
+    assert_eq!(
+        b.node().migrate(path, &sid, 3).await,
+        Err(MigrateError::Move(MoveError::UnknownSid)),
+        "node 2 does not own it"
+    );
+    echo_round(&cluster, path, &sid, "after").await;
+    cluster.stop().await;
+}
+
+/// What `tests/clients/steady.mjs` reports of one client.
+#[derive(Debug, serde::Deserialize)]
+struct SteadyClient {
+    acked: u32,
+    failed: u32,
+    disconnects: u32,
+    welcomes: Vec<String>,
+}
+
+#[tokio::test]
+async fn socket_io_clients_ride_through_their_sessions_moving_between_nodes() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let lb = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let path = "/socket.io/";
+    let front = format!("http://{}", lb.addr());
+    let mut script = Script::start("steady.mjs", &["--url", &front, "--clients", "6"]);
+    let ready = script.line(Duration::from_secs(30)).await;
+    let sids: Vec<String> =
+        serde_json::from_str(ready.strip_prefix("ready ").expect("ready")).expect("session ids");
+
+    // Every 100 ms for 3 s, each session moves on to the next node, while its client keeps
+    // making round trips through the balancer.
+    let mut moves = 0;
+    for _ in 0..30 {
+        for sid in &sids {
+            let Some(owner) = cluster
+                .nodes
+                .iter()
+                .position(|n| engine(n, path).has_session(sid))
+            else {
+                panic!("session {sid} is on no node");
+            };
+            let to = (owner + 1) % cluster.nodes.len() + 1;
+            match cluster.nodes[owner]
+                .node()
+                .migrate(path, sid, to as u64)
+                .await
+            {
+                Ok(_) => moves += 1,
+                // A POST being delivered: the next round moves it.
+                Err(MigrateError::Move(MoveError::Busy)) => {}
+                Err(e) => panic!("{sid}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    script.send("stop").await;
+    let clients: Vec<SteadyClient> = script.report(Duration::from_secs(30)).await;
+    assert!(moves >= 60, "only {moves} moves");
+    for client in &clients {
+        assert_eq!((client.disconnects, client.failed), (0, 0), "{client:?}");
+        assert!(client.acked >= 10, "{client:?}");
+        // One connection, one connection handler run, on the node that opened it: the moves
+        // re-run it on each new node (the demo welcomes again), and the client stays.
+        assert!(client.welcomes.len() > 1, "{client:?}");
+    }
+    for node in &cluster.nodes {
+        assert_eq!(engine(node, path).metrics().unknown_sid, 0);
+    }
+    lb.shutdown().await.expect("balancer");
+    cluster.stop().await;
 }

@@ -1,0 +1,265 @@
+//! Moving a polling session to another node: `migrate(sid → node)`.
+//!
+//! The owner takes the session out of its engine (`Engine::move_out`; requests for it wait
+//! meanwhile) and sends it over `Forward.Migrate`. The receiving node commits itself as the
+//! owner with a higher epoch in the registry, resumes the session (`Engine::move_in`) and
+//! answers with the epoch. From then on the former owner sends whatever still reaches it for
+//! that sid on to the new owner: a forwarded request is answered "moved to N" (the forwarding
+//! node asks N, one more hop and never more), a request of its own HTTP front is forwarded.
+//! It remembers the move until every node's registry has long caught up.
+//!
+//! If the receiving node refuses, the former owner takes the session back; the client only
+//! saw its parked long-poll answered `6`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Gateway, convert};
+use crate::engine::{MoveError, SessionImage};
+use crate::registry::{Command, NodeId, Registry, Response};
+use crate::rpc::pb::forward::forward_client::ForwardClient;
+use crate::rpc::pb::forward::{MigrateReply, MigrateRequest, migrate_reply};
+
+/// How long a request for a session in flight waits for the move to end. A move is one gRPC
+/// call and one Raft commit: milliseconds.
+const MOVE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a former owner remembers where a session went: far longer than any registry lag.
+const REMEMBER: Duration = Duration::from_secs(120);
+
+/// How long a move may take on the wire, commit included.
+const MIGRATE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Room for a session's application state (its sockets, rooms and data) beyond its queue.
+pub(crate) const APP_STATE_MARGIN: usize = 4 * 1024 * 1024;
+
+/// Why a session did not move.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MigrateError {
+    /// This node is not part of a cluster, or `to` is not one of its other members.
+    #[error("node {0} is not another member of this cluster")]
+    NotAMember(NodeId),
+    /// No mount at that path.
+    #[error("no mount at {0}")]
+    NoSuchMount(String),
+    /// The session is already moving.
+    #[error("the session is already moving")]
+    InFlight,
+    /// The engine could not take the session out (unknown, or busy: try again).
+    #[error(transparent)]
+    Move(#[from] MoveError),
+    /// The other node did not take it; the session stays here.
+    #[error("node {node} did not take the session: {reason}")]
+    Refused {
+        /// The node asked.
+        node: NodeId,
+        /// What it said, or why it could not be asked.
+        reason: String,
+    },
+}
+
+/// The sessions this node moved away, or is moving.
+#[derive(Default)]
+pub(crate) struct Moves {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+enum Entry {
+    /// Being moved: requests wait for this.
+    InFlight(Arc<Notify>),
+    /// Moved to this node, with this epoch, at this time.
+    Moved(NodeId, u64, Instant),
+}
+
+impl Moves {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `sid` in flight; false if it already is.
+    fn begin(&self, sid: &str) -> bool {
+        let mut entries = self.lock();
+        if matches!(entries.get(sid), Some(Entry::InFlight(_))) {
+            return false;
+        }
+        let now = Instant::now();
+        entries.retain(|_, e| !matches!(e, Entry::Moved(_, _, at) if now - *at > REMEMBER));
+        entries.insert(sid.to_owned(), Entry::InFlight(Arc::new(Notify::new())));
+        true
+    }
+
+    /// Ends the move of `sid`: moved to `to` with an epoch, or (`None`) back here.
+    fn finish(&self, sid: &str, to: Option<(NodeId, u64)>) {
+        let mut entries = self.lock();
+        let previous = match to {
+            Some((node, epoch)) => {
+                entries.insert(sid.to_owned(), Entry::Moved(node, epoch, Instant::now()))
+            }
+            None => entries.remove(sid),
+        };
+        if let Some(Entry::InFlight(done)) = previous {
+            done.notify_waiters();
+        }
+    }
+
+    /// Where `sid` went and with which epoch, once any move in flight has ended (waiting at
+    /// most [`MOVE_WAIT`]); `None` if it did not move away from here.
+    pub(crate) async fn settled(&self, sid: &str) -> Option<(NodeId, u64)> {
+        let until = Instant::now() + MOVE_WAIT;
+        loop {
+            let done = match self.lock().get(sid) {
+                None => return None,
+                Some(Entry::Moved(node, epoch, _)) => return Some((*node, *epoch)),
+                Some(Entry::InFlight(done)) => done.clone(),
+            };
+            let notified = done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Ended between the look-up and `enable`: look again.
+            if !matches!(self.lock().get(sid), Some(Entry::InFlight(_))) {
+                continue;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Move the polling session `sid` of `mount` to node `to`; returns the epoch of its new
+    /// ownership. The client notices nothing but a long-poll answered `6`.
+    pub async fn migrate(&self, mount: &str, sid: &str, to: NodeId) -> Result<u64, MigrateError> {
+        let cluster = self
+            .inner
+            .cluster
+            .as_ref()
+            .filter(|c| c.node != to && c.peers.contains(to))
+            .ok_or(MigrateError::NotAMember(to))?;
+        let engine = self
+            .engine(mount)
+            .ok_or_else(|| MigrateError::NoSuchMount(mount.to_owned()))?;
+        if !self.inner.moves.begin(sid) {
+            return Err(MigrateError::InFlight);
+        }
+        let image = match engine.move_out(sid).await {
+            Ok(image) => image,
+            Err(e) => {
+                self.inner.moves.finish(sid, None);
+                return Err(e.into());
+            }
+        };
+        let refused = |reason: String| MigrateError::Refused { node: to, reason };
+        let request = MigrateRequest {
+            mount: mount.to_owned(),
+            session: Some(convert::image_to_pb(&image)),
+        };
+        let sent = match cluster.peers.channel(to) {
+            Some(channel) => {
+                let mut client = ForwardClient::new(channel);
+                match tokio::time::timeout(MIGRATE_DEADLINE, client.migrate(request)).await {
+                    Ok(Ok(reply)) => Ok(reply.into_inner()),
+                    Ok(Err(status)) => Err(status.message().to_owned()),
+                    Err(_) => Err("no answer in time".to_owned()),
+                }
+            }
+            None => Err("not reachable".to_owned()),
+        };
+        let outcome = match sent {
+            Ok(MigrateReply {
+                result: Some(migrate_reply::Result::Epoch(epoch)),
+            }) => Ok(epoch),
+            Ok(MigrateReply {
+                result: Some(migrate_reply::Result::Refused(reason)),
+            }) => Err(refused(reason)),
+            Ok(MigrateReply { result: None }) => Err(refused("an empty answer".to_owned())),
+            // The call failed on the way: it may have been taken all the same. The registry
+            // knows.
+            Err(reason) => match committed_to(&cluster.registry, sid, to).await {
+                Some(epoch) => Ok(epoch),
+                None => Err(refused(reason)),
+            },
+        };
+        match outcome {
+            Ok(epoch) => {
+                self.inner.moves.finish(sid, Some((to, epoch)));
+                Ok(epoch)
+            }
+            Err(e) => {
+                if let Err(lost) = engine.move_in(image) {
+                    tracing::warn!(sid, %lost, "a session that did not move could not be taken back");
+                }
+                self.inner.moves.finish(sid, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// The receiving side of [`Gateway::migrate`]: commit this node as the owner, then resume
+    /// the session. Returns the epoch, or why it was not taken (the registry then names the
+    /// former owner again).
+    pub(crate) async fn accept_migration(
+        &self,
+        mount: &str,
+        image: SessionImage,
+    ) -> Result<u64, String> {
+        let cluster = self.inner.cluster.as_ref().ok_or("not a cluster node")?;
+        let engine = self.engine(mount).ok_or("no such mount")?;
+        let sid = image.sid.clone();
+        // Resumed before the commit: once the registry names this node, this node has it.
+        // Meanwhile the former owner holds the requests that reach it.
+        engine.move_in(image).map_err(|e| e.to_string())?;
+        match take_ownership(&cluster.registry, &sid, cluster.node).await {
+            Ok(epoch) => Ok(epoch),
+            Err(reason) => {
+                // Not committed: the former owner takes it back. What reached it here in
+                // these milliseconds (only requests of this node's own front) is lost.
+                if let Err(e) = engine.move_out(&sid).await {
+                    tracing::warn!(sid, %e, "a session whose move failed stays here");
+                }
+                Err(reason)
+            }
+        }
+    }
+}
+
+/// Commit `node` as the owner of `sid` with the next epoch; returns it.
+async fn take_ownership(registry: &Registry, sid: &str, node: NodeId) -> Result<u64, String> {
+    const ATTEMPTS: u32 = 10;
+    let mut epoch = registry.session(sid).map_or(0, |r| r.epoch) + 1;
+    for attempt in 1..=ATTEMPTS {
+        let command = Command::SetOwner {
+            sid: sid.to_owned(),
+            node,
+            epoch,
+        };
+        match registry.write(command).await.map_err(|e| e.to_string())? {
+            Response::Applied => return Ok(epoch),
+            Response::StaleEpoch { current, .. } => epoch = current + 1,
+            // Its birth is not committed yet (it is queued on the former owner): shortly.
+            Response::UnknownSid => {
+                tokio::time::sleep(Duration::from_millis(20) * attempt).await;
+            }
+            other => return Err(format!("the registry answered {other:?}")),
+        }
+    }
+    Err("the session's record did not appear in the registry".to_owned())
+}
+
+/// The epoch with which `sid` was committed as owned by `to`, if it was (looked up for a
+/// short while: a commit may still be on its way to this node).
+async fn committed_to(registry: &Registry, sid: &str, to: NodeId) -> Option<u64> {
+    for _ in 0..20 {
+        if let Some(record) = registry.session(sid)
+            && record.owner == to
+        {
+            return Some(record.epoch);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
