@@ -28,6 +28,18 @@ pub struct Config {
     pub metrics_path: Option<String>,
     /// How long a graceful shutdown waits for open connections before it drops them.
     pub shutdown_timeout: Duration,
+    /// On a cluster node: a websocket for a polling session owned by another node takes the
+    /// session with it (the owner migrates it here, so the upgrade and all that follows run
+    /// with no hop). Off, or when the session cannot come, the websocket is relayed to the
+    /// owner.
+    pub move_on_upgrade: bool,
+    /// On a cluster node that stops (SIGTERM, [`crate::node::Node::drain`]): how long it keeps
+    /// moving its polling sessions to the other nodes before it gives up on the rest.
+    pub drain_timeout: Duration,
+    /// How long a drained node goes on serving before it stops: long enough for balancers'
+    /// health checks to see it unhealthy and stop sending it requests, and for the nodes its
+    /// websocket clients reconnect to to look their sockets up here.
+    pub drain_linger: Duration,
     /// On a cluster node: bounds of the broadcasts and other requests sent to the other
     /// nodes.
     pub adapter: AdapterConfig,
@@ -46,6 +58,9 @@ impl Default for Config {
             health_path: Some("/healthz".to_owned()),
             metrics_path: Some("/metrics".to_owned()),
             shutdown_timeout: Duration::from_secs(5),
+            move_on_upgrade: true,
+            drain_timeout: Duration::from_secs(10),
+            drain_linger: Duration::from_secs(3),
             adapter: AdapterConfig::default(),
         }
     }

@@ -176,6 +176,23 @@ impl RunningCluster {
         self.children.iter().filter_map(Child::id).collect()
     }
 
+    /// Asks node `index` (0 for node 1) to stop the way a service manager does (SIGTERM: it
+    /// drains, then exits) and waits for it to exit, killing it after a bounded wait.
+    pub async fn terminate(&mut self, index: usize) -> io::Result<()> {
+        let child = self
+            .children
+            .get_mut(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
+        signal(child, Signal::Terminate);
+        if tokio::time::timeout(STOP_WITHIN, child.wait())
+            .await
+            .is_err()
+        {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
     /// Kills node `index` (0 for node 1) at once with SIGKILL, the way a crash ends it: no
     /// session is closed, no peer is told. [`RunningCluster::shutdown`] still cleans up.
     pub async fn kill(&mut self, index: usize) -> io::Result<()> {
@@ -205,10 +222,11 @@ impl RunningCluster {
     }
 }
 
-/// Ask every child to stop (SIGTERM), then wait for each, killing it after a bounded wait.
+/// Ask every child to stop at once (SIGINT: all of them stop, so none hands its sessions to
+/// another), then wait for each, killing it after a bounded wait.
 pub(crate) async fn stop_all(children: &mut [Child]) {
     for child in children.iter() {
-        terminate(child);
+        signal(child, Signal::Interrupt);
     }
     for child in children.iter_mut() {
         if tokio::time::timeout(STOP_WITHIN, child.wait())
@@ -225,18 +243,31 @@ pub(crate) async fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0").await?.local_addr()
 }
 
-/// Ask a child to stop gracefully.
-fn terminate(child: &Child) {
+/// How a child is asked to stop.
+#[derive(Clone, Copy)]
+enum Signal {
+    /// SIGINT: stop now.
+    Interrupt,
+    /// SIGTERM: drain, then stop.
+    Terminate,
+}
+
+/// Ask a child to stop.
+fn signal(child: &Child, signal: Signal) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        let number = match signal {
+            Signal::Interrupt => libc::SIGINT,
+            Signal::Terminate => libc::SIGTERM,
+        };
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) has no memory
         // effects; at worst it fails with ESRCH.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, number);
         }
     }
     #[cfg(not(unix))]
-    let _ = child;
+    let _ = (child, signal);
 }
 
 /// Poll `GET /healthz` until it answers 200, at most [`READY_WITHIN`].

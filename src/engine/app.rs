@@ -224,4 +224,9 @@ pub trait SessionHandler: Send + Sync + 'static {
     fn on_move(&self) -> Option<Vec<u8>> {
         None
     }
+    /// Whether the session may move now. While this says no (the application is in the middle
+    /// of something it cannot hand over), a move is refused as busy. Yes by default.
+    fn movable(&self) -> bool {
+        true
+    }
 }

@@ -80,10 +80,13 @@ pub enum MoveError {
     /// No live session with that sid here.
     #[error("no live session with that sid")]
     UnknownSid,
-    /// The session cannot move now: it is carried by a websocket or upgrading to one, or a
-    /// POST is being delivered. Try again shortly.
-    #[error("the session is busy (websocket, upgrade or POST in progress)")]
+    /// A POST is being delivered to the session, or its application is in the middle of
+    /// something it cannot hand over (a Socket.IO namespace connection): try again shortly.
+    #[error("the session is busy (a POST or a namespace connection in progress)")]
     Busy,
+    /// The session is carried by a websocket, or upgrading to one: only polling sessions move.
+    #[error("the session is on a websocket or upgrading")]
+    NotPolling,
     /// `move_in`: a session with that sid is already here.
     #[error("a session with that sid is already here")]
     Exists,

@@ -231,6 +231,24 @@ impl Engine {
         self.shared.sessions().len()
     }
 
+    /// The sids of the live sessions carried by `transport` (an upgrading session counts as
+    /// polling until its upgrade completes).
+    pub fn sids(&self, transport: Transport) -> Vec<String> {
+        let sessions: Vec<_> = self.shared.sessions().values().cloned().collect();
+        sessions
+            .into_iter()
+            .filter(|s| !s.is_closed() && s.transport() == transport)
+            .map(|s| s.sid.to_string())
+            .collect()
+    }
+
+    /// Closes the session `sid` from the server side, as [`Connection::close`] would.
+    pub fn close(&self, sid: &str, reason: CloseReason) {
+        if let Some(session) = self.session(sid) {
+            session.close(reason);
+        }
+    }
+
     /// A snapshot of this engine's counters.
     pub fn metrics(&self) -> EngineMetrics {
         self.shared.counters.snapshot(self.session_count())
@@ -495,7 +513,8 @@ impl Engine {
     /// node: its undelivered packets, its heartbeat, and its application's state (the
     /// handler's [`SessionHandler::on_move`], called instead of `on_close`). A parked long-poll
     /// is answered `6`; later requests for the sid find nothing here. Refused while the session
-    /// is on a websocket or upgrading, or while a POST is being delivered ([`MoveError::Busy`]).
+    /// is on a websocket or upgrading ([`MoveError::NotPolling`]), or while a POST is being
+    /// delivered ([`MoveError::Busy`]).
     pub async fn move_out(&self, sid: &str) -> Result<SessionImage, MoveError> {
         let session = self.session(sid).ok_or(MoveError::UnknownSid)?;
         session.move_out().await

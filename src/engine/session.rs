@@ -342,12 +342,18 @@ impl Session {
     /// session wherever it moved. Requests arriving here afterwards find no session.
     pub(crate) async fn move_out(self: &Arc<Self>) -> Result<SessionImage, MoveError> {
         let _inbound = self.inbound.clone().lock_owned().await;
+        if self.handler().is_some_and(|h| !h.movable()) {
+            return Err(MoveError::Busy);
+        }
         let (queue, next_ping_in, pong_due_in) = {
             let mut st = self.lock();
             if st.closed.is_some() {
                 return Err(MoveError::UnknownSid);
             }
-            if st.transport != Transport::Polling || st.upgrade != Upgrade::Idle || st.post_active {
+            if st.transport != Transport::Polling || st.upgrade != Upgrade::Idle {
+                return Err(MoveError::NotPolling);
+            }
+            if st.post_active {
                 return Err(MoveError::Busy);
             }
             let now = Instant::now();

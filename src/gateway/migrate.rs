@@ -12,6 +12,7 @@
 //! saw its parked long-poll answered `6`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use super::{Gateway, convert};
 use crate::engine::{MoveError, SessionImage};
 use crate::registry::{Command, NodeId, Registry, Response};
 use crate::rpc::pb::forward::forward_client::ForwardClient;
-use crate::rpc::pb::forward::{MigrateReply, MigrateRequest, migrate_reply};
+use crate::rpc::pb::forward::{HandoverRequest, MigrateReply, MigrateRequest, migrate_reply};
 
 /// How long a request for a session in flight waits for the move to end. A move is one gRPC
 /// call and one Raft commit: milliseconds.
@@ -176,7 +177,9 @@ impl Gateway {
             Ok(MigrateReply {
                 result: Some(migrate_reply::Result::Refused(reason)),
             }) => Err(refused(reason)),
-            Ok(MigrateReply { result: None }) => Err(refused("an empty answer".to_owned())),
+            Ok(MigrateReply {
+                result: Some(migrate_reply::Result::Busy(_)) | None,
+            }) => Err(refused("an unexpected answer".to_owned())),
             // The call failed on the way: it may have been taken all the same. The registry
             // knows.
             Err(reason) => match committed_to(&cluster.registry, sid, to).await {
@@ -187,6 +190,10 @@ impl Gateway {
         match outcome {
             Ok(epoch) => {
                 self.inner.moves.finish(sid, Some((to, epoch)));
+                self.inner
+                    .counters
+                    .moved_out
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(epoch)
             }
             Err(e) => {
@@ -197,6 +204,55 @@ impl Gateway {
                 Err(e)
             }
         }
+    }
+
+    /// Ask `owner` to migrate the polling session `sid` of `mount` here (this node's front
+    /// received its websocket, so the upgrade runs here with no hop). Asks again a few times
+    /// while the owner is busy delivering a POST.
+    pub async fn pull(&self, owner: NodeId, mount: &str, sid: &str) -> Result<u64, MigrateError> {
+        const ATTEMPTS: u32 = 4;
+        let cluster = self
+            .inner
+            .cluster
+            .as_ref()
+            .filter(|c| c.node != owner && c.peers.contains(owner))
+            .ok_or(MigrateError::NotAMember(owner))?;
+        let refused = |reason: String| MigrateError::Refused {
+            node: owner,
+            reason,
+        };
+        let channel = cluster
+            .peers
+            .channel(owner)
+            .ok_or_else(|| refused("not reachable".to_owned()))?;
+        for attempt in 1..=ATTEMPTS {
+            let request = HandoverRequest {
+                mount: mount.to_owned(),
+                sid: sid.to_owned(),
+                to: cluster.node,
+            };
+            let mut client = ForwardClient::new(channel.clone());
+            let reply = tokio::time::timeout(MIGRATE_DEADLINE, client.handover(request))
+                .await
+                .map_err(|_| refused("no answer in time".to_owned()))?
+                .map_err(|status| refused(status.message().to_owned()))?
+                .into_inner();
+            match reply.result {
+                Some(migrate_reply::Result::Epoch(epoch)) => {
+                    self.inner.counters.pulls.fetch_add(1, Ordering::Relaxed);
+                    return Ok(epoch);
+                }
+                Some(migrate_reply::Result::Busy(_)) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(10) * attempt).await;
+                }
+                Some(migrate_reply::Result::Busy(_)) => {
+                    return Err(MigrateError::Move(MoveError::Busy));
+                }
+                Some(migrate_reply::Result::Refused(reason)) => return Err(refused(reason)),
+                None => return Err(refused("an empty answer".to_owned())),
+            }
+        }
+        Err(MigrateError::Move(MoveError::Busy))
     }
 
     /// The receiving side of [`Gateway::migrate`]: commit this node as the owner, then resume
@@ -214,7 +270,10 @@ impl Gateway {
         // Meanwhile the former owner holds the requests that reach it.
         engine.move_in(image).map_err(|e| e.to_string())?;
         match take_ownership(&cluster.registry, &sid, cluster.node).await {
-            Ok(epoch) => Ok(epoch),
+            Ok(epoch) => {
+                self.inner.counters.moved_in.fetch_add(1, Ordering::Relaxed);
+                Ok(epoch)
+            }
             Err(reason) => {
                 // Not committed: the former owner takes it back. What reached it here in
                 // these milliseconds (only requests of this node's own front) is lost.

@@ -17,6 +17,7 @@ pub mod service;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -90,6 +91,30 @@ struct Inner {
     cluster: Option<Cluster>,
     /// Sessions this node moved away, or is moving.
     moves: migrate::Moves,
+    counters: Counters,
+}
+
+/// How often this node relayed, pulled and moved sessions.
+#[derive(Default)]
+struct Counters {
+    relays: AtomicU64,
+    pulls: AtomicU64,
+    moved_out: AtomicU64,
+    moved_in: AtomicU64,
+}
+
+/// A snapshot of a gateway's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatewayCounts {
+    /// Websockets relayed to the owner of their session (the fallback when the session could
+    /// not be pulled here).
+    pub relays: u64,
+    /// Sessions pulled here from their owner because their websocket arrived here.
+    pub pulls: u64,
+    /// Sessions this node moved to another node.
+    pub moved_out: u64,
+    /// Sessions another node moved here.
+    pub moved_in: u64,
 }
 
 struct Cluster {
@@ -109,6 +134,7 @@ impl Gateway {
                 engines: by_mount(engines),
                 cluster: None,
                 moves: migrate::Moves::default(),
+                counters: Counters::default(),
             }),
         }
     }
@@ -137,7 +163,19 @@ impl Gateway {
                     link,
                 }),
                 moves: migrate::Moves::default(),
+                counters: Counters::default(),
             }),
+        }
+    }
+
+    /// How often this node relayed, pulled and moved sessions.
+    pub fn counts(&self) -> GatewayCounts {
+        let c = &self.inner.counters;
+        GatewayCounts {
+            relays: c.relays.load(Ordering::Relaxed),
+            pulls: c.pulls.load(Ordering::Relaxed),
+            moved_out: c.moved_out.load(Ordering::Relaxed),
+            moved_in: c.moved_in.load(Ordering::Relaxed),
         }
     }
 
@@ -284,7 +322,9 @@ impl Gateway {
             .engine(mount)
             .map(|e| e.config().ping_timeout)
             .unwrap_or(FORWARD_MARGIN);
-        relay::open(&cluster.peers, node, mount, req, write_deadline).await
+        let relay = relay::open(&cluster.peers, node, mount, req, write_deadline).await?;
+        self.inner.counters.relays.fetch_add(1, Ordering::Relaxed);
+        Ok(relay)
     }
 
     fn cluster(&self, node: NodeId) -> Result<&Cluster, LinkError> {

@@ -90,6 +90,10 @@ impl SessionHandler for RecordedSession {
         self.inner.on_move()
     }
 
+    fn movable(&self) -> bool {
+        self.inner.movable()
+    }
+
     fn on_close(&self, reason: CloseReason) {
         self.inner.on_close(reason);
         self.registry.record(Command::DeleteSession {

@@ -15,15 +15,17 @@ use prost::Message as _;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use super::Gateway;
+use super::MigrateError;
 use super::convert;
 use super::relay::{RELAY_QUEUE, close_frame};
+use crate::engine::MoveError;
 use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound, Via};
 use crate::protocol::eio::Frame;
 use crate::rpc::link::{self, Ended, Replies, Serve, Served};
 use crate::rpc::pb::forward::forward_server::{Forward, ForwardServer};
 use crate::rpc::pb::forward::{
-    EngineRequest, MigrateReply, MigrateRequest, PollingReply, WsFrame, migrate_reply,
-    polling_reply, ws_frame,
+    EngineRequest, HandoverRequest, MigrateReply, MigrateRequest, PollingReply, WsFrame,
+    migrate_reply, polling_reply, ws_frame,
 };
 use crate::rpc::pb::link::Frame as LinkFrame;
 
@@ -153,6 +155,25 @@ impl Forward for ForwardService {
         let result = match self.gateway.accept_migration(&request.mount, image).await {
             Ok(epoch) => migrate_reply::Result::Epoch(epoch),
             Err(reason) => migrate_reply::Result::Refused(reason),
+        };
+        Ok(Response::new(MigrateReply {
+            result: Some(result),
+        }))
+    }
+
+    async fn handover(
+        &self,
+        request: GrpcRequest<HandoverRequest>,
+    ) -> Result<Response<MigrateReply>, Status> {
+        let request = request.into_inner();
+        let result = match self
+            .gateway
+            .migrate(&request.mount, &request.sid, request.to)
+            .await
+        {
+            Ok(epoch) => migrate_reply::Result::Epoch(epoch),
+            Err(MigrateError::Move(MoveError::Busy)) => migrate_reply::Result::Busy(true),
+            Err(e) => migrate_reply::Result::Refused(e.to_string()),
         };
         Ok(Response::new(MigrateReply {
             result: Some(result),

@@ -59,6 +59,9 @@ pub struct HttpConfig {
     pub cors: Option<Cors>,
     /// Name of the sticky-session cookie set on polling handshakes, off when `None`.
     pub cookie: Option<String>,
+    /// A websocket for a session owned by another node takes the session with it (else it
+    /// is relayed to the owner).
+    pub move_on_upgrade: bool,
     /// Where the health check is served, if anywhere.
     pub health_path: Option<String>,
     /// Where the counters are served, if anywhere.
@@ -86,6 +89,7 @@ struct MountState {
     /// The mount path, as the gateway knows it.
     mount: Arc<str>,
     cookie: Option<Arc<str>>,
+    move_on_upgrade: bool,
 }
 
 /// Builds the HTTP front for these mounts: their Engine.IO endpoints, the health check and the
@@ -143,6 +147,7 @@ where
             gateway: gateway.clone(),
             mount: path.clone().into(),
             cookie: config.cookie.as_deref().map(Arc::from),
+            move_on_upgrade: config.move_on_upgrade,
         };
         let endpoint = any(engine_endpoint).with_state(state);
         app = app.route(&path, endpoint.clone());
@@ -178,7 +183,14 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
     if let Some(sid) = &req.sid
         && let Route::Remote(owner) = state.gateway.route(&state.mount, sid).await
     {
-        return forwarded(&state, owner, req, headers, upgrade, body).await;
+        // A websocket for a polling session owned elsewhere: the session comes here, so the
+        // upgrade and all that follows run with no hop. Relayed only when it cannot come.
+        let pulled = upgrade.is_some()
+            && state.move_on_upgrade
+            && state.gateway.pull(owner, &state.mount, sid).await.is_ok();
+        if !pulled {
+            return forwarded(&state, owner, req, headers, upgrade, body).await;
+        }
     }
     let engine = state.engine.clone();
     let max_payload = engine.config().max_payload;

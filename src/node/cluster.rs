@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use super::ClusterConfig;
+use super::drain::DrainReport;
 use crate::adapter::{AdapterConfig, AdapterLosses, AdapterServed, AdapterService, GrpcAdapter};
 use crate::engine::{Application, Engine, EngineConfig};
 use crate::gateway::service::ForwardService;
@@ -25,6 +27,10 @@ use crate::socketio::SocketIo;
 
 /// The running cluster side of a node.
 pub(super) struct ClusterParts {
+    /// This node's routing front, for its counters and to drain it.
+    gateway: Gateway,
+    /// Set once the node drains: it then reports itself unhealthy.
+    draining: Arc<AtomicBool>,
     /// The adapters of the Socket.IO mounts, for their counters.
     adapters: Vec<Arc<GrpcAdapter>>,
     /// The counters of the adapter requests peers sent here.
@@ -110,6 +116,8 @@ pub(super) async fn start(
     // membership carries their addresses.
     let sync = tokio::spawn(sync_peers(registry.clone(), peers.clone()));
     let parts = ClusterParts {
+        gateway: gateway.clone(),
+        draining: Arc::new(AtomicBool::new(false)),
         adapters,
         served,
         registry,
@@ -155,17 +163,34 @@ impl ClusterParts {
         self.grpc_addr
     }
 
-    /// Healthy while the registry reaches a Raft majority.
+    /// Healthy while the registry reaches a Raft majority and the node is not draining.
     pub(super) fn health(&self) -> http::Health {
-        let registry = self.registry.clone();
-        Arc::new(move || registry.is_healthy())
+        let (registry, draining) = (self.registry.clone(), self.draining.clone());
+        Arc::new(move || registry.is_healthy() && !draining.load(Ordering::Acquire))
+    }
+
+    /// Report unhealthy, move the polling sessions to the other members, close the
+    /// websockets (see [`super::drain`]).
+    pub(super) async fn drain(&self, timeout: Duration, linger: Duration) -> DrainReport {
+        self.draining.store(true, Ordering::Release);
+        let me = self.registry.node_id();
+        let members: Vec<NodeId> = self
+            .registry
+            .membership()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| *id != me && self.peers.contains(*id))
+            .collect();
+        super::drain::drain(&self.gateway, &members, timeout, linger).await
     }
 
     /// The cluster's counters for `/metrics`.
     pub(super) fn counters(&self) -> http::Counters {
         let (registry, adapters) = (self.registry.clone(), self.adapters.clone());
         let served = self.served.clone();
+        let gateway = self.gateway.clone();
         Arc::new(move || {
+            let moves = gateway.counts();
             let losses =
                 |f: fn(AdapterLosses) -> u64| adapters.iter().map(|a| f(a.losses())).sum::<u64>();
             vec![
@@ -188,6 +213,26 @@ impl ClusterParts {
                     "nonstick_adapter_unconfirmed_total",
                     "Broadcasts and actions in batches a peer did not confirm (unreachable, link broken, deadline passed).",
                     losses(|l| l.unconfirmed),
+                ),
+                (
+                    "nonstick_websocket_relays_total",
+                    "Websockets relayed to the node owning their session (when the session could not move here).",
+                    moves.relays,
+                ),
+                (
+                    "nonstick_sessions_pulled_total",
+                    "Polling sessions moved here from their owner because their websocket arrived here.",
+                    moves.pulls,
+                ),
+                (
+                    "nonstick_sessions_moved_out_total",
+                    "Sessions this node moved to another node.",
+                    moves.moved_out,
+                ),
+                (
+                    "nonstick_sessions_moved_in_total",
+                    "Sessions another node moved here.",
+                    moves.moved_in,
                 ),
                 (
                     "nonstick_registry_records_dropped_total",

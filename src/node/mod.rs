@@ -33,6 +33,7 @@
 
 mod args;
 mod cluster;
+mod drain;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -48,6 +49,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use args::{NodeArgs, ServerArgs, secret};
+pub use drain::DrainReport;
 
 use crate::config::Config;
 use crate::engine::{Application, Engine, EngineConfig};
@@ -322,6 +324,7 @@ impl Node {
                 node_id: config.node_id.clone(),
                 cors,
                 cookie: config.cookie.then(|| "io".to_owned()),
+                move_on_upgrade: config.move_on_upgrade,
                 health_path: config.health_path.clone(),
                 metrics_path: config.metrics_path.clone(),
                 healthy: self.cluster.as_ref().map(ClusterParts::health),
@@ -330,12 +333,35 @@ impl Node {
         )
     }
 
-    /// Serve `app` (which should contain [`Node::router`]) on the node's listener until SIGINT
-    /// or SIGTERM, then shut down gracefully.
+    /// Serve `app` (which should contain [`Node::router`]) on the node's listener until SIGTERM
+    /// or SIGINT, then shut down gracefully; on SIGTERM (how service managers and Kubernetes
+    /// stop a process) a cluster node first drains ([`Node::drain`]), while SIGINT (Ctrl-C, or
+    /// a whole local cluster stopping) stops at once.
     pub async fn serve(self, app: Router) -> io::Result<()> {
         let running = self.start(app)?;
-        shutdown_signal().await;
+        if stop_signal().await == Stop::Terminate {
+            let report = running.node().drain().await;
+            tracing::info!(?report, "drained");
+        }
         running.shutdown().await
+    }
+
+    /// Prepare a cluster node to stop without its clients noticing: `/healthz` turns 503, every
+    /// polling session moves to the other members (for up to `Config::drain_timeout`), then
+    /// the websockets are closed (their clients reconnect through the balancer and recover
+    /// their sockets elsewhere) and the node goes on serving for `Config::drain_linger`, so
+    /// balancers stop sending it requests before it stops; what still reaches it is sent to
+    /// where the sessions went. Stop it afterwards. Nothing to do on a single node.
+    pub async fn drain(&self) -> DrainReport {
+        match &self.cluster {
+            Some(cluster) => {
+                let config = &self.config;
+                cluster
+                    .drain(config.drain_timeout, config.drain_linger)
+                    .await
+            }
+            None => DrainReport::default(),
+        }
     }
 
     /// Serve `app` (which should contain [`Node::router`]) on the node's listener in the
@@ -549,23 +575,39 @@ pub async fn serve(listener: TcpListener, io: SocketIo) -> io::Result<()> {
 
 /// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
 pub async fn shutdown_signal() {
+    stop_signal().await;
+}
+
+/// Which signal asked a process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: stop now.
+    Interrupt,
+    /// SIGTERM: stop gracefully, handing work over first.
+    Terminate,
+}
+
+/// The first SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
+async fn stop_signal() -> Stop {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => Stop::Interrupt,
+                    _ = term.recv() => Stop::Terminate,
                 }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
+                Stop::Interrupt
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Stop::Interrupt
     }
 }

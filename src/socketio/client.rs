@@ -211,6 +211,7 @@ impl Client {
             }
         }
         if !self.join(&ns, &socket, rooms, replay, true) {
+            lock(&self.state).connecting.remove(&nsp);
             return;
         }
         drop(joining);
@@ -223,6 +224,8 @@ impl Client {
         // Events that arrived since the CONNECT reply waited for the handler to register its
         // event handlers.
         socket.ready();
+        // Only now may the session move: the socket it would take along is complete.
+        lock(&self.state).connecting.remove(&nsp);
     }
 
     /// Make `socket` a member of `ns` and answer the CONNECT (when `answer`; a socket that
@@ -242,7 +245,6 @@ impl Client {
         let nsp = ns.name();
         let store = ns.recovery.as_ref().map(lock);
         let mut st = lock(&self.state);
-        st.connecting.remove(nsp);
         if st.closed {
             return false;
         }
@@ -395,6 +397,12 @@ impl SessionHandler for Client {
                 self.violation();
             }
         }
+    }
+
+    /// Not while a namespace connection runs (its middleware, a recovery look-up): the
+    /// client waits for its answer, which only this node can give.
+    fn movable(&self) -> bool {
+        lock(&self.state).connecting.is_empty()
     }
 
     fn on_move(&self) -> Option<Vec<u8>> {

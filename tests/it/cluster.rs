@@ -747,14 +747,22 @@ async fn registry_after_churn() {
     cluster.stop().await;
 }
 
-/// An upgrade relayed through one node and a GET through another: a GET that reaches the
-/// owner while the upgrade probes waits a moment for the `5` that may be on its way, so the
-/// client that sent `5` first sees its later GET refused, as on one node.
+/// An upgrade relayed through one node (sessions do not move on upgrade here) and a GET
+/// through another: a GET that reaches the owner while the upgrade probes waits a moment for
+/// the `5` that may be on its way, so the client that sent `5` first sees its later GET
+/// refused, as on one node.
 #[tokio::test]
 async fn a_get_racing_the_upgrade_through_another_node_is_refused_after_it() {
     use crate::fixture::{ws_connect, ws_send, ws_text};
 
-    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let cluster = TestCluster::start_with(3, &[], |_| {
+        let config = nonstick::config::Config {
+            move_on_upgrade: false,
+            ..BuiltIn::base_config()
+        };
+        (App::built_in(AppKind::ProtocolSuite), config)
+    })
+    .await;
     let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
     let sid = open_polling(a, EIO).await;
     let mut ws = ws_connect(&b.ws_url(&format!("{EIO}?EIO=4&transport=websocket&sid={sid}")))
@@ -771,5 +779,10 @@ async fn a_get_racing_the_upgrade_through_another_node_is_refused_after_it() {
     assert_eq!(json["code"], 3);
     ws_send(&mut ws, "4hello").await;
     assert_eq!(ws_text(&mut ws).await, "4hello");
+    let metrics = get(&b.url("/metrics")).await.body;
+    assert!(
+        metrics.contains("\nnonstick_websocket_relays_total 1\n"),
+        "{metrics}"
+    );
     cluster.stop().await;
 }

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nonstick::app::AppKind;
-use nonstick::engine::{Engine, MoveError};
+use nonstick::balancer::Mode;
+use nonstick::engine::{Engine, MoveError, Transport};
 use nonstick::gateway::MigrateError;
+use nonstick::launch::{self, LocalCluster, Program};
 use nonstick::socketio::{AckError, DisconnectReason, Event, Socket, SocketIo, SocketIoConfig};
 use serde_json::json;
 
@@ -94,7 +96,10 @@ async fn a_parked_long_poll_is_answered_noop_and_a_busy_session_stays() {
         let json: serde_json::Value =
             serde_json::from_str(open.trim_start_matches('0')).expect("open");
         let sid = json["sid"].as_str().expect("sid").to_owned();
-        assert_eq!(engine(&b, path).move_out(&sid).await, Err(MoveError::Busy));
+        assert_eq!(
+            engine(&b, path).move_out(&sid).await,
+            Err(MoveError::NotPolling)
+        );
         sid
     };
     let _ = ws_sid;
@@ -388,11 +393,7 @@ async fn socket_io_clients_ride_through_their_sessions_moving_between_nodes() {
     let cluster = TestCluster::start(3, AppKind::Demo).await;
     let lb = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
     let path = "/socket.io/";
-    let front = format!("http://{}", lb.addr());
-    let mut script = Script::start("steady.mjs", &["--url", &front, "--clients", "6"]);
-    let ready = script.line(Duration::from_secs(30)).await;
-    let sids: Vec<String> =
-        serde_json::from_str(ready.strip_prefix("ready ").expect("ready")).expect("session ids");
+    let (mut script, sids) = steady(&format!("http://{}", lb.addr()), 6).await;
 
     // Every 100 ms for 3 s, each session moves on to the next node, while its client keeps
     // making round trips through the balancer.
@@ -435,4 +436,117 @@ async fn socket_io_clients_ride_through_their_sessions_moving_between_nodes() {
     }
     lb.shutdown().await.expect("balancer");
     cluster.stop().await;
+}
+
+/// A counter of `/metrics`.
+async fn counter(node: &TestNode, name: &str) -> u64 {
+    let text = get(&node.url("/metrics")).await.body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_websocket_landing_on_another_node_takes_its_session_there() {
+    use crate::fixture::{ws_connect, ws_send, ws_text};
+
+    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let path = "/engine.io/";
+    let sid = open_polling(a, path).await;
+    wait_for_owner(&cluster, &sid, 1, 0).await;
+    // A GET parked through node 3 while the websocket arrives at node 2.
+    let parked_url = url(c, path, &sid);
+    let parked = tokio::spawn(async move { get(&parked_url).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut ws = ws_connect(&b.ws_url(&format!("{path}?EIO=4&transport=websocket&sid={sid}")))
+        .await
+        .expect("upgrade");
+    // The session came to node 2 before the websocket was accepted there.
+    assert!(engine(b, path).has_session(&sid));
+    assert!(!engine(a, path).has_session(&sid));
+    assert_eq!(parked.await.expect("join").body, "6");
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "5").await;
+    ws_send(&mut ws, "4hello").await;
+    assert_eq!(ws_text(&mut ws).await, "4hello");
+    wait_for_owner(&cluster, &sid, 2, 1).await;
+    assert_eq!(counter(b, "nonstick_sessions_pulled_total").await, 1);
+    assert_eq!(counter(b, "nonstick_websocket_relays_total").await, 0);
+    assert_eq!(counter(a, "nonstick_sessions_moved_out_total").await, 1);
+    assert_eq!(counter(b, "nonstick_sessions_moved_in_total").await, 1);
+    cluster.stop().await;
+}
+
+/// Starts `steady.mjs` with `clients` polling clients through `front`; returns it and their
+/// Engine.IO session ids once all are welcomed.
+async fn steady(front: &str, clients: usize) -> (Script, Vec<String>) {
+    let count = clients.to_string();
+    let mut script = Script::start("steady.mjs", &["--url", front, "--clients", &count]);
+    let ready = script.line(Duration::from_secs(30)).await;
+    let sids = serde_json::from_str(ready.strip_prefix("ready ").expect("ready")).expect("sids");
+    (script, sids)
+}
+
+/// Stops `steady.mjs` and checks that no client noticed anything.
+async fn steady_report(mut script: Script) {
+    script.send("stop").await;
+    let clients: Vec<SteadyClient> = script.report(Duration::from_secs(30)).await;
+    for client in &clients {
+        assert_eq!((client.disconnects, client.failed), (0, 0), "{client:?}");
+        assert!(client.acked >= 5, "{client:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_drained_node_hands_its_polling_sessions_over_unnoticed() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let lb = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let path = "/socket.io/";
+    let (script, _) = steady(&format!("http://{}", lb.addr()), 9).await;
+    let a = &cluster.nodes[0];
+    let owned = engine(a, path).sids(Transport::Polling).len();
+    assert!(owned > 0, "node 1 owns no session to hand over");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let report = a.node().drain().await;
+    assert_eq!((report.moved, report.left, report.closed), (owned, 0, 0));
+    assert!(engine(a, path).sids(Transport::Polling).is_empty());
+    assert_eq!(get(&a.url("/healthz")).await.status, 503);
+    // The balancer (with no health probe here) keeps sending requests to node 1, which sends
+    // them on to where the sessions went.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    steady_report(script).await;
+    lb.shutdown().await.expect("balancer");
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_node_process_and_its_clients_carry_on() {
+    let mut running = launch::start(LocalCluster {
+        nodes: 3,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: None,
+        mode: Some(Mode::RoundRobin),
+        program: Program::BuiltIn {
+            exe: env!("CARGO_BIN_EXE_nonstick").into(),
+            app: AppKind::Demo,
+        },
+        node_args: Vec::new(),
+        quiet: true,
+    })
+    .await
+    .expect("cluster");
+    let front = format!("http://{}", running.addr().expect("a balancer"));
+    let (script, sids) = steady(&front, 9).await;
+    assert!(
+        sids.iter().any(|sid| sid.starts_with("2.")),
+        "no session on node 2: {sids:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.terminate(1).await.expect("SIGTERM node 2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    steady_report(script).await;
+    running.shutdown().await.expect("shutdown");
 }
