@@ -7,7 +7,9 @@
 //! on another node is served locally, where the engine answers "Session ID unknown" at once.
 //!
 //! The owner serves a forwarded request with the same engine functions as a local one
-//! ([`service`]), and never forwards it again.
+//! ([`service`]), and never forwards it again. Ownership moves (`migrate`): a node that moved a
+//! session away answers "moved to N" and the forwarding node asks N; routing follows the newest
+//! epoch this node knows, the registry's or its own memory of a move.
 
 mod convert;
 mod migrate;
