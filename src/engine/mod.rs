@@ -553,6 +553,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Refuses new sessions from now on (code 4, as at the session limit); the live ones go on.
+    /// A draining node does this: its clients are to open their sessions elsewhere.
+    pub fn refuse_new_sessions(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+    }
+
     /// Closes every session with [`CloseReason::ServerShutdown`] and refuses new ones.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);

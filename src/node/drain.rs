@@ -1,10 +1,10 @@
 //! Draining a cluster node before it stops: once it reports itself unhealthy (so balancers
-//! stop sending it new clients), it moves every polling session to the other members — their
-//! clients notice nothing — then closes its websockets, whose clients reconnect through the
-//! balancer and recover their sockets on another node. It keeps serving a little longer: the
-//! balancers' health checks see it unhealthy and stop sending it requests before its
-//! connections close (a POST cut with its connection is not sent again), and the other nodes'
-//! recovery look-ups are answered.
+//! stop sending it new clients) and refuses new sessions, it moves every polling session to the
+//! other members — their clients notice nothing — then closes its websockets, whose clients
+//! reconnect through the balancer and recover their sockets on another node. It keeps serving
+//! a little longer: the balancers' health checks see it unhealthy and stop sending it requests
+//! before its connections close (a POST cut with its connection is not sent again), and the
+//! other nodes' recovery look-ups are answered.
 
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub(super) async fn drain(
     linger: Duration,
 ) -> DrainReport {
     let mut report = DrainReport::default();
+    // Sessions opened here now would only have to move too.
+    for (_, engine) in gateway.mounts() {
+        engine.refuse_new_sessions();
+    }
     let until = Instant::now() + timeout;
     let mut turn = 0usize;
     loop {

@@ -2,17 +2,19 @@
 // the test moves their sessions between nodes, then reports what each client went through.
 //
 // Usage:
-//   node steady.mjs --url URL [--clients N]
+//   node steady.mjs --url URL [--clients N] [--transport polling|websocket]
 //
-//   URL        a balancer in front of the cluster, e.g. http://127.0.0.1:8080.
-//   --clients  how many clients, all on long-polling (default 6).
+//   URL          a balancer in front of the cluster, e.g. http://127.0.0.1:8080.
+//   --clients    how many clients (default 6).
+//   --transport  the one transport every client uses (default polling).
 //
 // Protocol: once every client is connected and welcomed, prints `ready <JSON>` (the Engine.IO
 // session ids, one per client) and starts: each client emits `echo` with an ack, one at a time,
 // again and again. On a line `stop` on stdin it lets the round trips in flight finish and prints
 // `report <JSON>`: per client, the round trips acknowledged with the right value, those that
-// failed (timeout or wrong value), its disconnects, and the node of each `welcome`. Exit code 0,
-// 1 on the time limit (with the report so far), 2 on bad arguments.
+// failed (timeout or wrong value), its disconnects, the node of each `welcome`, and how many of
+// its reconnections recovered its socket (connection state recovery). Exit code 0, 1 on the
+// time limit (with the report so far), 2 on bad arguments.
 
 import { parseArgs } from "node:util";
 import { createInterface } from "node:readline";
@@ -27,6 +29,7 @@ try {
     options: {
       url: { type: "string" },
       clients: { type: "string", default: "6" },
+      transport: { type: "string", default: "polling" },
     },
   }));
 } catch (err) {
@@ -40,7 +43,13 @@ if (!opts.url) {
 
 const clients = [];
 const report = () =>
-  clients.map((c) => ({ acked: c.acked, failed: c.failed, disconnects: c.disconnects, welcomes: c.welcomes }));
+  clients.map((c) => ({
+    acked: c.acked,
+    failed: c.failed,
+    disconnects: c.disconnects,
+    welcomes: c.welcomes,
+    recovered: c.recovered,
+  }));
 
 setTimeout(() => {
   process.stdout.write(`report ${JSON.stringify(report())}\n`);
@@ -49,8 +58,16 @@ setTimeout(() => {
 }, LIMIT_MS).unref();
 
 for (let i = 0; i < Number(opts.clients); i++) {
-  const socket = io(opts.url, { transports: ["polling"], forceNew: true });
-  const client = { socket, acked: 0, failed: 0, disconnects: 0, welcomes: [] };
+  const socket = io(opts.url, {
+    transports: [opts.transport],
+    forceNew: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+  });
+  const client = { socket, acked: 0, failed: 0, disconnects: 0, welcomes: [], recovered: 0 };
+  socket.on("connect", () => {
+    if (socket.recovered) client.recovered += 1;
+  });
   client.welcomed = new Promise((resolve) => {
     socket.on("welcome", ({ node }) => {
       client.welcomes.push(node);
