@@ -215,17 +215,22 @@ impl Client {
             return;
         }
         drop(joining);
+        self.run_handlers(&ns, &socket);
+        // Only now may the session move: the socket it would take along is complete.
+        lock(&self.state).connecting.remove(&nsp);
+    }
+
+    /// A socket that just joined: the session stops waiting for a first namespace, the
+    /// connection handler runs, then the events that arrived since the join and waited for the
+    /// handler to register its event handlers.
+    fn run_handlers(&self, ns: &NamespaceInner, socket: &Socket) {
         if let Some(timer) = lock(&self.connect_timer).take() {
             timer.abort();
         }
         if let Some(handler) = ns.connect_handler() {
             run_inline(handler(socket.clone()));
         }
-        // Events that arrived since the CONNECT reply waited for the handler to register its
-        // event handlers.
         socket.ready();
-        // Only now may the session move: the socket it would take along is complete.
-        lock(&self.state).connecting.remove(&nsp);
     }
 
     /// Make `socket` a member of `ns` and answer the CONNECT (when `answer`; a socket that
@@ -313,13 +318,7 @@ impl Client {
             return;
         }
         drop(joining);
-        if let Some(timer) = lock(&self.connect_timer).take() {
-            timer.abort();
-        }
-        if let Some(handler) = ns.connect_handler() {
-            run_inline(handler(socket.clone()));
-        }
-        socket.ready();
+        self.run_handlers(&ns, &socket);
     }
 
     /// Recovery: if the CONNECT carries a `pid` and `offset` this node or (in a cluster)
