@@ -226,9 +226,8 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
             // Refusals that need no body (unknown sid, binary content type) come first,
             // so they cost no read of up to `max_payload` bytes.
             if let Err(e) = engine.check_post(&req) {
-                if let Some(owner) = moved_away(&state, &req)
-                    .await
-                    .filter(|_| e == EngineError::UnknownSid)
+                if e == EngineError::UnknownSid
+                    && let Some(owner) = moved_away(&state, &req).await
                 {
                     return forwarded(&state, owner, req, headers, None, body).await;
                 }
@@ -253,10 +252,7 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
                 Err(e) => Err(e),
             }
         }
-        Method::Other => Err(engine
-            .check(&req)
-            .err()
-            .unwrap_or(crate::engine::EngineError::BadRequest)),
+        Method::Other => Err(engine.check(&req).err().unwrap_or(EngineError::BadRequest)),
     };
     result.unwrap_or_else(|e| HttpError::from(e).into_response())
 }
