@@ -208,10 +208,8 @@ impl Gateway {
             return Route::Local;
         }
         // The registry knows a session once its birth is replicated; before that, the hint.
-        let owner = self
-            .latest_owner(cluster, sid)
-            .await
-            .or_else(|| owner_hint(sid));
+        let moved = self.inner.moves.settled(sid).await;
+        let owner = newest_owner(moved, &cluster.registry, sid).or_else(|| owner_hint(sid));
         match owner {
             // Only members are asked: a sid naming any other node is unknown, at no cost.
             Some(node) if node != cluster.node && cluster.peers.contains(node) => {
@@ -287,23 +285,8 @@ impl Gateway {
     /// newer of this node's memory of the move and the registry's record.
     pub async fn moved_to(&self, sid: &str) -> Option<NodeId> {
         let cluster = self.inner.cluster.as_ref()?;
-        self.inner.moves.settled(sid).await?;
-        self.latest_owner(cluster, sid)
-            .await
-            .filter(|owner| *owner != cluster.node)
-    }
-
-    /// The owner of `sid` by the highest epoch known here: the registry's record, or a move
-    /// this node made that the registry does not show yet.
-    async fn latest_owner(&self, cluster: &Cluster, sid: &str) -> Option<NodeId> {
-        let moved = self.inner.moves.settled(sid).await;
-        let recorded = cluster.registry.session(sid).map(|r| (r.owner, r.epoch));
-        match (moved, recorded) {
-            (Some((to, epoch)), Some((owner, recorded))) => {
-                Some(if recorded >= epoch { owner } else { to })
-            }
-            (moved, recorded) => moved.or(recorded).map(|(node, _)| node),
-        }
+        let moved = self.inner.moves.settled(sid).await?;
+        newest_owner(Some(moved), &cluster.registry, sid).filter(|owner| *owner != cluster.node)
     }
 
     /// The largest forwarded request or reply this node's links carry.
@@ -334,6 +317,18 @@ impl Gateway {
             .cluster
             .as_ref()
             .ok_or(LinkError::UnknownPeer(node))
+    }
+}
+
+/// The owner of `sid` by the highest epoch known here: the registry's record, or `moved`, a
+/// move this node made that the registry does not show yet.
+fn newest_owner(moved: Option<(NodeId, u64)>, registry: &Registry, sid: &str) -> Option<NodeId> {
+    let recorded = registry.session(sid).map(|r| (r.owner, r.epoch));
+    match (moved, recorded) {
+        (Some((to, epoch)), Some((owner, recorded))) => {
+            Some(if recorded >= epoch { owner } else { to })
+        }
+        (moved, recorded) => moved.or(recorded).map(|(node, _)| node),
     }
 }
 

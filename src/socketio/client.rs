@@ -321,6 +321,21 @@ impl Client {
         self.run_handlers(&ns, &socket);
     }
 
+    /// The session leaves this node (closed or moved): no more joins, no connect timer; its
+    /// sockets, taken out, for the caller to finish or hand over.
+    fn end(&self) -> Vec<Socket> {
+        let sockets = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.connecting.clear();
+            st.sockets.drain().map(|(_, s)| s).collect()
+        };
+        if let Some(timer) = lock(&self.connect_timer).take() {
+            timer.abort();
+        }
+        sockets
+    }
+
     /// Recovery: if the CONNECT carries a `pid` and `offset` this node or (in a cluster)
     /// another one still knows, take that session back. Both fields are removed from the auth
     /// the application sees.
@@ -405,29 +420,13 @@ impl SessionHandler for Client {
     }
 
     fn on_move(&self) -> Option<Vec<u8>> {
-        let sockets: Vec<Socket> = {
-            let mut st = lock(&self.state);
-            st.closed = true;
-            st.connecting.clear();
-            st.sockets.drain().map(|(_, s)| s).collect()
-        };
-        if let Some(timer) = lock(&self.connect_timer).take() {
-            timer.abort();
-        }
+        let sockets = self.end();
         let moved: Vec<MovedSocket> = sockets.iter().filter_map(Socket::hand_over).collect();
         Some(moving::encode(&moved))
     }
 
     fn on_close(&self, reason: CloseReason) {
-        let sockets: Vec<Socket> = {
-            let mut st = lock(&self.state);
-            st.closed = true;
-            st.connecting.clear();
-            st.sockets.drain().map(|(_, s)| s).collect()
-        };
-        if let Some(timer) = lock(&self.connect_timer).take() {
-            timer.abort();
-        }
+        let sockets = self.end();
         let reason = DisconnectReason::from(&reason);
         for socket in sockets {
             socket.finish(reason);

@@ -67,7 +67,7 @@ async fn an_engine_io_session_moves_with_its_queue_and_heartbeat() {
 }
 
 #[tokio::test]
-async fn a_parked_long_poll_is_answered_noop_and_a_busy_session_stays() {
+async fn a_parked_long_poll_is_answered_noop_and_a_websocket_session_stays() {
     let (a, b) = (
         TestNode::start(AppKind::ProtocolSuite).await,
         TestNode::start(AppKind::ProtocolSuite).await,
@@ -88,21 +88,17 @@ async fn a_parked_long_poll_is_answered_noop_and_a_busy_session_stays() {
     assert_eq!(get(&url(&b, path, &sid)).await.body, "4here");
 
     // A websocket session does not move.
-    let ws_sid = {
-        let mut ws = crate::fixture::ws_connect(&b.ws_url("/engine.io/?EIO=4&transport=websocket"))
-            .await
-            .expect("websocket");
-        let open = crate::fixture::ws_text(&mut ws).await;
-        let json: serde_json::Value =
-            serde_json::from_str(open.trim_start_matches('0')).expect("open");
-        let sid = json["sid"].as_str().expect("sid").to_owned();
-        assert_eq!(
-            engine(&b, path).move_out(&sid).await,
-            Err(MoveError::NotPolling)
-        );
-        sid
-    };
-    let _ = ws_sid;
+    let mut ws = crate::fixture::ws_connect(&b.ws_url("/engine.io/?EIO=4&transport=websocket"))
+        .await
+        .expect("websocket");
+    let open = crate::fixture::ws_text(&mut ws).await;
+    let json: serde_json::Value = serde_json::from_str(open.trim_start_matches('0')).expect("open");
+    let ws_sid = json["sid"].as_str().expect("sid");
+    assert_eq!(
+        engine(&b, path).move_out(ws_sid).await,
+        Err(MoveError::NotPolling)
+    );
+    drop(ws);
     a.stop().await;
     b.stop().await;
 }
