@@ -19,8 +19,9 @@ use crate::balancer::{self, BalancerConfig, Mode, ProbeConfig, RunningBalancer};
 
 /// How long the nodes may take to answer `/healthz` with 200 (Raft election included).
 const READY_WITHIN: Duration = Duration::from_secs(30);
-/// How long a node may take to stop after SIGTERM before it is killed.
-const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// How long a node may take to stop after SIGTERM before it is killed: a drain takes up to
+/// `Config::drain_timeout` (10 s by default) plus `drain_linger` (3 s).
+const STOP_WITHIN: Duration = Duration::from_secs(20);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -66,6 +67,58 @@ pub struct RunningCluster {
     nodes: Vec<SocketAddr>,
     /// A directory we created and remove at shutdown.
     temporary: Option<PathBuf>,
+    spawner: Spawner,
+}
+
+/// How to start each node's process (again).
+struct Spawner {
+    program: Program,
+    threads: String,
+    quiet: bool,
+    peers: String,
+    root: PathBuf,
+    node_args: Vec<OsString>,
+    secret: String,
+    http: Vec<SocketAddr>,
+    grpc: Vec<SocketAddr>,
+}
+
+impl Spawner {
+    /// Starts node `index` (0 for node 1) on its ports and data directory.
+    fn spawn(&self, index: usize) -> io::Result<Child> {
+        let id = (index + 1).to_string();
+        let mut command = match &self.program {
+            Program::BuiltIn { exe, app } => {
+                let mut command = Command::new(exe);
+                command
+                    .args(["--threads", &self.threads, "node"])
+                    .args(["--app", app.name()]);
+                command
+            }
+            Program::Own(exe) => {
+                // Read by `#[tokio::main]` runtimes.
+                let mut command = Command::new(exe);
+                command.env("TOKIO_WORKER_THREADS", &self.threads);
+                command
+            }
+        };
+        if self.quiet {
+            command
+                .env("RUST_LOG", "warn,openraft=off")
+                .stdout(std::process::Stdio::null());
+        }
+        command
+            .args(["--id", &id])
+            .args(["--listen", &self.http[index].to_string()])
+            .args(["--grpc", &self.grpc[index].to_string()])
+            .args(["--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(self.root.join(format!("node-{id}")))
+            .args(&self.node_args)
+            .env("NONSTICK_SECRET", &self.secret)
+            .kill_on_drop(true)
+            .spawn()
+    }
 }
 
 /// Start the nodes and the balancer in front of them, if any; return once each node answers
@@ -100,40 +153,20 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
     // The nodes share this machine: one runtime thread per CPU in each would have them
     // preempt one another (measured in docs/benchmarks.md), so each gets an equal share.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = (cpus / ids.len().max(1)).max(1).to_string();
+    let spawner = Spawner {
+        program: plan.program.clone(),
+        threads: (cpus / ids.len().max(1)).max(1).to_string(),
+        quiet: plan.quiet,
+        peers,
+        root: root.clone(),
+        node_args: plan.node_args.clone(),
+        secret,
+        http: http.clone(),
+        grpc: grpc.clone(),
+    };
     let mut children = Vec::new();
-    for ((id, http), grpc) in ids.iter().zip(&http).zip(&grpc) {
-        let mut command = match &plan.program {
-            Program::BuiltIn { exe, app } => {
-                let mut command = Command::new(exe);
-                command
-                    .args(["--threads", &threads, "node"])
-                    .args(["--app", app.name()]);
-                command
-            }
-            Program::Own(exe) => {
-                // Read by `#[tokio::main]` runtimes.
-                let mut command = Command::new(exe);
-                command.env("TOKIO_WORKER_THREADS", &threads);
-                command
-            }
-        };
-        if plan.quiet {
-            command
-                .env("RUST_LOG", "warn,openraft=off")
-                .stdout(std::process::Stdio::null());
-        }
-        let child = command
-            .args(["--id", &id.to_string()])
-            .args(["--listen", &http.to_string(), "--grpc", &grpc.to_string()])
-            .args(["--peers", &peers])
-            .arg("--data-dir")
-            .arg(root.join(format!("node-{id}")))
-            .args(&plan.node_args)
-            .env("NONSTICK_SECRET", &secret)
-            .kill_on_drop(true)
-            .spawn()?;
-        children.push(child);
+    for index in 0..ids.len() {
+        children.push(spawner.spawn(index)?);
     }
     let balancer = match plan.mode {
         Some(mode) => {
@@ -150,6 +183,7 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
         children,
         nodes: http,
         temporary,
+        spawner,
     };
     for node in cluster.nodes.clone() {
         if let Err(e) = wait_ready(node).await {
@@ -169,6 +203,33 @@ impl RunningCluster {
     /// The nodes' HTTP addresses, node 1 first.
     pub fn nodes(&self) -> &[SocketAddr] {
         &self.nodes
+    }
+
+    /// The nodes' peer gRPC addresses, node 1 first (for `nonstick member` and `nonstick
+    /// drain`).
+    pub fn grpc_addrs(&self) -> &[SocketAddr] {
+        &self.spawner.grpc
+    }
+
+    /// The cluster secret the nodes were given (in `NONSTICK_SECRET`), for admin commands.
+    pub fn secret(&self) -> &str {
+        &self.spawner.secret
+    }
+
+    /// Waits for node `index` (0 for node 1) to exit by itself (after a drain), at most
+    /// `limit`.
+    pub async fn exited(&mut self, index: usize, limit: Duration) -> io::Result<()> {
+        let child = self
+            .children
+            .get_mut(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status.map(|_| ()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the node is still running",
+            )),
+        }
     }
 
     /// The nodes' process ids (for memory measurements).
@@ -201,6 +262,28 @@ impl RunningCluster {
             .get_mut(index)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
         child.kill().await
+    }
+
+    /// Starts node `index` (0 for node 1) again, on its ports and data directory, after it
+    /// exited (or was killed); returns once it answers `/healthz` with 200.
+    pub async fn restart(&mut self, index: usize) -> io::Result<()> {
+        let child = self.spawner.spawn(index)?;
+        let slot = self
+            .children
+            .get_mut(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
+        *slot = child;
+        wait_ready(self.nodes[index]).await
+    }
+
+    /// A rolling restart: each node in turn is stopped the way a deploy stops it (SIGTERM:
+    /// it drains) and started again, the next one only once it is healthy.
+    pub async fn roll(&mut self) -> io::Result<()> {
+        for index in 0..self.children.len() {
+            self.terminate(index).await?;
+            self.restart(index).await?;
+        }
+        Ok(())
     }
 
     /// Stop the balancer, then every node (SIGTERM, then a kill after a bounded wait), and

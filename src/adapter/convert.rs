@@ -9,7 +9,7 @@ use crate::engine::HandshakeInfo;
 use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
 use crate::rpc::pb::adapter as pb;
-use crate::socketio::{AckError, AckResponse, Handshake, Recovered, Selection, SocketDetails};
+use crate::socketio::{AckError, AckResponse, Handshake, Replayed, Selection, SocketDetails};
 
 pub(crate) fn values_to_pb(args: Vec<Value>) -> pb::Values {
     let Encoded { text, attachments } = sio::encode(&Packet::ack("/", 0, args));
@@ -59,18 +59,36 @@ pub(crate) fn selection_from_pb(selection: Option<pb::Selection>) -> (String, Se
     (s.mount, selection)
 }
 
-pub(crate) fn encoded_to_pb(packet: Encoded) -> pb::Missed {
-    pb::Missed {
-        packet: packet.text,
-        attachments: packet.attachments.into_iter().map(|a| a.to_vec()).collect(),
+pub(crate) fn replayed_to_pb(replayed: Option<Replayed>) -> pb::ReplayReply {
+    let Some(replayed) = replayed else {
+        return pb::ReplayReply::default();
+    };
+    pb::ReplayReply {
+        found: true,
+        missed: replayed
+            .missed
+            .into_iter()
+            .map(|packet| pb::EncodedPacket {
+                text: packet.text,
+                attachments: packet.attachments.into_iter().map(|a| a.to_vec()).collect(),
+            })
+            .collect(),
+        position: replayed.position,
     }
 }
 
-pub(crate) fn encoded_from_pb(missed: pb::Missed) -> Encoded {
-    Encoded {
-        text: missed.packet,
-        attachments: missed.attachments.into_iter().map(Bytes::from).collect(),
-    }
+pub(crate) fn replayed_from_pb(reply: pb::ReplayReply) -> Option<Replayed> {
+    reply.found.then(|| Replayed {
+        missed: reply
+            .missed
+            .into_iter()
+            .map(|packet| Encoded {
+                text: packet.text,
+                attachments: packet.attachments.into_iter().map(Bytes::from).collect(),
+            })
+            .collect(),
+        position: reply.position,
+    })
 }
 
 fn pairs_to_pb(pairs: Vec<(String, String)>) -> Vec<pb::Pair> {
@@ -146,28 +164,6 @@ pub(crate) fn ack_from_pb(answer: pb::SocketAck) -> AckResponse {
         socket_id: answer.socket_id,
         result,
     }
-}
-
-pub(crate) fn recovered_to_pb(recovered: Option<Recovered>) -> pb::RecoverReply {
-    match recovered {
-        Some(r) => pb::RecoverReply {
-            found: true,
-            sid: r.sid,
-            rooms: r.rooms,
-            data: Some(value_to_pb(r.data)),
-            missed: r.missed.into_iter().map(encoded_to_pb).collect(),
-        },
-        None => pb::RecoverReply::default(),
-    }
-}
-
-pub(crate) fn recovered_from_pb(reply: pb::RecoverReply) -> Option<Recovered> {
-    reply.found.then(|| Recovered {
-        sid: reply.sid,
-        rooms: reply.rooms,
-        data: value_from_pb(reply.data),
-        missed: reply.missed.into_iter().map(encoded_from_pb).collect(),
-    })
 }
 
 /// Milliseconds of a timeout, saturated.

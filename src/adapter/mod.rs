@@ -13,12 +13,14 @@
 //!   requests arrive at another node in the order they were made, and a join followed by a
 //!   broadcast to that room reaches the joined sockets. Everything is bounded: a full queue
 //!   drops new requests, a request older than [`AdapterConfig::max_age`] when its batch leaves
-//!   is dropped instead of delivered late, and a batch not confirmed within
-//!   [`AdapterConfig::deadline`] (or refused by a peer that cannot be reached) is given up.
-//!   Each case is counted. Delivery is at most once, like a pub/sub adapter's.
-//! - Listings, broadcasts with acks, server-side emits with acks and recovery look-ups ask
-//!   every member at once, each with a deadline; a recovery look-up returns as soon as the
-//!   member holding the session answers.
+//!   is dropped instead of delivered late, a batch the link cannot take or could not open a
+//!   stream for (the peer is restarting, say: nothing was sent) is tried again while it is
+//!   younger than that, and a batch not confirmed within [`AdapterConfig::deadline`] is given
+//!   up. Each loss is counted. Delivery is at most once, like a pub/sub adapter's.
+//! - Listings, broadcasts with acks and server-side emits with acks ask every member at once,
+//!   each with a deadline.
+//! - Connection state recovery takes a socket's saved state back from the registry (where its
+//!   node saved it when the connection was lost, or the cluster when the node was lost).
 //!
 //! It also keeps the registry's record of this node's sockets (namespace joins with socket ids
 //! and pids, rooms, data) up to date: each change is queued as one registry command, in order,
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -43,22 +45,22 @@ use tonic::{Status, Streaming};
 
 use crate::protocol::sio::Encoded;
 use crate::protocol::value::Value;
-use crate::registry::{Command, NodeId, Registry};
+use crate::registry::{self, Command, NodeId, Registry, Response};
 use crate::rpc::link::{LinkConfig, LinkError, LinkKind, LinkSpec};
 use crate::rpc::pb::adapter::adapter_client::AdapterClient;
 use crate::rpc::pb::adapter::{
-    AckRequest, ActRequest, AdapterReply, AdapterRequest, Batch, BroadcastRequest, Disconnect,
-    FetchRequest, RecoverRequest, ServerEventRequest, Tell, act_request, adapter_reply,
-    adapter_request, tell,
+    AckRequest, ActRequest, AdapterReply, AdapterRequest, Batch, BroadcastRequest, Checkpoint,
+    CheckpointsRequest, Disconnect, FetchRequest, ReplayRequest, ServerEventRequest, Tell,
+    act_request, adapter_reply, adapter_request, tell,
 };
 use crate::rpc::pb::link::Frame;
 use crate::rpc::{PeerChannel, Peers};
 use crate::socketio::{
-    AckError, AckResponse, Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast,
-    Selection, ServerEvent, SocketChange, SocketDetails,
+    AckError, AckResponse, Adapter, AdoptedSocket, Recovered, RemoteAckRequest, RemoteAction,
+    RemoteBroadcast, Replayed, Selection, ServerEvent, SocketChange, SocketDetails,
 };
 use convert::{
-    ack_from_pb, details_from_pb, millis, recovered_from_pb, selection_to_pb, values_from_pb,
+    ack_from_pb, details_from_pb, millis, replayed_from_pb, selection_to_pb, values_from_pb,
     values_to_pb,
 };
 
@@ -70,9 +72,15 @@ const PEER_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 256;
 /// A batch stops growing past this many bytes (a larger request still travels alone).
 const BATCH_BYTES: usize = 256 * 1024;
+/// How long a batch that could not be put on its link waits before it is tried again.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
 /// Batches on their way to one peer at once.
 const MAX_IN_FLIGHT: usize = 8;
-/// How long a listing or a recovery look-up waits for a peer.
+/// How often a recovery look-up asks again while the socket is still recorded as connected,
+/// and how long it waits in between.
+const LIVE_TAKE_ATTEMPTS: u32 = 10;
+const LIVE_TAKE_PAUSE: Duration = Duration::from_millis(100);
+/// How long a listing waits for a peer.
 const PEER_DEADLINE: Duration = Duration::from_secs(5);
 /// How much longer than the emit's timeout a peer's ack report may take: the peer reports at
 /// the timeout at the latest.
@@ -142,6 +150,7 @@ pub struct GrpcAdapter {
     link: LinkSpec,
     queues: Mutex<HashMap<NodeId, mpsc::Sender<Queued>>>,
     losses: Arc<Losses>,
+    checkpoints: Checkpoints,
 }
 
 impl GrpcAdapter {
@@ -152,8 +161,10 @@ impl GrpcAdapter {
         peers: Peers,
         registry: Registry,
         config: AdapterConfig,
+        checkpoints: Checkpoints,
     ) -> Self {
         GrpcAdapter {
+            checkpoints,
             node,
             mount: mount.to_owned(),
             peers,
@@ -299,6 +310,9 @@ fn open_link(
 }
 
 /// The sending task of one peer's queue.
+/// A batch that could not be sent, with when its oldest request was made.
+type Unsent = Option<(Vec<Tell>, Instant)>;
+
 struct Sender {
     peer: NodeId,
     peers: Peers,
@@ -311,21 +325,41 @@ impl Sender {
     /// Takes what has queued up as one batch, puts it on the link (in order, with at most
     /// [`MAX_IN_FLIGHT`] batches unconfirmed), until the adapter is dropped.
     async fn run(self, mut queue: mpsc::Receiver<Queued>) {
-        let mut in_flight = FuturesUnordered::new();
+        // Confirmations in order: a batch that comes back unsent is put on the link again
+        // before the ones behind it come back too.
+        let mut in_flight = FuturesOrdered::new();
         loop {
-            let first = tokio::select! {
+            let (batch, oldest) = tokio::select! {
                 next = queue.recv(), if in_flight.len() < MAX_IN_FLIGHT => match next {
-                    Some(first) => first,
+                    Some(first) => {
+                        let oldest = first.at;
+                        (self.batch(first, &mut queue), oldest)
+                    }
                     None => break,
                 },
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                Some(unsent) = in_flight.next(), if !in_flight.is_empty() => match unsent {
+                    Some(unsent) => unsent,
+                    None => continue,
+                },
             };
-            let batch = self.batch(first, &mut queue);
             if batch.is_empty() {
                 continue;
             }
-            if let Some(confirmed) = self.put(batch) {
-                in_flight.push(confirmed);
+            // A peer that cannot be reached (restarting, say) gets the batch once it can,
+            // while the batch is young enough; what queues meanwhile waits behind it.
+            loop {
+                match self.put(&batch, oldest) {
+                    Some(confirmed) => in_flight.push_back(confirmed),
+                    None if oldest.elapsed() + RESEND_PAUSE < self.config.max_age => {
+                        tokio::time::sleep(RESEND_PAUSE).await;
+                        continue;
+                    }
+                    None => {
+                        let count = batch.len() as u64;
+                        self.losses.unconfirmed.fetch_add(count, Ordering::Relaxed);
+                    }
+                }
+                break;
             }
         }
         while in_flight.next().await.is_some() {}
@@ -355,13 +389,15 @@ impl Sender {
         tells
     }
 
-    /// Puts a batch on the link at once; returns the wait for its confirmation, which counts
-    /// it as unconfirmed if it fails.
-    fn put(&self, tells: Vec<Tell>) -> Option<BoxFuture<'static, ()>> {
+    /// Puts a batch (whose oldest request was made at `oldest`) on the link at once; returns
+    /// the wait for its confirmation, which gives the batch back when no stream to the peer
+    /// could be opened (nothing was sent) and it is young enough to try again, and otherwise
+    /// counts a failure as unconfirmed; or `None` when the link could not take it.
+    fn put(&self, tells: &[Tell], oldest: Instant) -> Option<BoxFuture<'static, Unsent>> {
         let count = tells.len() as u64;
         let batch = Batch {
-            tells,
-            sent_ms: unix_millis(),
+            tells: tells.to_vec(),
+            sent_ms: registry::unix_millis(),
             max_age_ms: millis(self.config.max_age),
         };
         let request: Bytes = AdapterRequest {
@@ -375,20 +411,80 @@ impl Sender {
             .ok_or(LinkError::UnknownPeer(self.peer))
             .and_then(|link| link.send(request));
         let (peer, deadline, losses) = (self.peer, self.config.deadline, self.losses.clone());
+        let (tells, max_age) = (tells.to_vec(), self.config.max_age);
         let reply = match sent {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(peer, %e, "adapter batch not sent");
-                losses.unconfirmed.fetch_add(count, Ordering::Relaxed);
                 return None;
             }
         };
         Some(Box::pin(async move {
-            if let Err(e) = reply.wait(deadline).await {
-                tracing::debug!(peer, %e, "adapter batch not confirmed");
-                losses.unconfirmed.fetch_add(count, Ordering::Relaxed);
+            match reply.wait(deadline).await {
+                Ok(_) => None,
+                Err(LinkError::Unreachable(_)) if oldest.elapsed() + RESEND_PAUSE < max_age => {
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                    Some((tells, oldest))
+                }
+                Err(e) => {
+                    tracing::debug!(peer, %e, "adapter batch not confirmed");
+                    losses.unconfirmed.fetch_add(count, Ordering::Relaxed);
+                    None
+                }
             }
         }))
+    }
+}
+
+/// Most sessions whose checkpoints a node keeps; past it, those not updated for a minute go.
+const MAX_CHECKPOINTED: usize = 200_000;
+const CHECKPOINT_KEPT: Duration = Duration::from_secs(60);
+
+/// What the polling clients of the other nodes are known to have received, by session and
+/// namespace (see [`Adapter::checkpoint`]): kept on every node, so that whichever node takes a
+/// lost node's session over replays from there. Cheap to clone; clones share the table.
+#[derive(Clone, Default)]
+pub struct Checkpoints(Arc<Mutex<HashMap<String, Checkpointed>>>);
+
+/// One session's checkpoints: received offsets by namespace, and when they last changed.
+type Checkpointed = (HashMap<String, String>, Instant);
+
+impl Checkpoints {
+    fn put(&self, session: String, nsp: String, received: String) {
+        let Ok(mut table) = self.0.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if table.len() >= MAX_CHECKPOINTED && !table.contains_key(&session) {
+            table.retain(|_, (_, at)| now.duration_since(*at) < CHECKPOINT_KEPT);
+            if table.len() >= MAX_CHECKPOINTED {
+                return;
+            }
+        }
+        let (namespaces, at) = table
+            .entry(session)
+            .or_insert_with(|| (HashMap::new(), now));
+        namespaces.insert(nsp, received);
+        *at = now;
+    }
+
+    /// The checkpoints of `session`.
+    fn get(&self, session: &str) -> HashMap<String, String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|table| table.get(session).map(|(namespaces, _)| namespaces.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The checkpoints of `session`, taken out.
+    fn take(&self, session: &str) -> HashMap<String, String> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut table| table.remove(session))
+            .map(|(namespaces, _)| namespaces)
+            .unwrap_or_default()
     }
 }
 
@@ -400,7 +496,7 @@ impl Adapter for GrpcAdapter {
             packet: text,
             attachments: attachments.into_iter().map(|a| a.to_vec()).collect(),
             volatile: broadcast.volatile,
-            offset: broadcast.offset.unwrap_or_default(),
+            stamp: broadcast.stamp.unwrap_or_default(),
         }));
     }
 
@@ -440,6 +536,31 @@ impl Adapter for GrpcAdapter {
         })
     }
 
+    fn replay(
+        &self,
+        nsp: &str,
+        seen: &str,
+        rooms: Vec<String>,
+    ) -> BoxFuture<'static, Option<Replayed>> {
+        let request = adapter_request::Kind::Replay(ReplayRequest {
+            mount: self.mount.clone(),
+            nsp: nsp.to_owned(),
+            seen: seen.to_owned(),
+            rooms,
+        });
+        let mut replies = self.ask_all(request, PEER_DEADLINE);
+        Box::pin(async move {
+            while let Some(reply) = replies.next().await {
+                if let Ok(adapter_reply::Kind::Replay(reply)) = reply
+                    && let Some(replayed) = replayed_from_pb(reply)
+                {
+                    return Some(replayed);
+                }
+            }
+            None
+        })
+    }
+
     fn broadcast_with_ack(
         &self,
         request: RemoteAckRequest,
@@ -470,22 +591,42 @@ impl Adapter for GrpcAdapter {
         })
     }
 
-    fn recover(&self, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Recovered>> {
-        let request = adapter_request::Kind::Recover(RecoverRequest {
-            mount: self.mount.clone(),
-            nsp: nsp.to_owned(),
-            pid: pid.to_owned(),
-            offset: offset.to_owned(),
-        });
-        let mut replies = self.ask_all(request, PEER_DEADLINE);
-        // A pid is held by one node at most: the first that has it is the one, and the others
-        // are not waited for.
+    fn recover(
+        &self,
+        nsp: &str,
+        pid: &str,
+        max_age: Duration,
+    ) -> BoxFuture<'static, Option<Recovered>> {
+        let registry = self.registry.clone();
+        let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
         Box::pin(async move {
-            while let Some(reply) = replies.next().await {
-                if let Ok(adapter_reply::Kind::Recover(found)) = reply
-                    && let Some(recovered) = recovered_from_pb(found)
-                {
-                    return Some(recovered);
+            // A pid still bound to a connected socket: its node has not yet seen the
+            // connection go (or is gone itself). The client came back, so the old connection
+            // is dead to it: wait a moment for the old node's record, then take the state as
+            // it stands.
+            for attempt in 0..=LIVE_TAKE_ATTEMPTS {
+                let take = Command::TakeSocket {
+                    pid: pid.clone(),
+                    nsp: nsp.clone(),
+                    now_ms: registry::unix_millis(),
+                    max_age_ms: millis(max_age),
+                    live: attempt == LIVE_TAKE_ATTEMPTS,
+                };
+                match registry.write(take).await {
+                    Ok(Response::Taken(saved)) => {
+                        return Some(Recovered {
+                            sid: saved.socket_id,
+                            rooms: saved.rooms.into_iter().collect(),
+                            data: Value::from(saved.data),
+                            was_connected: attempt == LIVE_TAKE_ATTEMPTS,
+                        });
+                    }
+                    Ok(Response::Live { .. }) => tokio::time::sleep(LIVE_TAKE_PAUSE).await,
+                    Ok(_) => return None,
+                    Err(e) => {
+                        tracing::debug!(%e, "recovery look-up failed");
+                        return None;
+                    }
                 }
             }
             None
@@ -526,13 +667,52 @@ impl Adapter for GrpcAdapter {
     fn changed(&self, change: SocketChange) {
         self.registry.record(change_to_command(change));
     }
-}
 
-/// Milliseconds since the Unix epoch (0 for a clock before it).
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, millis)
+    fn checkpoint(&self, session: &str, nsp: &str, received: String) {
+        self.send(tell::Kind::Checkpoint(Checkpoint {
+            session: session.to_owned(),
+            nsp: nsp.to_owned(),
+            received,
+        }));
+    }
+
+    fn adopt(&self, session: &str) -> BoxFuture<'static, Vec<AdoptedSocket>> {
+        let mut received = self.checkpoints.take(session);
+        let Some(record) = self.registry.session(session) else {
+            return Box::pin(async { Vec::new() });
+        };
+        // A node that restarted since the session's checkpoints went out asks the others.
+        let asked = (received.is_empty() && !record.namespaces.is_empty()).then(|| {
+            let request = adapter_request::Kind::Checkpoints(CheckpointsRequest {
+                session: session.to_owned(),
+            });
+            self.ask_all(request, PEER_DEADLINE)
+        });
+        Box::pin(async move {
+            if let Some(mut replies) = asked {
+                while let Some(reply) = replies.next().await {
+                    if let Ok(adapter_reply::Kind::Checkpoints(reply)) = reply
+                        && !reply.received.is_empty()
+                    {
+                        received = reply.received;
+                        break;
+                    }
+                }
+            }
+            record
+                .namespaces
+                .into_iter()
+                .map(|(nsp, socket)| AdoptedSocket {
+                    received: received.remove(&nsp),
+                    nsp,
+                    id: socket.socket_id,
+                    pid: socket.pid,
+                    rooms: socket.rooms.into_iter().collect(),
+                    data: Value::from(socket.data),
+                })
+                .collect()
+        })
+    }
 }
 
 /// The registry command that records a change of a socket.
@@ -573,7 +753,20 @@ fn change_to_command(change: SocketChange) -> Command {
                 _ => Command::Batch(commands),
             }
         }
-        SocketChange::Left { session, nsp } => Command::LeaveNamespace { sid: session, nsp },
+        SocketChange::Left {
+            session,
+            nsp,
+            saved: false,
+        } => Command::LeaveNamespace { sid: session, nsp },
+        SocketChange::Left {
+            session,
+            nsp,
+            saved: true,
+        } => Command::SaveSocket {
+            sid: session,
+            nsp,
+            at_ms: registry::unix_millis(),
+        },
         SocketChange::JoinedRooms {
             session,
             nsp,

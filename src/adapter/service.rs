@@ -16,17 +16,18 @@ use futures::future::BoxFuture;
 use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Checkpoints;
 use super::convert::{
-    ack_to_pb, details_to_pb, recovered_to_pb, selection_from_pb, values_from_pb, values_to_pb,
+    ack_to_pb, details_to_pb, replayed_to_pb, selection_from_pb, values_from_pb, values_to_pb,
 };
-use super::unix_millis;
 use crate::protocol::sio::Encoded;
+use crate::registry::unix_millis;
 use crate::rpc::link::{self, Ended, Replies, Serve, Served};
 use crate::rpc::pb::adapter::adapter_server::{Adapter, AdapterServer};
 use crate::rpc::pb::adapter::{
     AckReply, AckRequest, ActRequest, AdapterReply, AdapterRequest, Batch, BroadcastRequest,
-    Delivered, FetchReply, ServerEventReply, ServerEventRequest, act_request, adapter_reply,
-    adapter_request, tell,
+    CheckpointsReply, Delivered, FetchReply, ServerEventReply, ServerEventRequest, act_request,
+    adapter_reply, adapter_request, tell,
 };
 use crate::rpc::pb::link::Frame;
 use crate::socketio::{RemoteAckRequest, RemoteAction, RemoteBroadcast, ServerEvent, SocketIo};
@@ -58,10 +59,12 @@ impl AdapterService {
     /// `max_message` bytes, and its counters.
     pub fn server(
         servers: HashMap<String, SocketIo>,
+        checkpoints: Checkpoints,
         max_message: usize,
     ) -> (AdapterServer<AdapterService>, AdapterServed) {
         let servers = Arc::new(Servers {
             by_mount: servers,
+            checkpoints,
             expired: AtomicU64::new(0),
         });
         let served = AdapterServed {
@@ -98,6 +101,7 @@ impl Adapter for AdapterService {
 /// The local Socket.IO servers, by mount path.
 struct Servers {
     by_mount: HashMap<String, SocketIo>,
+    checkpoints: Checkpoints,
     /// Requests of batches that arrived too late.
     expired: AtomicU64,
 }
@@ -160,9 +164,14 @@ impl Serve for Stream {
                     })
                 })
             }
-            adapter_request::Kind::Recover(r) => servers.io(&r.mount).map(|io| {
-                let recovered = io.recover_local(&r.nsp, &r.pid, &r.offset);
-                adapter_reply::Kind::Recover(recovered_to_pb(recovered))
+            adapter_request::Kind::Checkpoints(r) => {
+                Ok(adapter_reply::Kind::Checkpoints(CheckpointsReply {
+                    received: servers.checkpoints.get(&r.session),
+                }))
+            }
+            adapter_request::Kind::Replay(r) => servers.io(&r.mount).map(|io| {
+                let replayed = io.replay_local(&r.nsp, &r.seen, &r.rooms);
+                adapter_reply::Kind::Replay(replayed_to_pb(replayed))
             }),
             adapter_request::Kind::Ack(ack) => return later(servers.ack(ack)),
             adapter_request::Kind::ServerEvent(event) => {
@@ -186,6 +195,10 @@ impl Servers {
             tell::Kind::Broadcast(request) => self.broadcast(request).is_ok(),
             tell::Kind::Act(request) => self.act(request).is_ok(),
             tell::Kind::ServerEvent(request) => self.server_event_now(request).is_ok(),
+            tell::Kind::Checkpoint(c) => {
+                self.checkpoints.put(c.session, c.nsp, c.received);
+                true
+            }
         }
     }
 
@@ -198,7 +211,7 @@ impl Servers {
                 attachments: request.attachments.into_iter().map(Bytes::from).collect(),
             },
             volatile: request.volatile,
-            offset: Some(request.offset).filter(|o| !o.is_empty()),
+            stamp: Some(request.stamp).filter(|o| !o.is_empty()),
         };
         Ok(self.io(&mount)?.deliver_local(&broadcast))
     }

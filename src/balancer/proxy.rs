@@ -135,20 +135,30 @@ impl Proxy {
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            let e = match self.client.request(outgoing).await {
-                Ok(response) => break response,
-                Err(e) => e,
+            let result = self.client.request(outgoing).await;
+            // A backend that takes no new session (draining) or cannot reach a session's
+            // owner: another may. Left out until its probe says it is healthy again.
+            let unavailable = matches!(&result, Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE)
+                && idempotent
+                && attempt < backends
+                && next_try.is_some();
+            let failure = match result {
+                Ok(response) if !unavailable => break response,
+                Ok(_) => "503".to_owned(),
+                Err(e) => e.to_string(),
             };
-            // Nothing came back from this backend: it is gone or going (a refused connect, a
-            // connection that closed under a parked request). Leave it out until it is
-            // healthy again.
+            // Nothing usable came back from this backend: it is gone or going (a refused
+            // connect, a connection that closed under a parked request, a drain). Leave it
+            // out until it is healthy again.
             if self.router.mark_down(index, Duration::ZERO) {
-                tracing::warn!(backend = %backend.addr, "backend down: {e}");
+                tracing::warn!(backend = %backend.addr, "backend down: {failure}");
             }
-            tracing::debug!(backend = %backend.addr, attempt, "request failed: {e}");
-            let again = (e.is_connect() || idempotent) && attempt < backends;
+            tracing::debug!(backend = %backend.addr, attempt, "request failed: {failure}");
+            // A POST too: an Engine.IO backend that died with it may have applied it, but its
+            // session went with it (the cluster starts it afresh elsewhere), and failing it
+            // would end the client's session. At least once, rather than at most once.
             match next_try {
-                Some(next) if again => {
+                Some(next) if attempt < backends => {
                     body = next;
                     attempt += 1;
                     index = self.router.next_up_after(index);

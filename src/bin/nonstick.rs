@@ -42,6 +42,9 @@ enum Command {
     Balancer(Balancer),
     /// Read or change the membership of a running cluster.
     Member(Member),
+    /// Drain a node of a running cluster and stop it (as SIGTERM does): its sessions move to
+    /// the other nodes.
+    Drain(Drain),
     /// Load-test a server, or compare setups in one run.
     Bench(Bench),
 }
@@ -163,6 +166,20 @@ struct Member {
     secret_file: Option<PathBuf>,
 }
 
+/// Drain a node of a running cluster and stop it.
+#[derive(clap::Args)]
+struct Drain {
+    /// The node's id.
+    #[arg(long)]
+    node: u64,
+    /// gRPC address of any member.
+    #[arg(long)]
+    via: String,
+    /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum MemberAction {
     /// List the members, voters and learners, and the leader.
@@ -190,7 +207,9 @@ enum MemberAction {
     },
 }
 
-/// A local cluster: node processes behind the embedded balancer.
+/// A local cluster: node processes behind the embedded balancer. SIGHUP restarts the nodes one
+/// by one (each drains, starts again on its data directory and is healthy before the next): a
+/// rolling deploy to watch on the chat page.
 #[derive(clap::Args)]
 struct Cluster {
     /// How many nodes.
@@ -307,6 +326,18 @@ async fn node(args: Node) -> io::Result<()> {
     serve_built_in(builder, &args.app).await
 }
 
+async fn drain(args: Drain) -> io::Result<()> {
+    let secret = nonstick::node::secret(args.secret_file.as_ref())?;
+    nonstick::registry::admin::drain(&args.via, secret, args.node)
+        .await
+        .map_err(|status| io::Error::other(status.message().to_owned()))?;
+    println!(
+        "node {} is draining; it stops once its sessions have moved",
+        args.node
+    );
+    Ok(())
+}
+
 async fn member(args: Member) -> io::Result<()> {
     let via = args
         .via
@@ -350,14 +381,32 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         node_args: args.node_args,
         quiet: false,
     };
-    let running = launch::start(plan).await?;
+    let mut running = launch::start(plan).await?;
     if let Some(addr) = running.addr() {
         println!(
             "cluster of {} nodes behind {addr} ({}): http://{addr}/",
             args.nodes, args.balancer
         );
     }
-    nonstick::node::shutdown_signal().await;
+    println!(
+        "SIGHUP (kill -HUP {}) restarts the nodes one by one",
+        std::process::id()
+    );
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let stop = nonstick::node::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(()) = hangups.recv() => {
+                println!("rolling restart: each node drains, starts again, and is healthy before the next");
+                match running.roll().await {
+                    Ok(()) => println!("rolling restart done"),
+                    Err(e) => eprintln!("rolling restart stopped: {e}"),
+                }
+            }
+        }
+    }
     running.shutdown().await
 }
 
@@ -516,6 +565,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => runtime.block_on(cluster(args)),
         Command::Balancer(args) => runtime.block_on(balancer(args)),
         Command::Member(args) => runtime.block_on(member(args)),
+        Command::Drain(args) => runtime.block_on(drain(args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
     };
     match result {

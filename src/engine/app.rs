@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use super::session::Session;
 
@@ -206,6 +207,14 @@ pub trait Application: Send + Sync + 'static {
         let _ = state;
         self.on_open(conn)
     }
+
+    /// The state to resume session `sid` with ([`Application::on_move_in`]) when this node
+    /// takes it over from a node that was lost, gathered from what the cluster kept of it.
+    /// Nothing by default.
+    fn adoption(&self, sid: &str) -> BoxFuture<'static, Option<Vec<u8>>> {
+        let _ = sid;
+        Box::pin(async { None })
+    }
 }
 
 /// Per-session callbacks. Called in packet order, never concurrently for one session.
@@ -215,6 +224,9 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// The session moved from long-polling to its websocket (an upgrade completed). Nothing
     /// by default.
     fn on_upgrade(&self) {}
+    /// A long-poll GET arrived: the client has received whatever the previous GET carried
+    /// (it polls again only once it has). Nothing by default.
+    fn on_poll(&self) {}
     /// The session ended. Called exactly once, unless the session moved.
     fn on_close(&self, reason: CloseReason);
     /// The session leaves this node for another ([`crate::engine::Engine::move_out`]):

@@ -36,6 +36,11 @@ pub enum EngineError {
     /// The handshake was refused, e.g. the session limit is reached (code 4, HTTP 403).
     #[error("Forbidden")]
     Forbidden,
+    /// The server takes no new session now: it is draining (its sessions move to other
+    /// nodes), so the client should open one elsewhere (code 4, HTTP 503, which balancers
+    /// retry on another backend).
+    #[error("Server unavailable: not taking new sessions")]
+    Unavailable,
     /// `EIO` is not `4` (code 5).
     #[error("Unsupported protocol version")]
     UnsupportedProtocolVersion,
@@ -57,7 +62,7 @@ impl EngineError {
             | EngineError::ConcurrentPost
             | EngineError::BadPacket
             | EngineError::BinaryBody => 3,
-            EngineError::Forbidden => 4,
+            EngineError::Forbidden | EngineError::Unavailable => 4,
             EngineError::UnsupportedProtocolVersion => 5,
             EngineError::PayloadTooLarge => return None,
         })
@@ -67,6 +72,7 @@ impl EngineError {
     pub fn status(&self) -> u16 {
         match self {
             EngineError::Forbidden => 403,
+            EngineError::Unavailable => 503,
             EngineError::PayloadTooLarge => 413,
             _ => 400,
         }

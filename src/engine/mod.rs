@@ -242,6 +242,15 @@ impl Engine {
             .collect()
     }
 
+    /// The node that forwarded long-polls over `via` is gone (its stream ended): the answers
+    /// it may not have delivered are queued again (see `Session::answer_lost`).
+    pub fn answers_lost(&self, via: Via) {
+        let sessions: Vec<_> = self.shared.sessions().values().cloned().collect();
+        for session in sessions {
+            session.answer_lost(via);
+        }
+    }
+
     /// Closes the session `sid` from the server side, as [`Connection::close`] would.
     pub fn close(&self, sid: &str, reason: CloseReason) {
         if let Some(session) = self.session(sid) {
@@ -294,6 +303,9 @@ impl Engine {
         }
         if req.eio.as_deref() != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable);
         }
         Ok(Route::Open(transport))
     }
@@ -518,6 +530,12 @@ impl Engine {
     pub async fn move_out(&self, sid: &str) -> Result<SessionImage, MoveError> {
         let session = self.session(sid).ok_or(MoveError::UnknownSid)?;
         session.move_out().await
+    }
+
+    /// What the application resumes `sid` with when this node takes it over from a node that
+    /// was lost ([`Application::adoption`]).
+    pub fn adoption(&self, sid: &str) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> {
+        self.shared.app.adoption(sid)
     }
 
     /// Resumes a session that left another node ([`Engine::move_out`]): same sid, the packets

@@ -89,6 +89,14 @@ pub(crate) struct State {
     linger: bool,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
+    /// The last long-poll answer, while it may still be on its way to the client through
+    /// another node (which may die with it): until the client's next GET arrives, which it
+    /// sends only once it has the answer.
+    unconfirmed: Option<(Via, Vec<Packet>)>,
+    /// Closed for a move whose handler is still giving up its state: what the application
+    /// sends meanwhile still joins the queue that moves (its recovery position, taken in that
+    /// hand-over, counts it as sent).
+    moving: bool,
 }
 
 /// A close that happened under the state lock and whose effects must run outside it.
@@ -148,6 +156,8 @@ impl Session {
             // Timers start when the session is created, before the open packet is sent.
             next_ping: Some(now + config.ping_interval),
             pong_deadline: None,
+            unconfirmed: None,
+            moving: false,
         };
         Session {
             sid,
@@ -211,7 +221,7 @@ impl Session {
     /// Queues messages contiguously, or none of them.
     pub(crate) fn send(self: &Arc<Self>, msgs: Vec<Message>) -> Result<(), SendError> {
         let mut st = self.lock();
-        if st.closed.is_some() {
+        if st.closed.is_some() && !st.moving {
             return Err(SendError::Closed);
         }
         let bytes = msgs
@@ -242,6 +252,35 @@ impl Session {
         drop(st);
         self.changed.notify_waiters();
         Ok(())
+    }
+
+    /// The node that forwarded this session's long-polls over `via` is gone: an answer still
+    /// unconfirmed on that way is queued again, in front, for the client's next GET. The
+    /// client may have received it already (then it gets it twice), but it is not lost.
+    pub(crate) fn answer_lost(&self, via: Via) {
+        let mut st = self.lock();
+        if st.closed.is_some() || st.upgrade == Upgrade::Done {
+            return;
+        }
+        let Some(packets) = st
+            .unconfirmed
+            .take_if(|(way, _)| *way == via)
+            .map(|(_, packets)| packets)
+        else {
+            return;
+        };
+        for packet in packets.into_iter().rev() {
+            if let Packet::Text(text) = &packet {
+                st.queued_messages += 1;
+                st.queued_bytes += text.len();
+            } else if let Packet::Binary(bytes) = &packet {
+                st.queued_messages += 1;
+                st.queued_bytes += bytes.len();
+            }
+            st.queue.push_front(packet);
+        }
+        drop(st);
+        self.changed.notify_waiters();
     }
 
     /// Takes every queued packet, for a transport that is about to write them.
@@ -345,7 +384,7 @@ impl Session {
         if self.handler().is_some_and(|h| !h.movable()) {
             return Err(MoveError::Busy);
         }
-        let (queue, next_ping_in, pong_due_in) = {
+        let (next_ping_in, pong_due_in) = {
             let mut st = self.lock();
             if st.closed.is_some() {
                 return Err(MoveError::UnknownSid);
@@ -360,9 +399,9 @@ impl Session {
             st.closed = Some(CloseReason::Moved);
             let next_ping_in = st.next_ping.take().map(|at| at - now.min(at));
             let pong_due_in = st.pong_deadline.take().map(|at| at - now.min(at));
-            let queue = Self::take_queue(&mut st);
             st.final_payload = Some(vec![Packet::Noop]);
-            (queue, next_ping_in, pong_due_in)
+            st.moving = true;
+            (next_ping_in, pong_due_in)
         };
         self.changed.notify_waiters();
         self.heartbeat_wake.notify_waiters();
@@ -375,13 +414,20 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        let app = handler.and_then(|h| h.on_move());
+        // Taken after the handler let go: whatever it was sent until then moves too.
+        let queue = {
+            let mut st = self.lock();
+            st.moving = false;
+            Self::take_queue(&mut st)
+        };
         Ok(SessionImage {
             sid: self.sid.to_string(),
             handshake: self.handshake.clone(),
             queue,
             next_ping_in,
             pong_due_in,
-            app: handler.and_then(|h| h.on_move()),
+            app,
         })
     }
 
@@ -512,6 +558,9 @@ impl Session {
         via: Via,
         gone: impl Future<Output = ()>,
     ) -> Result<Option<String>, EngineError> {
+        if let Some(handler) = self.handler() {
+            handler.on_poll();
+        }
         // Set the first time this GET has to wait, so the common case reads no clock.
         let mut grace_until = None;
         let id = loop {
@@ -519,6 +568,8 @@ impl Session {
             tokio::pin!(changed);
             {
                 let mut st = self.enter(Transport::Polling)?;
+                // The client polls again only once it has the previous answer.
+                st.unconfirmed = None;
                 if st.closed.is_some() {
                     if st.linger
                         && let Some(packets) = st.final_payload.take()
@@ -598,7 +649,11 @@ impl Session {
                 if !st.queue.is_empty() {
                     guard.release(&mut st);
                     let packets = Self::take_queue(&mut st);
-                    return Ok(Some(eio::encode_payload(&packets)));
+                    let answer = eio::encode_payload(&packets);
+                    if via != Via::LOCAL {
+                        st.unconfirmed = Some((via, packets));
+                    }
+                    return Ok(Some(answer));
                 }
                 if st.upgrade == Upgrade::Probing {
                     // The client finishes its pending requests before it sends `5`.

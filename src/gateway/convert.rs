@@ -62,6 +62,7 @@ pub(crate) fn error_to_pb(e: &EngineError) -> u32 {
         EngineError::Forbidden => 9,
         EngineError::UnsupportedProtocolVersion => 10,
         EngineError::PayloadTooLarge => 11,
+        EngineError::Unavailable => 12,
     }
 }
 
@@ -78,6 +79,7 @@ pub(crate) fn error_from_pb(code: u32) -> EngineError {
         9 => EngineError::Forbidden,
         10 => EngineError::UnsupportedProtocolVersion,
         11 => EngineError::PayloadTooLarge,
+        12 => EngineError::Unavailable,
         // 3, and anything a newer peer may send.
         _ => EngineError::BadRequest,
     }

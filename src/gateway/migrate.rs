@@ -63,6 +63,57 @@ pub enum MigrateError {
     },
 }
 
+impl Gateway {
+    /// A session the registry gave this node after its owner was lost ([`Command::TakeOver`])
+    /// that this node does not hold: started here, once, on its first request, with an empty
+    /// queue and what the cluster kept of its sockets (`Application::adoption`; requests for
+    /// it wait meanwhile). What the lost node had queued is gone.
+    /// Until this process has taken over what an earlier one left (its registry may not even
+    /// have caught up with the records yet), any session it does not hold may be one of
+    /// those: that is waited for (up to `OWNER_WAIT`).
+    pub(crate) async fn adopt(&self, mount: &str, sid: &str) {
+        let (Some(cluster), Some(engine)) = (&self.inner.cluster, self.engine(mount)) else {
+            return;
+        };
+        if engine.has_session(sid) {
+            return;
+        }
+        let mut reclaimed = cluster.reclaimed.subscribe();
+        let _ = tokio::time::timeout(super::OWNER_WAIT, reclaimed.wait_for(|done| *done)).await;
+        let given = cluster
+            .registry
+            .session(sid)
+            .is_some_and(|r| r.taken_over && r.owner == cluster.node);
+        if !given || engine.has_session(sid) {
+            return;
+        }
+        if !self.inner.moves.adopt(sid) {
+            // Being started by another request: wait for it.
+            self.inner.moves.settled(sid).await;
+            return;
+        }
+        let image = SessionImage {
+            sid: sid.to_owned(),
+            handshake: Default::default(),
+            queue: Vec::new(),
+            next_ping_in: Some(engine.config().ping_interval),
+            pong_due_in: None,
+            app: engine.adoption(sid).await,
+        };
+        let started = engine.move_in(image);
+        self.inner.moves.adopted(sid);
+        match started {
+            Ok(()) => {
+                self.inner
+                    .counters
+                    .taken_over
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(sid, %e, "taken-over session not started"),
+        }
+    }
+}
+
 /// The sessions this node moved away, or is moving.
 #[derive(Default)]
 pub(crate) struct Moves {
@@ -74,6 +125,8 @@ enum Entry {
     InFlight(Arc<Notify>),
     /// Moved to this node, with this epoch, at this time.
     Moved(NodeId, u64, Instant),
+    /// Taken over here, at this time, from a node that was lost.
+    Adopted(Instant),
 }
 
 impl Moves {
@@ -87,10 +140,39 @@ impl Moves {
         if matches!(entries.get(sid), Some(Entry::InFlight(_))) {
             return false;
         }
-        let now = Instant::now();
-        entries.retain(|_, e| !matches!(e, Entry::Moved(_, _, at) if now - *at > REMEMBER));
+        Self::forget_old(&mut entries);
         entries.insert(sid.to_owned(), Entry::InFlight(Arc::new(Notify::new())));
         true
+    }
+
+    fn forget_old(entries: &mut HashMap<String, Entry>) {
+        let now = Instant::now();
+        entries.retain(|_, e| match e {
+            Entry::Moved(_, _, at) | Entry::Adopted(at) => now - *at <= REMEMBER,
+            Entry::InFlight(_) => true,
+        });
+    }
+
+    /// Marks `sid` being taken over here; false if this node moved or took it before (a
+    /// session is started afresh from the registry at most once).
+    fn adopt(&self, sid: &str) -> bool {
+        let mut entries = self.lock();
+        if entries.contains_key(sid) {
+            return false;
+        }
+        Self::forget_old(&mut entries);
+        entries.insert(sid.to_owned(), Entry::InFlight(Arc::new(Notify::new())));
+        true
+    }
+
+    /// Ends the take-over of `sid` begun by [`adopt`](Self::adopt).
+    fn adopted(&self, sid: &str) {
+        let previous = self
+            .lock()
+            .insert(sid.to_owned(), Entry::Adopted(Instant::now()));
+        if let Some(Entry::InFlight(done)) = previous {
+            done.notify_waiters();
+        }
     }
 
     /// Ends the move of `sid`: moved to `to` with an epoch, or (`None`) back here.
@@ -113,7 +195,7 @@ impl Moves {
         let until = Instant::now() + MOVE_WAIT;
         loop {
             let done = match self.lock().get(sid) {
-                None => return None,
+                None | Some(Entry::Adopted(_)) => return None,
                 Some(Entry::Moved(node, epoch, _)) => return Some((*node, *epoch)),
                 Some(Entry::InFlight(done)) => done.clone(),
             };

@@ -47,6 +47,13 @@ const FORWARD_MARGIN: Duration = Duration::from_secs(5);
 /// Nodes a forwarded request may be sent to, following "moved to" answers.
 const MAX_HOPS: usize = 3;
 
+/// How long a forwarded request waits for an owner that cannot be reached to come back or to
+/// be replaced: past the registry's take-over of a lost node (`takeover_after`, plus an
+/// election if it was the leader).
+const OWNER_WAIT: Duration = Duration::from_secs(15);
+/// How often it looks again meanwhile.
+const OWNER_RETRY: Duration = Duration::from_millis(200);
+
 /// Room for the fields of a forwarded request around its body (mount, sid, headers).
 const REQUEST_FIELDS: usize = 64 * 1024;
 
@@ -103,6 +110,7 @@ struct Counters {
     pulls: AtomicU64,
     moved_out: AtomicU64,
     moved_in: AtomicU64,
+    taken_over: AtomicU64,
 }
 
 /// A snapshot of a gateway's counters.
@@ -117,6 +125,8 @@ pub struct GatewayCounts {
     pub moved_out: u64,
     /// Sessions another node moved here.
     pub moved_in: u64,
+    /// Sessions started here after the registry gave them to this node, their owner lost.
+    pub taken_over: u64,
 }
 
 struct Cluster {
@@ -126,6 +136,9 @@ struct Cluster {
     peers: Peers,
     /// The forwarding links: one per member, in the peer directory.
     link: LinkSpec,
+    /// Whether the sessions an earlier process of this node left in the registry are taken
+    /// over yet (see [`Gateway::reclaimed`]).
+    reclaimed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -163,6 +176,7 @@ impl Gateway {
                     registry,
                     peers,
                     link,
+                    reclaimed: tokio::sync::watch::Sender::new(false),
                 }),
                 moves: migrate::Moves::default(),
                 counters: Counters::default(),
@@ -178,6 +192,7 @@ impl Gateway {
             pulls: c.pulls.load(Ordering::Relaxed),
             moved_out: c.moved_out.load(Ordering::Relaxed),
             moved_in: c.moved_in.load(Ordering::Relaxed),
+            taken_over: c.taken_over.load(Ordering::Relaxed),
         }
     }
 
@@ -215,8 +230,29 @@ impl Gateway {
             Some(node) if node != cluster.node && cluster.peers.contains(node) => {
                 Route::Remote(node)
             }
+            Some(node) if node == cluster.node => {
+                self.adopt(mount, sid).await;
+                Route::Local
+            }
             _ => Route::Local,
         }
+    }
+
+    /// The sessions an earlier process of this node left in the registry are now taken over
+    /// ([`Command::TakeOver`](crate::registry::Command::TakeOver) to this node): requests for
+    /// them, which waited, find them adopted here.
+    pub(crate) fn reclaimed(&self) {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.reclaimed.send_replace(true);
+        }
+    }
+
+    /// Whether [`reclaimed`](Self::reclaimed) happened (always, on a single node).
+    pub(crate) fn is_reclaimed(&self) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .is_none_or(|c| *c.reclaimed.borrow())
     }
 
     /// Forward a polling GET or POST (or any other sid request) to `node` and return the body of
@@ -233,15 +269,57 @@ impl Gateway {
             .encode_to_vec()
             .into();
         let mut node = node;
-        // A session moved again before the registry of the node asked caught up may take a
-        // hop more; the bound keeps a stale chain from bouncing a request around.
-        for _ in 0..MAX_HOPS {
-            match self.ask(node, mount, request.clone()).await? {
-                Asked::Answer(answer) => return answer,
-                Asked::Moved(to) => node = to,
+        let mut hops = 1;
+        let until = tokio::time::Instant::now() + OWNER_WAIT;
+        // Whether this request waited for a lost owner: the node that serves it now (an heir,
+        // or the owner restarted) may apply the take-over a heartbeat after ours.
+        let mut waited = false;
+        loop {
+            match self.ask(node, mount, request.clone()).await {
+                Ok(Asked::Answer(Err(GatewayError::Engine(EngineError::UnknownSid))))
+                    if waited && tokio::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(OWNER_RETRY).await;
+                }
+                Ok(Asked::Answer(answer)) => return answer,
+                // A session moved again before the registry of the node asked caught up may
+                // take a hop more; the bound keeps a stale chain from bouncing a request
+                // around.
+                Ok(Asked::Moved(_)) if hops >= MAX_HOPS => {
+                    return Err(EngineError::UnknownSid.into());
+                }
+                Ok(Asked::Moved(to)) => {
+                    hops += 1;
+                    node = to;
+                }
+                // The owner cannot be reached (gone, or cut off from here): wait for it to
+                // come back, or for the cluster to give the session to another node.
+                Err(e @ GatewayError::Owner(LinkError::Unreachable(_) | LinkError::Broken(_)))
+                    if tokio::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(OWNER_RETRY).await;
+                    let sid = req.sid.as_deref().unwrap_or_default();
+                    node = self.heir(mount, sid).await.ok_or(e)??;
+                    waited = true;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(EngineError::UnknownSid.into())
+    }
+
+    /// Who owns `sid` now that its owner could not be reached: the same node still, another node the
+    /// registry gave the session to, or this node (started here:
+    /// [`GatewayError::MovedHere`]). `None` when the registry does not record it: nothing
+    /// to wait for.
+    async fn heir(&self, mount: &str, sid: &str) -> Option<Result<NodeId, GatewayError>> {
+        let cluster = self.inner.cluster.as_ref()?;
+        Some(match cluster.registry.owner(sid)? {
+            owner if owner == cluster.node => {
+                self.adopt(mount, sid).await;
+                Err(GatewayError::MovedHere)
+            }
+            owner => Ok(owner),
+        })
     }
 
     /// One hop of [`Gateway::forward`].

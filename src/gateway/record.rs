@@ -64,6 +64,10 @@ impl Application for Recorded {
             sid,
         })
     }
+
+    fn adoption(&self, sid: &str) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> {
+        self.inner.adoption(sid)
+    }
 }
 
 struct RecordedSession {
@@ -75,6 +79,10 @@ struct RecordedSession {
 impl SessionHandler for RecordedSession {
     fn on_message(&self, msg: Message) {
         self.inner.on_message(msg);
+    }
+
+    fn on_poll(&self) {
+        self.inner.on_poll();
     }
 
     fn on_upgrade(&self) {

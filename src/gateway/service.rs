@@ -55,6 +55,16 @@ struct Polling {
     via: Via,
 }
 
+/// The stream ended (its node stopped or died): a long-poll answer it carried may never have
+/// reached the client, and is sent again.
+impl Drop for Polling {
+    fn drop(&mut self) {
+        for (_, engine) in self.gateway.mounts() {
+            engine.answers_lost(self.via);
+        }
+    }
+}
+
 /// Numbers the incoming streams (polling links and websocket relays); 0 is the engine's own
 /// HTTP front.
 static STREAMS: AtomicU64 = AtomicU64::new(1);
@@ -93,10 +103,11 @@ async fn serve_polling(
         return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
     };
     let sid = req.sid.clone().unwrap_or_default();
-    if !engine.has_session(&sid)
-        && let Some(to) = gateway.moved_to(&sid).await
-    {
-        return polling_reply::Result::Moved(to);
+    if !engine.has_session(&sid) {
+        gateway.adopt(&mount, &sid).await;
+        if let Some(to) = gateway.moved_to(&sid).await {
+            return polling_reply::Result::Moved(to);
+        }
     }
     let result = match req.method {
         // A GET given up because its forwarding node vanished answers nobody: its reply

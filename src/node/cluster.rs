@@ -9,19 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::service::Routes;
 
 use super::ClusterConfig;
 use super::drain::DrainReport;
-use crate::adapter::{AdapterConfig, AdapterLosses, AdapterServed, AdapterService, GrpcAdapter};
+use crate::adapter::{
+    AdapterConfig, AdapterLosses, AdapterServed, AdapterService, Checkpoints, GrpcAdapter,
+};
 use crate::engine::{Application, Engine, EngineConfig};
 use crate::gateway::service::ForwardService;
 use crate::gateway::{Gateway, Recorded};
 use crate::http;
 use crate::registry::admin::AdminService;
-use crate::registry::{NodeId, Registry, RegistryConfig};
+use crate::registry::{Command, NodeId, Registry, RegistryConfig, Response, unix_millis};
 use crate::rpc::{self, Peers};
 use crate::socketio::SocketIo;
 
@@ -31,6 +33,8 @@ pub(super) struct ClusterParts {
     gateway: Gateway,
     /// Set once the node drains: it then reports itself unhealthy.
     draining: Arc<AtomicBool>,
+    /// Notified when `nonstick drain` asks this node to drain and stop.
+    pub(super) drain_asked: Arc<Notify>,
     /// The adapters of the Socket.IO mounts, for their counters.
     adapters: Vec<Arc<GrpcAdapter>>,
     /// The counters of the adapter requests peers sent here.
@@ -69,6 +73,7 @@ pub(super) async fn start(
     .await
     .map_err(io::Error::other)?;
     let mut adapters = Vec::new();
+    let checkpoints = Checkpoints::default();
     for (path, io) in servers {
         let grpc_adapter = Arc::new(GrpcAdapter::new(
             node,
@@ -76,6 +81,7 @@ pub(super) async fn start(
             peers.clone(),
             registry.clone(),
             adapter,
+            checkpoints.clone(),
         ));
         io.set_adapter(grpc_adapter.clone());
         adapters.push(grpc_adapter);
@@ -87,11 +93,13 @@ pub(super) async fn start(
     });
     let gateway = Gateway::clustered(node, engines, registry.clone(), peers.clone());
 
-    let (adapter_service, served) = AdapterService::server(servers.clone(), adapter.max_message);
+    let drain_asked = Arc::new(Notify::new());
+    let (adapter_service, served) =
+        AdapterService::server(servers.clone(), checkpoints, adapter.max_message);
     let routes = Routes::new(raft)
         .add_service(ForwardService::server(gateway.clone()))
         .add_service(adapter_service)
-        .add_service(AdminService::server(registry.clone()));
+        .add_service(AdminService::server(registry.clone(), drain_asked.clone()));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
     let secret = cluster.secret.clone();
     let grpc_task = tokio::spawn(async move {
@@ -115,9 +123,11 @@ pub(super) async fn start(
     // Members added later (`nonstick member add`) become reachable from every node: the Raft
     // membership carries their addresses.
     let sync = tokio::spawn(sync_peers(registry.clone(), peers.clone()));
+    tokio::spawn(reclaim(registry.clone(), node, gateway.clone()));
     let parts = ClusterParts {
         gateway: gateway.clone(),
         draining: Arc::new(AtomicBool::new(false)),
+        drain_asked,
         adapters,
         served,
         registry,
@@ -128,6 +138,40 @@ pub(super) async fn start(
         sync,
     };
     Ok((gateway, parts))
+}
+
+/// How often a node that starts asks again to take over its earlier sessions.
+const RECLAIM_RETRY: Duration = Duration::from_millis(500);
+
+/// The sessions the registry still gives to this node are an earlier process's, lost with
+/// it: take them over here ([`Command::TakeOver`] to this node, committed after everything
+/// that earlier process recorded), so that its polling clients carry on, their sessions
+/// started afresh on their next request, and the sockets of its websocket clients are saved
+/// for recovery. Until then the node reports itself unhealthy, so balancers send it nothing.
+async fn reclaim(registry: Registry, node: NodeId, gateway: Gateway) {
+    loop {
+        let take = Command::TakeOver {
+            node,
+            to: vec![node],
+            at_ms: unix_millis(),
+        };
+        match registry.write(take).await {
+            Ok(Response::TakenOver { moved, deleted }) => {
+                if moved + deleted > 0 {
+                    tracing::warn!(
+                        moved,
+                        deleted,
+                        "took over the sessions of this node's earlier process"
+                    );
+                }
+                gateway.reclaimed();
+                return;
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to a take-over"),
+            Err(e) => tracing::debug!(%e, "earlier sessions not taken over yet"),
+        }
+        tokio::time::sleep(RECLAIM_RETRY).await;
+    }
 }
 
 /// Keep `peers` equal to the Raft membership, once a second: members added later become
@@ -163,10 +207,14 @@ impl ClusterParts {
         self.grpc_addr
     }
 
-    /// Healthy while the registry reaches a Raft majority and the node is not draining.
+    /// Healthy once the sessions of an earlier process are taken over, while the registry
+    /// reaches a Raft majority and the node is not draining.
     pub(super) fn health(&self) -> http::Health {
         let (registry, draining) = (self.registry.clone(), self.draining.clone());
-        Arc::new(move || registry.is_healthy() && !draining.load(Ordering::Acquire))
+        let gateway = self.gateway.clone();
+        Arc::new(move || {
+            gateway.is_reclaimed() && registry.is_healthy() && !draining.load(Ordering::Acquire)
+        })
     }
 
     /// Report unhealthy, move the polling sessions to the other members, close the
@@ -233,6 +281,11 @@ impl ClusterParts {
                     "nonstick_sessions_moved_in_total",
                     "Sessions another node moved here.",
                     moves.moved_in,
+                ),
+                (
+                    "nonstick_sessions_taken_over_total",
+                    "Polling sessions of a lost node started here from the registry.",
+                    moves.taken_over,
                 ),
                 (
                     "nonstick_registry_records_dropped_total",

@@ -334,12 +334,24 @@ impl Node {
     }
 
     /// Serve `app` (which should contain [`Node::router`]) on the node's listener until SIGTERM
-    /// or SIGINT, then shut down gracefully; on SIGTERM (how service managers and Kubernetes
-    /// stop a process) a cluster node first drains ([`Node::drain`]), while SIGINT (Ctrl-C, or
-    /// a whole local cluster stopping) stops at once.
+    /// or SIGINT (or, on a cluster node, `nonstick drain`), then shut down gracefully; on
+    /// SIGTERM (how service managers and Kubernetes stop a process) or a drain request a
+    /// cluster node first drains ([`Node::drain`]), while SIGINT (Ctrl-C, or a whole local
+    /// cluster stopping) stops at once.
     pub async fn serve(self, app: Router) -> io::Result<()> {
+        let drain_asked = self.cluster.as_ref().map(|c| c.drain_asked.clone());
         let running = self.start(app)?;
-        if stop_signal().await == Stop::Terminate {
+        let asked = async {
+            match drain_asked {
+                Some(asked) => asked.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let stop = tokio::select! {
+            stop = stop_signal() => stop,
+            () = asked => Stop::Terminate,
+        };
+        if stop == Stop::Terminate {
             let report = running.node().drain().await;
             tracing::info!(?report, "drained");
         }

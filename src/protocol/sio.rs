@@ -248,6 +248,24 @@ pub struct Encoded {
     pub attachments: Vec<Bytes>,
 }
 
+/// The encoded event packet `encoded` with the string `arg` added as its last argument, without
+/// decoding it: a packet encoded once for many recipients gets each node's (or recipient's)
+/// connection-state-recovery offset this way. `None` when `encoded` is not an event packet.
+pub fn with_trailing_arg(encoded: &Encoded, arg: &str) -> Option<Encoded> {
+    let text = &encoded.text;
+    let is_event = matches!(text.as_bytes().first(), Some(b'2' | b'5'));
+    let body = text.strip_suffix(']').filter(|_| is_event)?;
+    let mut out = String::with_capacity(text.len() + arg.len() + 4);
+    out.push_str(body);
+    out.push(',');
+    super::value::write_json_string(&mut out, arg);
+    out.push(']');
+    Some(Encoded {
+        text: out,
+        attachments: encoded.attachments.clone(),
+    })
+}
+
 /// Encodes a packet.
 ///
 /// Events and acks holding binary are written as BINARY_EVENT / BINARY_ACK, with each buffer

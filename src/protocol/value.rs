@@ -253,7 +253,7 @@ impl Value {
 
 /// Writes `s` as a JSON string with the escapes serde_json and `JSON.stringify` both use:
 /// `"` and `\`, the short forms for the usual control characters, `\u00XX` for the others.
-fn write_json_string(out: &mut String, s: &str) {
+pub(crate) fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, c) in s.char_indices() {

@@ -1,15 +1,19 @@
-//! The `Admin` gRPC service: read the cluster membership, add a learner, set the voters.
-//! Changes run on the leader; elsewhere the call fails with `FAILED_PRECONDITION` and the
-//! reply's metadata names the leader (`x-nonstick-leader`), so a client can go there.
+//! The `Admin` gRPC service: read the cluster membership, add a learner, set the voters, and
+//! ask a node to drain. Membership changes run on the leader; elsewhere the call fails with
+//! `FAILED_PRECONDITION` and the reply's metadata names the leader (`x-nonstick-leader`), so a
+//! client can go there.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use super::{Registry, RegistryError};
 use crate::rpc::pb::admin::admin_server::{Admin, AdminServer};
 use crate::rpc::pb::admin::{
-    AddLearnerRequest, Member, MembersReply, MembersRequest, SetVotersRequest,
+    AddLearnerRequest, DrainReply, DrainRequest, Member, MembersReply, MembersRequest,
+    SetVotersRequest,
 };
 
 /// Metadata key naming the leader on a refused membership change.
@@ -18,12 +22,14 @@ pub const LEADER_HEADER: &str = "x-nonstick-leader";
 /// The admin service of one node.
 pub struct AdminService {
     registry: Registry,
+    drain: Arc<Notify>,
 }
 
 impl AdminService {
-    /// The service, to mount on the node's peer gRPC server.
-    pub fn server(registry: Registry) -> AdminServer<AdminService> {
-        AdminServer::new(AdminService { registry })
+    /// The service, to mount on the node's peer gRPC server; a drain request notifies
+    /// `drain`.
+    pub fn server(registry: Registry, drain: Arc<Notify>) -> AdminServer<AdminService> {
+        AdminServer::new(AdminService { registry, drain })
     }
 
     fn members(&self) -> MembersReply {
@@ -105,6 +111,56 @@ impl Admin for AdminService {
             .await
             .map_err(status)?;
         Ok(Response::new(self.members()))
+    }
+
+    async fn drain(&self, _request: Request<DrainRequest>) -> Result<Response<DrainReply>, Status> {
+        self.drain.notify_one();
+        Ok(Response::new(DrainReply {
+            node: self.registry.node_id(),
+        }))
+    }
+}
+
+/// Ask node `node` to drain and stop, through the member whose gRPC address is `via`;
+/// returns once the node has taken the request (it drains afterwards).
+pub async fn drain(via: &str, secret: crate::rpc::Secret, node: u64) -> Result<(), Status> {
+    use crate::rpc::Peers;
+    use crate::rpc::pb::admin::admin_client::AdminClient;
+
+    const VIA: u64 = u64::MAX;
+    let peers = Peers::new(secret);
+    peers
+        .set(VIA, via)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let channel = |id| {
+        peers
+            .channel(id)
+            .ok_or_else(|| Status::not_found(format!("no address for node {id}")))
+    };
+    let members = AdminClient::new(channel(VIA)?)
+        .members(MembersRequest {})
+        .await?
+        .into_inner();
+    let addr = members
+        .members
+        .iter()
+        .find(|m| m.id == node)
+        .map(|m| m.addr.clone())
+        .ok_or_else(|| Status::not_found(format!("node {node} is not a member")))?;
+    peers
+        .set(node, &addr)
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let reply = AdminClient::new(channel(node)?)
+        .drain(DrainRequest {})
+        .await?
+        .into_inner();
+    if reply.node == node {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "node {node}'s address answers as node {}",
+            reply.node
+        )))
     }
 }
 

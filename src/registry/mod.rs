@@ -97,6 +97,10 @@ pub struct RegistryConfig {
     pub write_timeout: Duration,
     /// Time limit of a membership change, including a new learner's catch-up.
     pub membership_timeout: Duration,
+    /// A member the leader has had no answer from for this long is taken as lost: its
+    /// polling sessions go to the other members, its other sessions are forgotten with their
+    /// sockets saved for recovery ([`Command::TakeOver`]).
+    pub takeover_after: Duration,
 }
 
 impl RegistryConfig {
@@ -117,6 +121,7 @@ impl RegistryConfig {
             max_inflight_batches: 1,
             write_timeout: Duration::from_secs(5),
             membership_timeout: Duration::from_secs(30),
+            takeover_after: Duration::from_secs(3),
         }
     }
 
@@ -182,6 +187,8 @@ pub struct RegistryStatus {
     pub purged_index: Option<u64>,
     /// Sessions in the local state.
     pub sessions: usize,
+    /// Sockets saved for connection state recovery in the local state.
+    pub saved_sockets: usize,
 }
 
 /// A handle to this node's registry. Cheap to clone; every clone talks to the same instance.
@@ -243,8 +250,10 @@ impl Registry {
         let state = sm_store.view();
         let lease = sm_store.lease();
         let compactor = sm_store.compactor();
+        let contact = network::Contact::default();
         let network = network::Network {
             peers: config.peers.clone(),
+            contact: contact.clone(),
         };
         let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store)
             .await
@@ -263,7 +272,12 @@ impl Registry {
             config.max_batch.max(1),
             config.max_inflight_batches.max(1),
         ));
-        let sweeper = tokio::spawn(sweep_departed(core.clone(), state.clone()));
+        let sweeper = tokio::spawn(sweep(
+            core.clone(),
+            state.clone(),
+            contact,
+            config.takeover_after,
+        ));
         let service = RaftServiceServer::new(RaftGrpc::new(raft))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -482,6 +496,7 @@ impl Registry {
             snapshot_index: m.snapshot.map(|id| id.index),
             purged_index: m.purged.map(|id| id.index),
             sessions: self.inner.state.len(),
+            saved_sockets: self.inner.state.saved_len(),
         }
     }
 
@@ -653,35 +668,74 @@ async fn run_batcher(
     }
 }
 
-/// How often the leader looks for sessions of nodes that left the membership.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader looks for sessions of departed or lost nodes.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// On the leader, once every [`SWEEP_EVERY`]: forgets the sessions of owners that are no
-/// longer members (removed from the cluster, so nobody routes to them any more), so the
-/// registry does not keep them forever.
-async fn sweep_departed(core: Arc<Core>, state: StateView) {
+/// longer members (removed from the cluster, so nobody routes to them any more), and gives
+/// away those of members it has had no answer from for `takeover_after` (counted from when it
+/// became leader, for a member it never reached).
+async fn sweep(
+    core: Arc<Core>,
+    state: StateView,
+    contact: network::Contact,
+    takeover_after: Duration,
+) {
+    let mut leading: Option<(u64, std::time::Instant)> = None;
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let metrics = core.raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
+            leading = None;
             continue;
         }
+        let now = std::time::Instant::now();
+        let since = match leading {
+            Some((term, since)) if term == metrics.current_term => since,
+            _ => leading.insert((metrics.current_term, now)).1,
+        };
         let members: BTreeSet<NodeId> = metrics
             .membership_config
             .membership()
             .nodes()
             .map(|(id, _)| *id)
             .collect();
-        for node in state.owners() {
-            if members.contains(&node) {
-                continue;
+        let lost = |node: NodeId| {
+            node != core.node_id && {
+                let heard = contact.last(node).map_or(since, |t| t.max(since));
+                now.duration_since(heard) > takeover_after
             }
-            match core.submit(Command::DeleteSessionsOf { node }).await {
+        };
+        let heirs: Vec<NodeId> = members.iter().copied().filter(|m| !lost(*m)).collect();
+        for node in state.owners() {
+            let command = if !members.contains(&node) {
+                Command::DeleteSessionsOf {
+                    node,
+                    at_ms: unix_millis(),
+                }
+            } else if lost(node) {
+                Command::TakeOver {
+                    node,
+                    to: heirs.clone(),
+                    at_ms: unix_millis(),
+                }
+            } else {
+                continue;
+            };
+            match core.submit(command).await {
                 Ok(Response::Deleted { count }) => {
                     tracing::info!(node, count, "forgot the sessions of a departed node");
                 }
+                Ok(Response::TakenOver { moved, deleted }) => {
+                    tracing::warn!(
+                        node,
+                        moved,
+                        deleted,
+                        "took over the sessions of a lost node"
+                    );
+                }
                 Ok(_) => {}
-                Err(e) => tracing::debug!(node, %e, "departed node's sessions not forgotten"),
+                Err(e) => tracing::debug!(node, %e, "sessions of a departed or lost node kept"),
             }
         }
     }
@@ -901,4 +955,11 @@ async fn backoff(attempt: u32, deadline: Instant) -> Result<(), RegistryError> {
     }
     tokio::time::sleep(wait).await;
     Ok(())
+}
+
+/// Milliseconds since the Unix epoch (0 for a clock before it).
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

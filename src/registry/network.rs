@@ -7,7 +7,9 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -27,9 +29,28 @@ use crate::rpc::Peers;
 use crate::rpc::pb::raft::RaftBytes;
 use crate::rpc::pb::raft::raft_service_client::RaftServiceClient;
 
+/// When this node last had an answer to an append-entries call (heartbeats included) from each
+/// peer: as leader, how it knows which members are still there.
+#[derive(Clone, Default)]
+pub(crate) struct Contact(Arc<Mutex<HashMap<NodeId, Instant>>>);
+
+impl Contact {
+    fn mark(&self, node: NodeId) {
+        if let Ok(mut seen) = self.0.lock() {
+            seen.insert(node, Instant::now());
+        }
+    }
+
+    /// The last answer from `node`.
+    pub(crate) fn last(&self, node: NodeId) -> Option<Instant> {
+        self.0.lock().ok()?.get(&node).copied()
+    }
+}
+
 /// Creates a [`Connection`] per target for openraft.
 pub(crate) struct Network {
     pub(crate) peers: Peers,
+    pub(crate) contact: Contact,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -44,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             peers: self.peers.clone(),
+            contact: self.contact.clone(),
         }
     }
 }
@@ -52,6 +74,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct Connection {
     target: NodeId,
     peers: Peers,
+    contact: Contact,
 }
 
 /// Which Raft RPC to call.
@@ -124,7 +147,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
+        let result = self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await;
+        if matches!(result, Ok(_) | Err(RPCError::RemoteError(_))) {
+            self.contact.mark(self.target);
+        }
+        result
     }
 
     async fn install_snapshot(

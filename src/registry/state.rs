@@ -5,35 +5,65 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Command, NodeId, Response, SessionRecord, SocketRecord};
+use super::types::{
+    Command, NodeId, Response, SavedSocket, SessionRecord, SocketRecord, Transport,
+};
 
-/// All sessions, with an index by owner so a node's sessions are found without a scan.
+/// Saved sockets are forgotten this long after they were saved, whatever the namespace's
+/// recovery window (each take checks its own, shorter one).
+const SAVED_RETENTION_MS: u64 = 30 * 60 * 1000;
+/// Most saved sockets kept; the oldest go first.
+const MAX_SAVED: usize = 200_000;
+
+/// All sessions, with an index by owner so a node's sessions are found without a scan, the
+/// saved sockets of connections that were lost, and which session each private id is bound to.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(
-    from = "BTreeMap<String, SessionRecord>",
-    into = "BTreeMap<String, SessionRecord>"
-)]
+#[serde(from = "Stored", into = "Stored")]
 pub(crate) struct Sessions {
     records: BTreeMap<String, SessionRecord>,
     by_owner: BTreeMap<NodeId, BTreeSet<String>>,
+    saved: BTreeMap<String, SavedSocket>,
+    /// `saved` by age: (saved at, pid).
+    saved_order: BTreeSet<(u64, String)>,
+    /// pid -> the session whose socket holds it.
+    pids: BTreeMap<String, String>,
 }
 
-impl From<BTreeMap<String, SessionRecord>> for Sessions {
-    fn from(records: BTreeMap<String, SessionRecord>) -> Self {
-        let mut by_owner: BTreeMap<NodeId, BTreeSet<String>> = BTreeMap::new();
-        for (sid, record) in &records {
-            by_owner
-                .entry(record.owner)
-                .or_default()
-                .insert(sid.clone());
+/// The form snapshots keep: the records and the saved sockets (the indexes are rebuilt).
+/// Snapshots written before sockets were saved hold the records alone.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Full {
+        records: BTreeMap<String, SessionRecord>,
+        saved: BTreeMap<String, SavedSocket>,
+    },
+    Records(BTreeMap<String, SessionRecord>),
+}
+
+impl From<Stored> for Sessions {
+    fn from(stored: Stored) -> Self {
+        let (records, saved) = match stored {
+            Stored::Full { records, saved } => (records, saved),
+            Stored::Records(records) => (records, BTreeMap::new()),
+        };
+        let mut sessions = Sessions::default();
+        for (sid, record) in records {
+            sessions.insert(sid, record);
         }
-        Self { records, by_owner }
+        for (pid, socket) in saved {
+            sessions.keep(pid, socket);
+        }
+        sessions
     }
 }
 
-impl From<Sessions> for BTreeMap<String, SessionRecord> {
+impl From<Sessions> for Stored {
     fn from(sessions: Sessions) -> Self {
-        sessions.records
+        Stored::Full {
+            records: sessions.records,
+            saved: sessions.saved,
+        }
     }
 }
 
@@ -61,6 +91,11 @@ impl Sessions {
         self.records.len()
     }
 
+    /// How many sockets are saved for recovery.
+    pub(crate) fn saved_len(&self) -> usize {
+        self.saved.len()
+    }
+
     /// Applies `command`.
     pub(crate) fn apply(&mut self, command: &Command) -> Response {
         match command {
@@ -79,6 +114,7 @@ impl Sessions {
                         epoch: 0,
                         transport: *transport,
                         namespaces: BTreeMap::new(),
+                        taken_over: false,
                     },
                 );
                 Response::Applied
@@ -95,6 +131,7 @@ impl Sessions {
                 }
                 let old = std::mem::replace(&mut record.owner, *node);
                 record.epoch = *epoch;
+                record.taken_over = false;
                 self.unindex(old, sid);
                 self.by_owner.entry(*node).or_default().insert(sid.clone());
                 Response::Applied
@@ -103,9 +140,11 @@ impl Sessions {
                 record.transport = *transport;
                 Response::Applied
             }),
-            Command::DeleteSession { sid } => match self.records.remove(sid) {
+            Command::DeleteSession { sid } => match self.remove(sid) {
                 Some(record) => {
-                    self.unindex(record.owner, sid);
+                    for socket in record.namespaces.into_values() {
+                        self.unbind(socket.pid.as_deref(), sid);
+                    }
                     Response::Applied
                 }
                 None => Response::UnknownSid,
@@ -115,24 +154,52 @@ impl Sessions {
                 nsp,
                 socket_id,
                 pid,
-            } => self.update(sid, |record| {
-                record.namespaces.insert(
-                    nsp.clone(),
-                    SocketRecord {
-                        socket_id: socket_id.clone(),
-                        pid: pid.clone(),
-                        rooms: BTreeSet::new(),
-                        data: serde_json::Value::Null,
-                    },
-                );
+            } => {
+                let Some(record) = self.records.get_mut(sid) else {
+                    return Response::UnknownSid;
+                };
+                let socket = SocketRecord {
+                    socket_id: socket_id.clone(),
+                    pid: pid.clone(),
+                    rooms: BTreeSet::new(),
+                    data: serde_json::Value::Null,
+                };
+                let replaced = record.namespaces.insert(nsp.clone(), socket);
+                if let Some(old) = replaced {
+                    self.unbind(old.pid.as_deref(), sid);
+                }
+                if let Some(pid) = pid {
+                    self.pids.insert(pid.clone(), sid.clone());
+                }
                 Response::Applied
-            }),
-            Command::LeaveNamespace { sid, nsp } => {
-                self.update(sid, |record| match record.namespaces.remove(nsp) {
-                    Some(_) => Response::Applied,
-                    None => Response::UnknownNamespace,
-                })
             }
+            Command::LeaveNamespace { sid, nsp } => {
+                match self.records.get_mut(sid).map(|r| r.namespaces.remove(nsp)) {
+                    None => Response::UnknownSid,
+                    Some(None) => Response::UnknownNamespace,
+                    Some(Some(socket)) => {
+                        self.unbind(socket.pid.as_deref(), sid);
+                        Response::Applied
+                    }
+                }
+            }
+            Command::SaveSocket { sid, nsp, at_ms } => {
+                match self.records.get_mut(sid).map(|r| r.namespaces.remove(nsp)) {
+                    None => Response::UnknownSid,
+                    Some(None) => Response::UnknownNamespace,
+                    Some(Some(socket)) => {
+                        self.save(sid, nsp, socket, *at_ms);
+                        Response::Applied
+                    }
+                }
+            }
+            Command::TakeSocket {
+                pid,
+                nsp,
+                now_ms,
+                max_age_ms,
+                live,
+            } => self.take(pid, nsp, *now_ms, *max_age_ms, *live),
             Command::JoinRooms { sid, nsp, rooms } => self.update_socket(sid, nsp, |s| {
                 s.rooms.extend(rooms.iter().cloned());
             }),
@@ -144,13 +211,40 @@ impl Sessions {
             Command::SetData { sid, nsp, data } => self.update_socket(sid, nsp, |s| {
                 s.data = data.clone();
             }),
-            Command::DeleteSessionsOf { node } => {
+            Command::DeleteSessionsOf { node, at_ms } => {
                 let sids = self.by_owner.remove(node).unwrap_or_default();
                 let count = sids.len() as u64;
                 for sid in sids {
-                    self.records.remove(&sid);
+                    self.forget_saving(&sid, *at_ms);
                 }
                 Response::Deleted { count }
+            }
+            Command::TakeOver { node, to, at_ms } => {
+                let (mut moved, mut deleted) = (0, 0);
+                for sid in self.owned_by(*node) {
+                    let polling = self
+                        .records
+                        .get(&sid)
+                        .is_some_and(|r| r.transport == Transport::Polling);
+                    match to.get(moved as usize % to.len().max(1)) {
+                        Some(heir) if polling => {
+                            if let Some(record) = self.records.get_mut(&sid) {
+                                record.owner = *heir;
+                                record.epoch += 1;
+                                record.taken_over = true;
+                            }
+                            self.unindex(*node, &sid);
+                            self.by_owner.entry(*heir).or_default().insert(sid);
+                            moved += 1;
+                        }
+                        _ => {
+                            self.unindex(*node, &sid);
+                            self.forget_saving(&sid, *at_ms);
+                            deleted += 1;
+                        }
+                    }
+                }
+                Response::TakenOver { moved, deleted }
             }
             Command::Batch(commands) => {
                 Response::Batch(commands.iter().map(|command| self.apply(command)).collect())
@@ -163,16 +257,124 @@ impl Sessions {
         *self = other;
     }
 
-    /// Inserts or replaces a record, keeping the owner index.
+    /// Inserts or replaces a record, keeping the indexes.
     pub(crate) fn insert(&mut self, sid: String, record: SessionRecord) {
         if let Some(old) = self.records.get(&sid).map(|r| r.owner) {
             self.unindex(old, &sid);
+        }
+        for socket in record.namespaces.values() {
+            if let Some(pid) = &socket.pid {
+                self.pids.insert(pid.clone(), sid.clone());
+            }
         }
         self.by_owner
             .entry(record.owner)
             .or_default()
             .insert(sid.clone());
         self.records.insert(sid, record);
+    }
+
+    fn remove(&mut self, sid: &str) -> Option<SessionRecord> {
+        let record = self.records.remove(sid)?;
+        self.unindex(record.owner, sid);
+        Some(record)
+    }
+
+    /// Forget the record of `sid` (already out of the owner index), saving its sockets.
+    fn forget_saving(&mut self, sid: &str, at_ms: u64) {
+        if let Some(record) = self.records.remove(sid) {
+            for (nsp, socket) in record.namespaces {
+                self.save(sid, &nsp, socket, at_ms);
+            }
+        }
+    }
+
+    /// Unbind `pid` if it is bound to `sid`; whether it was.
+    fn unbind(&mut self, pid: Option<&str>, sid: &str) -> bool {
+        match pid {
+            Some(pid) if self.pids.get(pid).is_some_and(|bound| bound == sid) => {
+                self.pids.remove(pid);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keep `socket`, which left session `sid`, for recovery if its pid is still bound to
+    /// that session (a pid taken over by a newer socket is not saved again).
+    fn save(&mut self, sid: &str, nsp: &str, socket: SocketRecord, at_ms: u64) {
+        let Some(pid) = socket.pid.clone() else {
+            return;
+        };
+        if !self.unbind(Some(&pid), sid) {
+            return;
+        }
+        let saved = SavedSocket {
+            nsp: nsp.to_owned(),
+            socket_id: socket.socket_id,
+            rooms: socket.rooms,
+            data: socket.data,
+            saved_at_ms: at_ms,
+        };
+        self.keep(pid, saved);
+        let cutoff = at_ms.saturating_sub(SAVED_RETENTION_MS);
+        while let Some((at, pid)) = self.saved_order.first().cloned() {
+            if at >= cutoff && self.saved.len() <= MAX_SAVED {
+                break;
+            }
+            self.saved_order.pop_first();
+            self.saved.remove(&pid);
+        }
+    }
+
+    fn keep(&mut self, pid: String, saved: SavedSocket) {
+        if let Some(old) = self.saved.remove(&pid) {
+            self.saved_order.remove(&(old.saved_at_ms, pid.clone()));
+        }
+        self.saved_order.insert((saved.saved_at_ms, pid.clone()));
+        self.saved.insert(pid, saved);
+    }
+
+    fn take(&mut self, pid: &str, nsp: &str, now_ms: u64, max_age_ms: u64, live: bool) -> Response {
+        if self.saved.get(pid).is_some_and(|s| s.nsp == nsp) {
+            let Some(saved) = self.saved.remove(pid) else {
+                return Response::NotSaved;
+            };
+            self.saved_order
+                .remove(&(saved.saved_at_ms, pid.to_owned()));
+            return if now_ms.saturating_sub(saved.saved_at_ms) <= max_age_ms {
+                Response::Taken(saved)
+            } else {
+                Response::NotSaved
+            };
+        }
+        let Some(sid) = self.pids.get(pid).cloned() else {
+            return Response::NotSaved;
+        };
+        let Some(record) = self.records.get(&sid) else {
+            return Response::NotSaved;
+        };
+        let Some(socket) = record
+            .namespaces
+            .get(nsp)
+            .filter(|s| s.pid.as_deref() == Some(pid))
+        else {
+            return Response::NotSaved;
+        };
+        if !live {
+            return Response::Live {
+                owner: record.owner,
+            };
+        }
+        let taken = SavedSocket {
+            nsp: nsp.to_owned(),
+            socket_id: socket.socket_id.clone(),
+            rooms: socket.rooms.clone(),
+            data: socket.data.clone(),
+            saved_at_ms: now_ms,
+        };
+        self.pids.remove(pid);
+        Response::Taken(taken)
     }
 
     fn unindex(&mut self, owner: NodeId, sid: &str) {
@@ -214,7 +416,6 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::types::Transport;
 
     fn create(sid: &str, owner: NodeId) -> Command {
         Command::CreateSession {
@@ -245,10 +446,83 @@ mod tests {
         assert_eq!(s.owned_by(1), Vec::<String>::new());
         assert_eq!(s.owned_by(2), vec!["a".to_string()]);
         assert_eq!(
-            s.apply(&Command::DeleteSessionsOf { node: 2 }),
+            s.apply(&Command::DeleteSessionsOf { node: 2, at_ms: 0 }),
             Response::Deleted { count: 1 }
         );
         assert_eq!(s.len(), 0);
+    }
+
+    fn join(sid: &str, nsp: &str, pid: &str) -> Command {
+        Command::JoinNamespace {
+            sid: sid.into(),
+            nsp: nsp.into(),
+            socket_id: format!("sock-{pid}"),
+            pid: Some(pid.into()),
+        }
+    }
+
+    fn take(pid: &str, now_ms: u64, live: bool) -> Command {
+        Command::TakeSocket {
+            pid: pid.into(),
+            nsp: "/".into(),
+            now_ms,
+            max_age_ms: 1000,
+            live,
+        }
+    }
+
+    #[test]
+    fn a_lost_socket_is_taken_back_once_within_its_window() {
+        let mut s = Sessions::default();
+        s.apply(&Command::Batch(vec![create("a", 1), join("a", "/", "p")]));
+        s.apply(&Command::JoinRooms {
+            sid: "a".into(),
+            nsp: "/".into(),
+            rooms: vec!["lobby".into()],
+        });
+        assert_eq!(s.apply(&take("p", 10, false)), Response::Live { owner: 1 });
+        let save = Command::SaveSocket {
+            sid: "a".into(),
+            nsp: "/".into(),
+            at_ms: 100,
+        };
+        assert_eq!(s.apply(&save), Response::Applied);
+        assert_eq!(s.saved_len(), 1);
+        let back = serde_json::from_slice::<Sessions>(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s, "saved sockets survive a snapshot");
+        let mut late = s.clone();
+        assert_eq!(late.apply(&take("p", 1101, false)), Response::NotSaved);
+        match s.apply(&take("p", 1100, false)) {
+            Response::Taken(saved) => {
+                assert_eq!(saved.socket_id, "sock-p");
+                assert!(saved.rooms.contains("lobby"));
+            }
+            other => panic!("not taken: {other:?}"),
+        }
+        assert_eq!(s.apply(&take("p", 1100, false)), Response::NotSaved);
+    }
+
+    #[test]
+    fn a_crashed_nodes_sockets_are_saved_and_a_taken_over_pid_is_not_saved_again() {
+        let mut s = Sessions::default();
+        s.apply(&Command::Batch(vec![create("a", 1), join("a", "/", "p")]));
+        match s.apply(&take("p", 5, true)) {
+            Response::Taken(saved) => assert_eq!(saved.saved_at_ms, 5),
+            other => panic!("not taken: {other:?}"),
+        }
+        // The client is back on node 2 with the same pid; node 1's late report saves nothing.
+        s.apply(&Command::Batch(vec![create("b", 2), join("b", "/", "p")]));
+        let late = Command::SaveSocket {
+            sid: "a".into(),
+            nsp: "/".into(),
+            at_ms: 6,
+        };
+        assert_eq!(s.apply(&late), Response::Applied);
+        assert_eq!(s.saved_len(), 0);
+        assert_eq!(s.apply(&take("p", 7, false)), Response::Live { owner: 2 });
+        // Node 2 dies: its sockets are saved.
+        s.apply(&Command::DeleteSessionsOf { node: 2, at_ms: 8 });
+        assert!(matches!(s.apply(&take("p", 9, false)), Response::Taken(_)));
     }
 
     #[test]
@@ -259,5 +533,12 @@ mod tests {
         let back: Sessions = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.owned_by(2), vec!["b".to_string()]);
+        let plain = serde_json::json!({"c": {"owner": 3, "epoch": 0, "transport": "polling", "namespaces": {}}});
+        let old: Sessions = serde_json::from_value(plain).unwrap();
+        assert_eq!(
+            old.owned_by(3),
+            vec!["c".to_string()],
+            "snapshots of earlier versions load"
+        );
     }
 }

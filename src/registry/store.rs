@@ -495,6 +495,11 @@ impl StateView {
     pub(crate) fn len(&self) -> usize {
         read(&self.data).sessions.len()
     }
+
+    /// How many sockets are saved for recovery.
+    pub(crate) fn saved_len(&self) -> usize {
+        read(&self.data).sessions.saved_len()
+    }
 }
 
 // A panic while a lock is held can only come from a bug in `Sessions::apply`; the data is then

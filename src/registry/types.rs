@@ -48,6 +48,10 @@ pub struct SessionRecord {
     pub transport: Transport,
     /// The Socket.IO namespaces the session has joined, by namespace name.
     pub namespaces: BTreeMap<String, SocketRecord>,
+    /// The session was given to `owner` by [`Command::TakeOver`] after its node was lost:
+    /// the owner starts it afresh from this record on its first request.
+    #[serde(default)]
+    pub taken_over: bool,
 }
 
 /// One Socket.IO socket of a session (the session's membership in one namespace).
@@ -61,6 +65,23 @@ pub struct SocketRecord {
     pub rooms: BTreeSet<String>,
     /// The application's `socket.data`.
     pub data: serde_json::Value,
+}
+
+/// The state of a socket that lost its connection, kept under its private id so that its
+/// client can take it back on any node (connection state recovery), even after the node it was
+/// connected to is gone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSocket {
+    /// The namespace.
+    pub nsp: String,
+    /// The socket id.
+    pub socket_id: String,
+    /// Its rooms (its own id-room need not be listed).
+    pub rooms: BTreeSet<String>,
+    /// The application's `socket.data`.
+    pub data: serde_json::Value,
+    /// When it was saved, in milliseconds since the Unix epoch (by the saving node's clock).
+    pub saved_at_ms: u64,
 }
 
 /// A change of the replicated state. Commands are deterministic: every node applies the same
@@ -145,12 +166,58 @@ pub enum Command {
         /// The new data.
         data: serde_json::Value,
     },
+    /// Records that the session's socket in `nsp` lost its connection: the socket leaves the
+    /// session and, if it has a private id still bound to this session, is kept as a
+    /// [`SavedSocket`] for recovery.
+    SaveSocket {
+        /// The session id.
+        sid: String,
+        /// The namespace name.
+        nsp: String,
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Takes back the saved socket with private id `pid` in `nsp` for a returning client:
+    /// answers [`Response::Taken`] (and forgets it) if it was saved at most `max_age_ms`
+    /// before `now_ms`. A pid still bound to a connected socket answers [`Response::Live`]
+    /// with its owner, unless `live`: then that socket's state is taken (its session keeps
+    /// the socket, no longer bound to the pid). Anything else answers [`Response::NotSaved`].
+    TakeSocket {
+        /// The private id the client presented.
+        pid: String,
+        /// The namespace name.
+        nsp: String,
+        /// The taker's clock, in milliseconds since the Unix epoch.
+        now_ms: u64,
+        /// The recovery window of the namespace.
+        max_age_ms: u64,
+        /// Take the state of a socket still recorded as connected.
+        live: bool,
+    },
     /// Forgets every session owned by `node`, for a node that lost its sessions (it restarted
-    /// without them, or was removed from the cluster without handing them over). Moving them
+    /// without them, crashed, or was removed from the cluster without handing them over);
+    /// their sockets with a private id are saved for recovery as of `at_ms`. Moving them
     /// to survivors instead is a [`Command::Batch`] of [`Command::SetOwner`]s.
     DeleteSessionsOf {
         /// The former owner.
         node: NodeId,
+        /// When, in milliseconds since the Unix epoch (0 in entries written before sockets
+        /// were saved).
+        #[serde(default)]
+        at_ms: u64,
+    },
+    /// Gives the sessions of `node`, lost (unreachable for too long), to the nodes `to`:
+    /// polling sessions are reassigned among them in turn (epoch bumped, marked
+    /// [`SessionRecord::taken_over`]); the others (their clients reconnect by themselves) are
+    /// forgotten, their sockets with a private id saved for recovery as of `at_ms`. With no
+    /// node in `to`, all are forgotten that way.
+    TakeOver {
+        /// The lost node.
+        node: NodeId,
+        /// The nodes that take its polling sessions.
+        to: Vec<NodeId>,
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
     },
     /// Several commands applied in order in one Raft entry. Each is applied on its own: one
     /// that is refused does not undo or stop the others. Nested batches are flattened in the
@@ -177,6 +244,23 @@ pub enum Response {
     UnknownSid,
     /// The session has not joined that namespace; nothing changed.
     UnknownNamespace,
+    /// [`Command::TakeSocket`] took this saved state.
+    Taken(SavedSocket),
+    /// [`Command::TakeSocket`] found the pid bound to a socket still connected on `owner`.
+    Live {
+        /// The node that serves that socket's session.
+        owner: NodeId,
+    },
+    /// [`Command::TakeSocket`] found nothing to take (never saved, expired, taken already,
+    /// or another namespace).
+    NotSaved,
+    /// [`Command::TakeOver`] reassigned `moved` sessions and forgot `deleted`.
+    TakenOver {
+        /// Polling sessions given to another node.
+        moved: u64,
+        /// Sessions forgotten.
+        deleted: u64,
+    },
     /// [`Command::DeleteSessionsOf`] forgot this many sessions.
     Deleted {
         /// How many sessions were forgotten.

@@ -10,15 +10,14 @@ use std::time::Duration;
 use super::ack::BroadcastAckFuture;
 use super::args::Args;
 use super::error::EmitError;
-use super::namespace::{NamespaceInner, with_recovery};
-use super::read;
-use super::recovery::Target;
+use super::namespace::NamespaceInner;
+use super::recovery::{Logged, Target};
 use super::remote::{
     Adapter, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
 };
 use super::socket::{Socket, send_encoded};
-use crate::protocol::sio::{self, Packet};
-use crate::protocol::value::Value;
+use super::{lock, read};
+use crate::protocol::sio::{self, Encoded, Packet};
 
 pub(crate) fn check_event_name(event: &str) -> Result<(), EmitError> {
     if sio::is_reserved_event(event) {
@@ -97,31 +96,34 @@ impl BroadcastOperator {
         check_event_name(event)?;
         let args = args.into().0;
         for ns in self.namespaces() {
-            let encode = |offset: Option<&str>| {
-                let mut args = args.clone();
-                args.extend(offset.map(Value::from));
-                sio::encode(&Packet::event(ns.name(), event, args, None))
-            };
-            let logged = if self.volatile {
-                None
-            } else {
-                with_recovery(&ns, |store| {
-                    store.log(&self.target, |offset| encode(Some(offset)))
-                })
-            };
-            let (packet, offset) = match logged {
-                Some((packet, offset)) => (packet, Some(offset)),
-                None => (encode(None), None),
-            };
-            let broadcast = RemoteBroadcast {
+            let mut broadcast = RemoteBroadcast {
                 selection: self.selection(&ns),
-                packet,
+                packet: sio::encode(&Packet::event(ns.name(), event, args.clone(), None)),
                 volatile: self.volatile,
-                offset,
+                stamp: None,
             };
-            deliver_encoded(&ns, &broadcast);
-            if let Some(adapter) = self.adapter(&ns) {
-                adapter.broadcast(broadcast);
+            let adapter = self.adapter(&ns);
+            match (&ns.recovery, self.volatile) {
+                // Numbered, logged, delivered and passed on in one step under the log's lock:
+                // this node's broadcasts reach its sockets and its peers in the order of their
+                // numbers, which recovery positions rely on.
+                (Some(store), false) => {
+                    let mut store = lock(store);
+                    let packet = broadcast.packet.clone();
+                    let logged = store.log(self.target.clone(), packet, self.local);
+                    deliver(&ns, &broadcast.selection, false, Outgoing::Logged(logged));
+                    broadcast.stamp = Some(logged.stamp().to_string());
+                    if let Some(adapter) = adapter {
+                        adapter.broadcast(broadcast);
+                    }
+                }
+                _ => {
+                    let packet = Outgoing::Plain(&broadcast.packet);
+                    deliver(&ns, &broadcast.selection, self.volatile, packet);
+                    if let Some(adapter) = adapter {
+                        adapter.broadcast(broadcast);
+                    }
+                }
             }
         }
         Ok(())
@@ -306,15 +308,39 @@ pub(crate) fn apply(sockets: &[Socket], action: &RemoteAction) -> usize {
     sockets.len()
 }
 
-/// Send an encoded broadcast to the matching sockets of `ns`; returns how many it went to.
-pub(crate) fn deliver_encoded(ns: &NamespaceInner, broadcast: &RemoteBroadcast) -> usize {
-    let selection = &broadcast.selection;
+/// A broadcast as a node delivers it to its sockets.
+pub(crate) enum Outgoing<'a> {
+    /// The same packet for every socket.
+    Plain(&'a Encoded),
+    /// Logged for recovery: each socket gets it with its offset, or not at all if its client
+    /// had it already (see `Socket::logged_packet`).
+    Logged(&'a Logged),
+}
+
+/// Send a broadcast to the sockets of `ns` that `selection` picks; returns how many it went to.
+/// A logged broadcast is delivered under the log's lock (the caller holds it).
+pub(crate) fn deliver(
+    ns: &NamespaceInner,
+    selection: &Selection,
+    volatile: bool,
+    outgoing: Outgoing<'_>,
+) -> usize {
+    let plain = match outgoing {
+        Outgoing::Plain(packet) => packet.clone(),
+        Outgoing::Logged(logged) => logged.packet_for(None),
+    };
     let mut sent = 0;
     for socket in select(ns, &selection.rooms, &selection.except) {
-        if broadcast.volatile && !socket.inner.conn.is_writable() {
+        if volatile && !socket.inner.conn.is_writable() {
             continue;
         }
-        if send_encoded(&socket.inner.conn, broadcast.packet.clone()).is_ok() {
+        let packet = match outgoing {
+            Outgoing::Plain(_) => Some(plain.clone()),
+            Outgoing::Logged(logged) => socket.logged_packet(logged, &plain),
+        };
+        if let Some(packet) = packet
+            && send_encoded(&socket.inner.conn, packet).is_ok()
+        {
             sent += 1;
         }
     }

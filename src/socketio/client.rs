@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use rand::RngCore;
@@ -11,12 +11,13 @@ use tokio::task::AbortHandle;
 
 use super::ack::Ack;
 use super::args::Event;
+use super::broadcast::BroadcastOperator;
 use super::config::SocketIoConfig;
 use super::error::DisconnectReason;
 use super::handler::run_inline;
 use super::moving::{self, MovedSocket};
 use super::namespace::{Joining, NamespaceInner, with_recovery};
-use super::recovery::{RecoveryStore, SavedSession};
+use super::recovery::{Position, RecoveryStore, SavedSession};
 use super::remote::SocketChange;
 use super::socket::{Handshake, Socket, SocketParts, send_encoded};
 use super::{SocketIo, lock};
@@ -32,7 +33,12 @@ pub(crate) struct Client {
     state: Mutex<State>,
     /// Closes the session if no namespace is joined in time; aborted on the first join.
     connect_timer: Mutex<Option<AbortHandle>>,
+    /// When the received offsets of this session's sockets were last reported to the cluster.
+    checkpointed: Mutex<Option<Instant>>,
 }
+
+/// Received offsets of one session are reported to the cluster at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 struct State {
     decoder: Decoder,
@@ -62,6 +68,7 @@ impl Client {
             io,
             conn,
             connect_timer: Mutex::new(None),
+            checkpointed: Mutex::new(None),
         });
         let weak = Arc::downgrade(&client);
         let timeout = client.config().connect_timeout;
@@ -163,20 +170,20 @@ impl Client {
         let nsp = ns.name().to_owned();
         let restored = self.try_restore(&ns, &mut auth).await;
         let recovered = restored.is_some();
-        let (id, pid, rooms, data, replay) = match restored {
-            Some((session, replay)) => (
+        let (id, pid, rooms, data, restore) = match restored {
+            Some((session, restore)) => (
                 session.sid,
                 Some(session.pid),
                 session.rooms,
                 session.data,
-                replay,
+                Some(restore),
             ),
             None => (
                 random_id(),
                 ns.recovery.is_some().then(RecoveryStore::new_pid),
                 Vec::new(),
                 Value::Null,
-                Replay::Nothing,
+                None,
             ),
         };
         let socket = Socket::new(SocketParts {
@@ -210,7 +217,7 @@ impl Client {
                 }
             }
         }
-        if !self.join(&ns, &socket, rooms, replay, true) {
+        if !self.join(&ns, &socket, rooms, restore, true) {
             lock(&self.state).connecting.remove(&nsp);
             return;
         }
@@ -235,16 +242,17 @@ impl Client {
 
     /// Make `socket` a member of `ns` and answer the CONNECT (when `answer`; a socket that
     /// moved here was answered on its former node), as one step: under the namespace's
-    /// recovery lock, so that an event is either in the replay or sent live, never lost or
-    /// sent twice, and under the client lock, so that `on_close` either sees the socket
-    /// connected (and finishes it) or ran before (and the socket never joins). Returns false
-    /// when the connection is gone.
+    /// recovery lock, so that a logged broadcast is either in the replay or sent live, never
+    /// lost or sent twice, and under the client lock, so that `on_close` either sees the
+    /// socket connected (and finishes it) or ran before (and the socket never joins). A
+    /// recovered or moved socket is replayed what it missed. Returns false when the
+    /// connection is gone.
     fn join(
         &self,
         ns: &NamespaceInner,
         socket: &Socket,
         rooms: Vec<String>,
-        replay: Replay,
+        restore: Option<Restore>,
         answer: bool,
     ) -> bool {
         let nsp = ns.name();
@@ -264,13 +272,22 @@ impl Client {
                 return false;
             }
         }
-        let missed = match (&store, replay) {
-            (Some(store), Replay::Since(offset)) => {
+        let missed = match (&store, restore) {
+            (Some(store), Some(restore)) => {
                 let mut all_rooms: BTreeSet<String> = rooms.iter().cloned().collect();
                 all_rooms.insert(socket.id().to_owned());
-                store.missed_since(&offset, &all_rooms)
+                // What another node replayed covers its log as of its answer; this node's
+                // log adds what came after.
+                let (mut missed, seen) = match restore.peer {
+                    Some((packets, position)) => (packets, restore.seen.merged(&position)),
+                    None => (Vec::new(), restore.seen),
+                };
+                missed.extend(store.missed_since(&seen, &all_rooms));
+                if !store.position().dominates(&seen) {
+                    socket.set_seen(seen);
+                }
+                missed
             }
-            (_, Replay::Packets(missed)) => missed,
             _ => Vec::new(),
         };
         for packet in missed {
@@ -314,7 +331,15 @@ impl Client {
             client: Arc::downgrade(self),
             data: moved.data,
         });
-        if !self.join(&ns, &socket, moved.rooms, Replay::Nothing, false) {
+        let peer = moved
+            .replayed
+            .and_then(|(missed, position)| Some((missed, Position::parse(&position)?)));
+        let restore = moved
+            .seen
+            .as_deref()
+            .and_then(Position::parse)
+            .map(|seen| Restore { seen, peer });
+        if !self.join(&ns, &socket, moved.rooms, restore, false) {
             return;
         }
         drop(joining);
@@ -336,15 +361,16 @@ impl Client {
         sockets
     }
 
-    /// Recovery: if the CONNECT carries a `pid` and `offset` this node or (in a cluster)
-    /// another one still knows, take that session back. Both fields are removed from the auth
-    /// the application sees.
+    /// Recovery: if the CONNECT carries a `pid` whose state is still saved (on this node, or
+    /// in a cluster's record) and an `offset` from which this node can replay everything the
+    /// client missed, take that state back. Both fields are removed from the auth the
+    /// application sees.
     async fn try_restore(
         &self,
-        ns: &NamespaceInner,
+        ns: &Arc<NamespaceInner>,
         auth: &mut Value,
-    ) -> Option<(SavedSession, Replay)> {
-        ns.recovery.as_ref()?;
+    ) -> Option<(SavedSession, Restore)> {
+        let window = self.config().recovery.as_ref()?.max_disconnection_duration;
         let Value::Object(map) = auth else {
             return None;
         };
@@ -353,27 +379,50 @@ impl Client {
         let (Some(Value::String(pid)), Some(Value::String(offset))) = (pid, offset) else {
             return None;
         };
-        if let Some(session) = with_recovery(ns, |store| store.restore(&pid, &offset)).flatten() {
-            return Some((session, Replay::Since(offset)));
+        let seen = Position::parse(&offset)?;
+        let Some(adapter) = ns.adapter() else {
+            let session = with_recovery(ns, |store| store.restore(&pid, &seen)).flatten()?;
+            return Some((session, Restore { seen, peer: None }));
+        };
+        let Some(recovered) = adapter.recover(ns.name(), &pid, window).await else {
+            tracing::debug!(pid, "no saved state to recover");
+            return None;
+        };
+        if recovered.was_connected {
+            BroadcastOperator::new(ns.clone())
+                .to(recovered.sid.clone())
+                .disconnect_sockets(false);
         }
-        let recovered = ns.adapter()?.recover(ns.name(), &pid, &offset).await?;
+        let peer = if with_recovery(ns, |store| store.can_replay(&seen))? {
+            None
+        } else {
+            // This node started too late to have all the client missed: a node whose log
+            // goes back far enough replays it, or the client gets a fresh socket.
+            let mut rooms = recovered.rooms.clone();
+            rooms.push(recovered.sid.clone());
+            let Some(replayed) = adapter.replay(ns.name(), &offset, rooms).await else {
+                tracing::debug!(pid, offset, "no node can replay what the client missed");
+                return None;
+            };
+            Some((replayed.missed, Position::parse(&replayed.position)?))
+        };
         let session = SavedSession {
             sid: recovered.sid,
             pid,
             rooms: recovered.rooms,
             data: recovered.data,
         };
-        Some((session, Replay::Packets(recovered.missed)))
+        Some((session, Restore { seen, peer }))
     }
 }
 
-/// What a recovered socket gets replayed when it joins.
-enum Replay {
-    Nothing,
-    /// The packets of this node's log after this offset.
-    Since(String),
-    /// The packets another node handed over with the session.
-    Packets(Vec<sio::Encoded>),
+/// What a recovered or moved socket is replayed when it joins.
+struct Restore {
+    /// The client's recovery offset: what it was sent.
+    seen: Position,
+    /// What another node's log replayed (this one started too late), and that log's position
+    /// when it answered.
+    peer: Option<(Vec<sio::Encoded>, Position)>,
 }
 
 /// The name of an event packet; a numeric name (the protocol allows it) as its decimal text.
@@ -390,7 +439,40 @@ fn event_name(packet: &Packet) -> String {
     }
 }
 
+impl Client {
+    /// The Engine.IO session id.
+    pub(crate) fn sid(&self) -> &str {
+        self.conn.sid()
+    }
+}
+
 impl SessionHandler for Client {
+    /// In a cluster, reports (at most every [`CHECKPOINT_EVERY`]) what this polling client has
+    /// received of the logged broadcasts: a node that takes the session over when this one is
+    /// lost replays from there.
+    fn on_poll(&self) {
+        let Some(adapter) = self.io.adapter() else {
+            return;
+        };
+        let report = {
+            let mut last = lock(&self.checkpointed);
+            let now = Instant::now();
+            let due = last.is_none_or(|at| now.duration_since(at) >= CHECKPOINT_EVERY);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let received: Vec<(String, String)> = lock(&self.state)
+            .sockets
+            .iter()
+            .filter_map(|(nsp, socket)| Some((nsp.clone(), socket.polled(report)?.to_string())))
+            .collect();
+        for (nsp, offset) in received {
+            adapter.checkpoint(self.sid(), &nsp, offset);
+        }
+    }
+
     fn on_message(&self, msg: Message) {
         let decoded = {
             let mut st = lock(&self.state);

@@ -32,7 +32,7 @@ mod recovery;
 mod remote;
 mod socket;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
@@ -42,16 +42,17 @@ pub use config::{RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
 pub use remote::{
-    Adapter, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast, RemoteSocket, Selection,
-    ServerEvent, SocketChange, SocketDetails,
+    Adapter, AdoptedSocket, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast,
+    RemoteSocket, Replayed, Selection, ServerEvent, SocketChange, SocketDetails,
 };
 pub use socket::{Handshake, Socket};
 
 pub use crate::protocol::value::Value;
 
 use crate::engine::{Application, Connection, HandshakeInfo, SessionHandler};
+use broadcast::Outgoing;
 use namespace::{Joining, NamespaceInner, with_recovery};
-use recovery::Target;
+use recovery::{Position, Stamp, Target};
 
 /// A Socket.IO server: the set of namespaces and their handlers.
 ///
@@ -150,6 +151,10 @@ impl SocketIo {
         *write(&self.inner.adapter) = Some(adapter);
     }
 
+    pub(crate) fn adapter(&self) -> Option<Arc<dyn Adapter>> {
+        read(&self.inner.adapter).clone()
+    }
+
     /// Deliver a broadcast made on another node to the matching sockets of this one (and keep
     /// it for connection state recovery when it carries an offset); returns how many sockets it
     /// was sent to.
@@ -157,14 +162,20 @@ impl SocketIo {
         let Some(ns) = self.existing(&broadcast.selection.nsp) else {
             return 0;
         };
-        if let (Some(offset), false) = (&broadcast.offset, broadcast.volatile) {
-            let selection = &broadcast.selection;
-            let target = Target::new(&selection.rooms, &selection.except);
-            with_recovery(&ns, |store| {
-                store.record(offset.clone(), target, broadcast.packet.clone())
-            });
+        let selection = &broadcast.selection;
+        let stamp = broadcast.stamp.as_deref().and_then(Stamp::parse);
+        match (stamp, &ns.recovery, broadcast.volatile) {
+            (Some(stamp), Some(store), false) => {
+                let target = Target::new(&selection.rooms, &selection.except);
+                let mut store = lock(store);
+                let logged = store.record(stamp, target, broadcast.packet.clone());
+                broadcast::deliver(&ns, selection, false, Outgoing::Logged(logged))
+            }
+            _ => {
+                let packet = Outgoing::Plain(&broadcast.packet);
+                broadcast::deliver(&ns, selection, broadcast.volatile, packet)
+            }
         }
-        broadcast::deliver_encoded(&ns, broadcast)
     }
 
     /// Apply another node's action to the selected sockets of this one; returns how many.
@@ -203,21 +214,22 @@ impl SocketIo {
         }
     }
 
-    /// Hand over the saved state of a disconnected socket of this node to the node its client
-    /// came back to, with the packets it missed since `offset`.
-    pub fn recover_local(&self, nsp: &str, pid: &str, offset: &str) -> Option<Recovered> {
+    /// The logged packets of `nsp` a client with recovery offset `seen` missed, for a socket
+    /// in `rooms` (its own id included), with this node's log position; `None` when this
+    /// node's log does not cover them.
+    pub fn replay_local(&self, nsp: &str, seen: &str, rooms: &[String]) -> Option<Replayed> {
         let ns = self.existing(nsp)?;
-        with_recovery(&ns, |store| {
-            let session = store.restore(pid, offset)?;
-            let mut rooms: BTreeSet<String> = session.rooms.iter().cloned().collect();
-            rooms.insert(session.sid.clone());
-            let missed = store.missed_since(offset, &rooms);
-            Some(Recovered {
-                sid: session.sid,
-                rooms: session.rooms,
-                data: session.data,
-                missed,
-            })
+        let seen = Position::parse(seen)?;
+        let rooms = rooms.iter().cloned().collect();
+        with_recovery(&ns, |store| match store.gap(&seen) {
+            Some(gap) => {
+                tracing::debug!(nsp, %seen, gap, "cannot replay for another node");
+                None
+            }
+            None => Some(Replayed {
+                missed: store.missed_since(&seen, &rooms),
+                position: store.position().to_string(),
+            }),
         })
         .flatten()
     }
@@ -301,11 +313,51 @@ impl Application for SocketIo {
     fn on_move_in(&self, conn: Connection, state: Option<Vec<u8>>) -> Arc<dyn SessionHandler> {
         let client = client::Client::start(self.clone(), conn);
         let max_attachments = self.config().max_attachments;
-        let sockets = state.and_then(|bytes| moving::decode(&bytes, max_attachments));
-        for socket in sockets.unwrap_or_default() {
+        let sockets = match state {
+            Some(bytes) => moving::decode(&bytes, max_attachments).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for socket in sockets {
             client.resume(socket);
         }
         client
+    }
+
+    /// Taken over from a node that was lost: the sockets the cluster recorded, each with
+    /// what another node's log replays when this one started too late to.
+    fn adoption(&self, sid: &str) -> futures::future::BoxFuture<'static, Option<Vec<u8>>> {
+        let (io, sid) = (self.clone(), sid.to_owned());
+        Box::pin(async move {
+            let adapter = io.adapter()?;
+            let mut sockets = Vec::new();
+            for adopted in adapter.adopt(&sid).await {
+                let mut socket = moving::MovedSocket::adopted(adopted);
+                socket.replayed = io.replayed_for(&adapter, &socket).await;
+                sockets.push(socket);
+            }
+            Some(moving::encode(&sockets))
+        })
+    }
+}
+
+impl SocketIo {
+    /// What another node's log replays to `socket` when this node's log does not cover what
+    /// its client missed.
+    async fn replayed_for(
+        &self,
+        adapter: &Arc<dyn Adapter>,
+        socket: &moving::MovedSocket,
+    ) -> Option<(Vec<crate::protocol::sio::Encoded>, String)> {
+        let ns = self.existing(&socket.nsp)?;
+        let seen = socket.seen.as_deref()?;
+        let position = Position::parse(seen)?;
+        if with_recovery(&ns, |store| store.can_replay(&position))? {
+            return None;
+        }
+        let mut rooms = socket.rooms.clone();
+        rooms.push(socket.id.clone());
+        let replayed = adapter.replay(&socket.nsp, seen, rooms).await?;
+        Some((replayed.missed, replayed.position))
     }
 }
 

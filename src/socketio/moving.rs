@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::remote::AdoptedSocket;
 use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
 
@@ -22,6 +23,29 @@ pub(crate) struct MovedSocket {
     pub(crate) rooms: Vec<String>,
     pub(crate) data: Value,
     pub(crate) auth: Value,
+    /// What the socket had been sent of the logged broadcasts when it left (a recovery
+    /// position), when its namespace keeps a log.
+    pub(crate) seen: Option<String>,
+    /// For a socket taken over by a node whose log starts too late for `seen`: what another
+    /// node's log replayed, and that log's position when it answered.
+    pub(crate) replayed: Option<(Vec<Encoded>, String)>,
+}
+
+impl MovedSocket {
+    /// A socket taken over from a lost node: what the cluster recorded of it. The auth its
+    /// client sent went with the node.
+    pub(crate) fn adopted(socket: AdoptedSocket) -> MovedSocket {
+        MovedSocket {
+            nsp: socket.nsp,
+            id: socket.id,
+            pid: socket.pid,
+            rooms: socket.rooms,
+            data: socket.data,
+            auth: Value::Object(Default::default()),
+            seen: socket.received,
+            replayed: None,
+        }
+    }
 }
 
 /// The framing of the encoded packet.
@@ -49,6 +73,15 @@ pub(crate) fn encode(sockets: &[MovedSocket]) -> Vec<u8> {
             map.insert("rooms".to_owned(), Value::Array(rooms));
             map.insert("data".to_owned(), s.data.clone());
             map.insert("auth".to_owned(), s.auth.clone());
+            map.insert(
+                "seen".to_owned(),
+                s.seen.as_deref().map_or(Value::Null, Value::from),
+            );
+            if let Some((packets, position)) = &s.replayed {
+                let packets = packets.iter().map(packet_to_value).collect();
+                map.insert("replayed".to_owned(), Value::Array(packets));
+                map.insert("replayedTo".to_owned(), Value::from(position.as_str()));
+            }
             Value::Object(map)
         })
         .collect();
@@ -93,9 +126,47 @@ pub(crate) fn decode(bytes: &[u8], max_attachments: usize) -> Option<Vec<MovedSo
                     .collect(),
                 data: item.get("data").cloned().unwrap_or(Value::Null),
                 auth: item.get("auth").cloned().unwrap_or(Value::Null),
+                seen: text("seen"),
+                replayed: match (item.get("replayed"), text("replayedTo")) {
+                    (Some(packets), Some(position)) => Some((
+                        packets
+                            .as_array()?
+                            .iter()
+                            .map(packet_from_value)
+                            .collect::<Option<_>>()?,
+                        position,
+                    )),
+                    _ => None,
+                },
             })
         })
         .collect()
+}
+
+/// An encoded packet as a value: its text and its attachments.
+fn packet_to_value(packet: &Encoded) -> Value {
+    let attachments = packet.attachments.iter().cloned().map(Value::Binary);
+    Value::Array(vec![
+        Value::from(packet.text.as_str()),
+        Value::Array(attachments.collect()),
+    ])
+}
+
+fn packet_from_value(value: &Value) -> Option<Encoded> {
+    let [text, attachments] = value.as_array()?.as_slice() else {
+        return None;
+    };
+    Some(Encoded {
+        text: text.as_str()?.to_owned(),
+        attachments: attachments
+            .as_array()?
+            .iter()
+            .map(|a| match a {
+                Value::Binary(bytes) => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +189,16 @@ mod tests {
                 rooms: vec!["lobby".to_owned(), "x".to_owned()],
                 data: Value::Object(data),
                 auth: Value::Object(Default::default()),
+                seen: Some("a1-3.b2-7".to_owned()),
+                replayed: Some((
+                    vec![sio::encode(&Packet::event(
+                        "/",
+                        "m",
+                        vec![Value::Binary(Bytes::from_static(b"\x07"))],
+                        None,
+                    ))],
+                    "a1-5.b2-7".to_owned(),
+                )),
             },
             MovedSocket {
                 nsp: "/admin".to_owned(),
@@ -126,6 +207,8 @@ mod tests {
                 rooms: Vec::new(),
                 data: Value::Null,
                 auth: Value::Null,
+                seen: None,
+                replayed: None,
             },
         ];
         let bytes = encode(&sockets);

@@ -31,8 +31,8 @@ pub struct Selection {
     pub except: Vec<String>,
 }
 
-/// A broadcast on its way to (or from) another node: the packet as encoded for the client, and
-/// which sockets it is for.
+/// A broadcast on its way to (or from) another node: the packet as encoded for the client
+/// (without recovery offset: each node adds its own), and which sockets it is for.
 #[derive(Debug, Clone)]
 pub struct RemoteBroadcast {
     /// The recipients.
@@ -41,9 +41,10 @@ pub struct RemoteBroadcast {
     pub packet: Encoded,
     /// Drop it for sockets whose transport cannot take it right now.
     pub volatile: bool,
-    /// The connection-state-recovery offset the packet carries as its last argument: the
-    /// receiving node keeps the packet for replay to its clients that come back.
-    pub offset: Option<String>,
+    /// Its number for connection state recovery (`origin-counter`), when the namespace keeps
+    /// a log: the receiving node logs the packet for replay and gives it, as its last
+    /// argument, the offset of its own log.
+    pub stamp: Option<String>,
 }
 
 /// What to do to the selected sockets of another node.
@@ -99,7 +100,8 @@ pub struct SocketDetails {
     pub handshake: Handshake,
 }
 
-/// The state of a disconnected socket taken back from another node, and what it missed.
+/// The saved state of a disconnected socket, taken back from the cluster's record. What it
+/// missed is replayed from the log of the node its client came back to.
 #[derive(Debug, Clone)]
 pub struct Recovered {
     /// The socket id.
@@ -108,8 +110,37 @@ pub struct Recovered {
     pub rooms: Vec<String>,
     /// Its application data.
     pub data: Value,
-    /// The packets sent to it since the offset the client presented, encoded.
+    /// It was still recorded as connected (its node had not seen the connection go, or is
+    /// gone): that stale socket is to be disconnected before this one joins.
+    pub was_connected: bool,
+}
+
+/// What a returning client missed, replayed from another node's log.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    /// The logged packets it missed, encoded, with their offsets.
     pub missed: Vec<Encoded>,
+    /// That node's log position when it answered (a recovery offset): the packets it
+    /// covers are in `missed` or were seen by the client.
+    pub position: String,
+}
+
+/// A socket of a session this node takes over from a node that was lost, as the cluster
+/// recorded it.
+#[derive(Debug, Clone)]
+pub struct AdoptedSocket {
+    /// The namespace.
+    pub nsp: String,
+    /// The socket id.
+    pub id: String,
+    /// Its private id for connection state recovery.
+    pub pid: Option<String>,
+    /// Its rooms other than its own.
+    pub rooms: Vec<String>,
+    /// Its application data.
+    pub data: Value,
+    /// The recovery offset its client was last known to have received (a checkpoint).
+    pub received: Option<String>,
 }
 
 /// A change of one of this node's sockets that the cluster keeps a replicated record of. A
@@ -138,6 +169,9 @@ pub enum SocketChange {
         session: String,
         /// The namespace.
         nsp: String,
+        /// It lost its connection and may be recovered: keep its state (id, rooms, data) for
+        /// its private id.
+        saved: bool,
     },
     /// The socket joined rooms it was not in.
     JoinedRooms {
@@ -182,9 +216,15 @@ pub trait Adapter: Send + Sync + 'static {
     /// every answer (or the reason there is none) once each node has reported.
     fn broadcast_with_ack(&self, request: RemoteAckRequest)
     -> BoxFuture<'static, Vec<AckResponse>>;
-    /// Take back the saved state of the socket with private id `pid` of namespace `nsp` from
-    /// whichever node holds it, with the packets it missed after `offset`.
-    fn recover(&self, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Recovered>>;
+    /// Take back the saved state of the socket with private id `pid` of namespace `nsp`,
+    /// saved at most `max_age` ago, wherever it was connected. Once taken it is gone: a
+    /// second take of the same `pid` finds nothing.
+    fn recover(
+        &self,
+        nsp: &str,
+        pid: &str,
+        max_age: Duration,
+    ) -> BoxFuture<'static, Option<Recovered>>;
     /// Hand `event` to the servers of every other node, without waiting, in order with this
     /// node's broadcasts.
     fn server_emit(&self, event: ServerEvent);
@@ -198,6 +238,30 @@ pub trait Adapter: Send + Sync + 'static {
     /// Record a change of one of this node's sockets, without waiting; changes of one socket
     /// are recorded in the order they are reported.
     fn changed(&self, change: SocketChange);
+    /// Ask the other nodes for the logged packets of `nsp` for a socket in `rooms` that a
+    /// client with recovery offset `seen` missed: the first whose log covers them answers.
+    /// None by default.
+    fn replay(
+        &self,
+        nsp: &str,
+        seen: &str,
+        rooms: Vec<String>,
+    ) -> BoxFuture<'static, Option<Replayed>> {
+        let _ = (nsp, seen, rooms);
+        Box::pin(async { None })
+    }
+    /// Tell the other nodes, without waiting, the recovery offset the client of the socket of
+    /// Engine.IO session `session` in `nsp` is known to have received, so that a node taking
+    /// the session over replays from there. Nothing by default.
+    fn checkpoint(&self, session: &str, nsp: &str, received: String) {
+        let _ = (session, nsp, received);
+    }
+    /// The sockets of Engine.IO session `session`, which this node takes over from a node
+    /// that was lost, as the cluster recorded them. None by default.
+    fn adopt(&self, session: &str) -> BoxFuture<'static, Vec<AdoptedSocket>> {
+        let _ = session;
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// A socket listed by [`BroadcastOperator::fetch_sockets`], on this node or another. Acting on

@@ -17,11 +17,11 @@ use super::error::{AckError, DisconnectReason, EmitError};
 use super::handler::{DisconnectHandler, EventHandler, run_inline};
 use super::moving::MovedSocket;
 use super::namespace::{Namespace, NamespaceInner, with_recovery};
-use super::recovery::SavedSession;
+use super::recovery::{Logged, Position, SavedSession, with_offset};
 use super::remote::{SocketChange, SocketDetails};
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
-use crate::protocol::sio::{self, Packet};
+use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
 
 /// What the client presented when it joined the namespace.
@@ -64,6 +64,25 @@ pub(crate) struct SocketInner {
     /// Events that arrived before the connection handler registered its event handlers
     /// (possible when middleware suspended); `None` once they have been dispatched.
     early_events: Mutex<Option<Vec<Event>>>,
+    /// What its client has been sent of the logged broadcasts.
+    delivery: Mutex<Delivery>,
+}
+
+/// What a socket's client has been sent of the logged broadcasts (connection state recovery).
+#[derive(Default)]
+struct Delivery {
+    /// For a socket that was recovered or moved here: what its client had been sent beyond
+    /// this node's log when it joined. Logged broadcasts it covers are skipped (they reach
+    /// this node late), the others carry it merged into their offset. `None` once this
+    /// node's log covers it.
+    seen: Option<Position>,
+    /// The offset of the last logged packet queued for it.
+    sent: Option<Arc<Position>>,
+    /// `sent` as of the session's previous long-poll: the client has it once the next one
+    /// arrives.
+    polled: Option<Arc<Position>>,
+    /// The last offset reported as received.
+    reported: Option<Arc<Position>>,
 }
 
 /// Most events held for a socket whose connection handler has not started yet; a client that
@@ -98,6 +117,7 @@ impl Socket {
                 data: Mutex::new(parts.data),
                 pending_acks: Mutex::new(HashMap::new()),
                 early_events: Mutex::new(Some(Vec::new())),
+                delivery: Mutex::new(Delivery::default()),
             }),
         }
     }
@@ -250,6 +270,50 @@ impl Socket {
 
     /// Tell the cluster (if any) about a change of this socket, named by its session and
     /// namespace.
+    /// Set what the client had been sent beyond this node's log (see `Delivery::seen`).
+    pub(crate) fn set_seen(&self, seen: Position) {
+        lock(&self.inner.delivery).seen = Some(seen);
+    }
+
+    /// The packet this socket gets for the logged broadcast `logged`, whose packet for a
+    /// client that has been sent just this node's log is `plain`; `None` when the client had
+    /// it already.
+    pub(crate) fn logged_packet(&self, logged: &Logged, plain: &Encoded) -> Option<Encoded> {
+        let mut delivery = lock(&self.inner.delivery);
+        let (packet, offset) = match delivery.seen.as_ref() {
+            None => (plain.clone(), logged.position.clone()),
+            Some(covered) if covered.covers(logged.stamp()) => return None,
+            Some(covered) => {
+                let merged = Arc::new(logged.position.merged(covered));
+                if logged.position.dominates(covered) {
+                    delivery.seen = None;
+                }
+                (with_offset(&logged.bare, &merged), merged)
+            }
+        };
+        delivery.sent = Some(offset);
+        Some(packet)
+    }
+
+    /// The session's long-poll arrived: what the previous one carried has been received.
+    /// With `report`, returns the offset of the last logged packet known received, when it
+    /// changed since it was last returned.
+    pub(crate) fn polled(&self, report: bool) -> Option<Arc<Position>> {
+        let mut delivery = lock(&self.inner.delivery);
+        let sent = delivery.sent.clone();
+        let received = std::mem::replace(&mut delivery.polled, sent)?;
+        if !report
+            || delivery
+                .reported
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &received))
+        {
+            return None;
+        }
+        delivery.reported = Some(received.clone());
+        Some(received)
+    }
+
     pub(crate) fn report(&self, change: impl FnOnce(String, String) -> SocketChange) {
         if let Some(adapter) = self.inner.ns.adapter() {
             adapter.changed(change(
@@ -384,7 +448,20 @@ impl Socket {
         if !self.inner.connected.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let rooms = self.inner.ns.remove(self.id());
+        // Out of the namespace and its position taken in one step under the log's lock, which
+        // every logged delivery holds: the position covers exactly what the socket was sent.
+        let (rooms, seen) = match &self.inner.ns.recovery {
+            Some(store) => {
+                let store = lock(store);
+                let rooms = self.inner.ns.remove(self.id());
+                let seen = match lock(&self.inner.delivery).seen.take() {
+                    Some(own) => store.position().merged(&own),
+                    None => store.position(),
+                };
+                (rooms, Some(seen.to_string()))
+            }
+            None => (self.inner.ns.remove(self.id()), None),
+        };
         let pending: Vec<_> = lock(&self.inner.pending_acks).drain().collect();
         for (_, tx) in pending {
             let _ = tx.send(Err(AckError::Moved));
@@ -398,6 +475,8 @@ impl Socket {
             rooms: rooms.into_iter().filter(|r| r != &self.inner.id).collect(),
             data: self.data(),
             auth: self.inner.handshake.auth.clone(),
+            seen,
+            replayed: None,
         })
     }
 
@@ -408,12 +487,20 @@ impl Socket {
             return;
         }
         let rooms = self.inner.ns.remove(self.id());
-        self.report(|session, nsp| SocketChange::Left { session, nsp });
+        let saved = reason.is_recoverable() && self.inner.pid.is_some();
+        self.report(|session, nsp| SocketChange::Left {
+            session,
+            nsp,
+            saved,
+        });
         let pending: Vec<_> = lock(&self.inner.pending_acks).drain().collect();
         for (_, tx) in pending {
             let _ = tx.send(Err(AckError::Disconnected));
         }
-        if reason.is_recoverable()
+        // In a cluster the replicated record keeps the state (see `Left::saved`), so that any
+        // node can hand it back, even after this one is gone.
+        if saved
+            && self.inner.ns.adapter().is_none()
             && let Some(pid) = &self.inner.pid
         {
             let saved = SavedSession {

@@ -1,6 +1,7 @@
 // Holds a crowd of official socket.io-client clients on a demo-app cluster while the test kills a
 // node, then reports what each client went through, so the test can tell the clients of the dead
-// node (which must reconnect elsewhere) from those of the living nodes (which must not notice).
+// node (taken over by a living node, or reconnected and recovered there) from those of the living
+// nodes (which must not notice).
 //
 // Usage:
 //   node failover.mjs --url URL [--clients N] [--acks K]
@@ -13,8 +14,9 @@
 // Protocol: once every client is connected and welcomed, prints one line `ready` and waits, idle
 // (each polling client has a GET parked), for a line `go` on stdin. Then every client makes its
 // echo round trips, one at a time, and the script prints one line `report <JSON>`: an array with,
-// per client, the transport, the node that owned it first (from `welcome`), its disconnects, the
-// node that owned it last, and how many echoes were acknowledged. Exit code 0, or 1 on a timeout
+// per client, the transport, the node that owned it first (from `welcome`), its disconnects and
+// how many of its reconnections recovered its socket, the node that owned it last, and how many
+// echoes were acknowledged. Exit code 0, or 1 on a timeout
 // (with the report so far), 2 on bad arguments.
 
 import { parseArgs } from "node:util";
@@ -51,6 +53,7 @@ const report = () =>
     first: c.first,
     last: c.last,
     disconnects: c.disconnects,
+    recovered: c.recovered,
     acked: c.acked,
   }));
 
@@ -68,7 +71,10 @@ for (let i = 0; i < count; i++) {
     reconnectionDelay: 200,
     reconnectionDelayMax: 1000,
   });
-  const client = { transport, socket, first: null, last: null, disconnects: 0, acked: 0 };
+  const client = { transport, socket, first: null, last: null, disconnects: 0, recovered: 0, acked: 0 };
+  socket.on("connect", () => {
+    if (socket.recovered) client.recovered += 1;
+  });
   client.welcomed = new Promise((resolve) => {
     socket.on("welcome", ({ node }) => {
       if (client.first === null) client.first = node;

@@ -3,6 +3,7 @@
 mod adapter;
 mod balancer;
 mod bench;
+mod chaos;
 mod clients;
 mod cluster;
 mod eio_codec;

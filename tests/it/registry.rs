@@ -287,7 +287,10 @@ async fn three_nodes_initialize_and_writes_through_a_follower_reach_every_node()
     }
     let removed = nodes[0]
         .registry
-        .write(Command::DeleteSessionsOf { node: follower.id })
+        .write(Command::DeleteSessionsOf {
+            node: follower.id,
+            at_ms: 0,
+        })
         .await;
     assert_eq!(removed, Ok(Response::Deleted { count: 50 }));
 

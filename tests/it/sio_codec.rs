@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use nonstick::protocol::sio::{DecodeError, Decoder, Encoded, Packet, PacketType, encode};
+use nonstick::protocol::sio::{
+    DecodeError, Decoder, Encoded, Packet, PacketType, encode, with_trailing_arg,
+};
 use nonstick::protocol::value::Value;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -689,6 +691,20 @@ proptest! {
 
 proptest! {
     #![proptest_config(config(20_000))]
+
+    #[test]
+    fn prop_a_trailing_argument_is_added_without_decoding(
+        nsp in arb_nsp(),
+        args in vec(arb_value(true), 0..4),
+        arg in arb_string(12),
+    ) {
+        let p = Packet::event(nsp.clone(), "e", args.clone(), None);
+        let with = with_trailing_arg(&encode(&p), &arg).expect("an event packet");
+        let mut longer = args;
+        longer.push(Value::from(arg.as_str()));
+        prop_assert_eq!(with, encode(&Packet::event(nsp.clone(), "e", longer, None)));
+        prop_assert_eq!(with_trailing_arg(&encode(&Packet::disconnect(nsp)), &arg), None);
+    }
 
     #[test]
     fn prop_server_packets_round_trip(

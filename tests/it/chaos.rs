@@ -1,0 +1,246 @@
+//! Faults under steady load, as clients see them: `tests/clients/chaos.mjs` (official
+//! socket.io-client clients in one room, sequence-numbered broadcasts, echo round trips) on a
+//! demo-app cluster behind the round-robin balancer, while connections drop or nodes go.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nonstick::app::AppKind;
+use nonstick::balancer::Mode;
+use nonstick::launch::{self, LocalCluster, Program, RunningCluster};
+use serde::Deserialize;
+
+use crate::fixture::{Script, TestCluster, round_robin};
+
+/// What `chaos.mjs` reports (see its header).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chaos {
+    pub clients: usize,
+    pub sent: Sent,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub disconnects: BTreeMap<String, u64>,
+    pub connect_errors: u64,
+    pub recovered: u64,
+    pub not_recovered: u64,
+    pub sessions_lost: u64,
+    pub echo: Echo,
+    pub polling: Side,
+    pub websocket: Side,
+    pub unserved_ms: u64,
+    pub stalled_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Sent {
+    pub acked: u64,
+    pub unacked: u64,
+}
+
+/// What the clients of one transport noticed.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Side {
+    pub disconnects: u64,
+    pub echo_failed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Echo {
+    pub acked: u64,
+    pub failed: u64,
+}
+
+/// `chaos.mjs` started with `args` against `front`, once every client is in the room.
+pub async fn chaos(front: &str, args: &[&str]) -> Script {
+    let mut all = vec!["--url", front];
+    all.extend_from_slice(args);
+    let mut script = Script::start("chaos.mjs", &all);
+    let ready = script.line(Duration::from_secs(60)).await;
+    assert!(ready.starts_with("ready "), "{ready}");
+    script
+}
+
+/// Stops `chaos.mjs` and returns its report.
+pub async fn chaos_report(mut script: Script) -> Chaos {
+    script.send("stop").await;
+    script.report(Duration::from_secs(60)).await
+}
+
+/// Websocket clients with connection state recovery drop their TCP connection every 0.6–1.5 s
+/// and come back through the round-robin balancer, mostly on another node, while three senders
+/// on different connections broadcast every 10 ms: each reconnection gets its socket back, and
+/// every client receives every broadcast exactly once. The broadcasts of several nodes reach
+/// each node in a different order, so a replay by "everything after the client's last packet"
+/// in the new node's log would miss some and repeat others.
+#[tokio::test]
+async fn dropped_connections_are_recovered_on_any_node_with_every_broadcast_exactly_once() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let lb = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let front = format!("http://{}", lb.addr());
+    let args = [
+        "--polling",
+        "2",
+        "--websocket",
+        "9",
+        "--senders",
+        "3",
+        "--interval",
+        "10",
+        "--sever",
+        "600-1500",
+    ];
+    let script = chaos(&front, &args).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let report = chaos_report(script).await;
+    assert!(report.recovered >= 20, "{report:?}");
+    assert!(report.sent.acked >= 500, "{report:?}");
+    assert_eq!(report.not_recovered, 0, "{report:?}");
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{report:?}");
+    assert_eq!(report.connect_errors, 0, "{report:?}");
+    assert_eq!(report.sessions_lost, 0, "{report:?}");
+    let severed: u64 = report.disconnects.values().sum();
+    assert_eq!(severed, report.recovered, "{report:?}");
+    assert_eq!(report.clients, 14, "{report:?}");
+    assert_eq!(
+        report.sent.unacked, 0,
+        "the senders keep their connections: {report:?}"
+    );
+    // At most the round trip in flight fails when a connection drops.
+    assert!(report.echo.failed <= severed, "{report:?}");
+    assert!(report.echo.acked > 0, "{report:?}");
+    eprintln!("longest time unserved: {} ms", report.unserved_ms);
+    eprintln!("longest echo stall: {} ms", report.stalled_ms);
+    lb.shutdown().await.expect("balancer stops");
+    cluster.stop().await;
+}
+
+/// Three node processes of the demo app behind the embedded round-robin balancer.
+async fn processes() -> RunningCluster {
+    let plan = LocalCluster {
+        nodes: 3,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: None,
+        mode: Some(Mode::RoundRobin),
+        program: Program::BuiltIn {
+            exe: env!("CARGO_BIN_EXE_nonstick").into(),
+            app: AppKind::Demo,
+        },
+        node_args: Vec::new(),
+        quiet: std::env::var_os("CHAOS_LOGS").is_none(),
+    };
+    launch::start(plan).await.expect("cluster")
+}
+
+/// The load of the fault runs: polling and websocket clients in one room, one sender every
+/// 50 ms, echo round trips.
+const LOAD: [&str; 8] = [
+    "--polling",
+    "9",
+    "--websocket",
+    "4",
+    "--senders",
+    "1",
+    "--interval",
+    "50",
+];
+
+/// What every fault run must show: no polling session lost, no polling client disconnected,
+/// no broadcast lost, every websocket client that reconnected got its socket back (at most
+/// the round trip in flight on a websocket that closed fails). `acks_lost`: polling round
+/// trips allowed to fail, their acknowledgement queued on a node that was killed.
+fn assert_unhurt(report: &Chaos, acks_lost: u64) {
+    assert!(report.sent.acked >= 50, "{report:?}");
+    assert_eq!(report.sessions_lost, 0, "{report:?}");
+    assert_eq!(report.polling.disconnects, 0, "{report:?}");
+    assert!(report.polling.echo_failed <= acks_lost, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.not_recovered, 0, "{report:?}");
+    assert_eq!(report.connect_errors, 0, "{report:?}");
+    assert!(
+        report.websocket.echo_failed <= report.websocket.disconnects,
+        "{report:?}"
+    );
+    assert!(report.echo.acked > 0, "{report:?}");
+    let disconnects: u64 = report.disconnects.values().sum();
+    assert_eq!(disconnects, report.recovered, "{report:?}");
+    eprintln!(
+        "{} broadcasts, {} duplicated; {} reconnections, all recovered; longest echo stall {} ms",
+        report.sent.acked, report.duplicated, report.recovered, report.stalled_ms
+    );
+}
+
+/// kill -9 of a node under load, then it starts again on its data directory: its polling
+/// clients carry on with the same session on another node (taken over from the registry,
+/// missed broadcasts replayed from the last position they were known to have), its websocket
+/// clients reconnect and are recovered; nobody loses a broadcast.
+#[tokio::test]
+async fn a_killed_and_restarted_node_loses_no_session_and_no_broadcast() {
+    let mut cluster = processes().await;
+    let front = format!("http://{}", cluster.addr().expect("balancer"));
+    let script = chaos(&front, &LOAD).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(1).await.expect("kill node 2");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.restart(1).await.expect("restart node 2");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = chaos_report(script).await;
+    assert_unhurt(&report, 9);
+    assert!(
+        report.recovered > 0,
+        "node 2 had no websocket client: {report:?}"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// A rolling restart under load (each node in turn: SIGTERM, it drains; started again on its
+/// data directory; the next once it is healthy): nobody loses a session or a broadcast.
+#[tokio::test]
+async fn a_rolling_restart_loses_no_session_and_no_broadcast() {
+    let mut cluster = processes().await;
+    let front = format!("http://{}", cluster.addr().expect("balancer"));
+    let script = chaos(&front, &LOAD).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.roll().await.expect("rolling restart");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = chaos_report(script).await;
+    assert_unhurt(&report, 0);
+    assert!(
+        report.recovered > 0,
+        "no websocket client was moved: {report:?}"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
+
+/// `nonstick drain --node 2` under load: the node reports itself unhealthy, hands its polling
+/// sessions over, closes its websockets (their clients come back elsewhere, recovered) and
+/// exits; started again, it takes its share anew. Nobody loses a session or a broadcast.
+#[tokio::test]
+async fn the_drain_command_moves_a_nodes_clients_unhurt_and_stops_it() {
+    let mut cluster = processes().await;
+    let front = format!("http://{}", cluster.addr().expect("balancer"));
+    let script = chaos(&front, &LOAD).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let via = cluster.grpc_addrs()[0].to_string();
+    let drained = tokio::process::Command::new(env!("CARGO_BIN_EXE_nonstick"))
+        .args(["drain", "--node", "2", "--via", &via])
+        .env("NONSTICK_SECRET", cluster.secret())
+        .output()
+        .await
+        .expect("run nonstick drain");
+    assert!(drained.status.success(), "{drained:?}");
+    cluster
+        .exited(1, Duration::from_secs(30))
+        .await
+        .expect("node 2 stops after draining");
+    cluster.restart(1).await.expect("restart node 2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = chaos_report(script).await;
+    assert_unhurt(&report, 0);
+    assert!(
+        report.recovered > 0,
+        "node 2 had no websocket client: {report:?}"
+    );
+    cluster.shutdown().await.expect("shutdown");
+}
