@@ -665,7 +665,7 @@ impl Adapter for GrpcAdapter {
     }
 
     fn changed(&self, change: SocketChange) {
-        self.registry.record(change_to_command(change));
+        self.registry.record_as_owner(change_to_command(change));
     }
 
     fn checkpoint(&self, session: &str, nsp: &str, received: String) {

@@ -105,7 +105,6 @@ impl Proxy {
         let upgrade = upgrade_protocol(request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let idempotent = matches!(parts.method, Method::GET | Method::HEAD);
         let mut body = match Outgoing::read(&parts.headers, body, self.max_replay_body).await {
             Ok(body) => body,
             Err(response) => return response,
@@ -136,10 +135,10 @@ impl Proxy {
                 std::mem::take(&mut parts.headers)
             };
             let result = self.client.request(outgoing).await;
-            // A backend that takes no new session (draining) or cannot reach a session's
-            // owner: another may. Left out until its probe says it is healthy again.
+            // A backend that takes no new session (draining), serves nobody (cut off from its
+            // cluster) or cannot reach a session's owner: another may. Left out until its
+            // probe says it is healthy again. A POST too (see below).
             let unavailable = matches!(&result, Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE)
-                && idempotent
                 && attempt < backends
                 && next_try.is_some();
             let failure = match result {

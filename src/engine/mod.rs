@@ -251,6 +251,15 @@ impl Engine {
         }
     }
 
+    /// Answers every parked long-poll `6`: their clients poll again, through whichever node
+    /// the balancer picks (this one stopped serving, say).
+    pub fn release_polls(&self) {
+        let sessions: Vec<_> = self.shared.sessions().values().cloned().collect();
+        for session in sessions {
+            session.release_poll();
+        }
+    }
+
     /// Closes the session `sid` from the server side, as [`Connection::close`] would.
     pub fn close(&self, sid: &str, reason: CloseReason) {
         if let Some(session) = self.session(sid) {

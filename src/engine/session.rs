@@ -97,6 +97,8 @@ pub(crate) struct State {
     /// sends meanwhile still joins the queue that moves (its recovery position, taken in that
     /// hand-over, counts it as sent).
     moving: bool,
+    /// The parked long-poll is to be answered `6` now (see `Engine::release_polls`).
+    release_poll: bool,
 }
 
 /// A close that happened under the state lock and whose effects must run outside it.
@@ -158,6 +160,7 @@ impl Session {
             pong_deadline: None,
             unconfirmed: None,
             moving: false,
+            release_poll: false,
         };
         Session {
             sid,
@@ -372,6 +375,16 @@ impl Session {
                 handler.on_close(reason);
             }
         });
+    }
+
+    /// Answers a parked long-poll `6`, so that the client polls again.
+    pub(crate) fn release_poll(&self) {
+        let mut st = self.lock();
+        if st.poll_parked.is_some() {
+            st.release_poll = true;
+            drop(st);
+            self.changed.notify_waiters();
+        }
     }
 
     /// Takes the session out of this node for a move: only a polling session with no upgrade
@@ -655,8 +668,9 @@ impl Session {
                     }
                     return Ok(Some(answer));
                 }
-                if st.upgrade == Upgrade::Probing {
-                    // The client finishes its pending requests before it sends `5`.
+                if st.upgrade == Upgrade::Probing || std::mem::take(&mut st.release_poll) {
+                    // The client finishes its pending requests before it sends `5`; or it
+                    // is to poll again, perhaps through another node.
                     guard.release(&mut st);
                     return Ok(Some(eio::encode_payload(&[Packet::Noop])));
                 }

@@ -12,6 +12,7 @@
 //! epoch this node knows, the registry's or its own memory of a move.
 
 mod convert;
+mod fence;
 mod migrate;
 mod record;
 mod relay;
@@ -137,7 +138,7 @@ struct Cluster {
     /// The forwarding links: one per member, in the peer directory.
     link: LinkSpec,
     /// Whether the sessions an earlier process of this node left in the registry are taken
-    /// over yet (see [`Gateway::reclaimed`]).
+    /// over yet (see `fence`): requests for them wait until they are.
     reclaimed: tokio::sync::watch::Sender<bool>,
 }
 
@@ -238,23 +239,6 @@ impl Gateway {
         }
     }
 
-    /// The sessions an earlier process of this node left in the registry are now taken over
-    /// ([`Command::TakeOver`](crate::registry::Command::TakeOver) to this node): requests for
-    /// them, which waited, find them adopted here.
-    pub(crate) fn reclaimed(&self) {
-        if let Some(cluster) = &self.inner.cluster {
-            cluster.reclaimed.send_replace(true);
-        }
-    }
-
-    /// Whether [`reclaimed`](Self::reclaimed) happened (always, on a single node).
-    pub(crate) fn is_reclaimed(&self) -> bool {
-        self.inner
-            .cluster
-            .as_ref()
-            .is_none_or(|c| *c.reclaimed.borrow())
-    }
-
     /// Forward a polling GET or POST (or any other sid request) to `node` and return the body of
     /// its 200 answer. An owner that moved the session away names the new owner, which is asked
     /// in its place. Dropping the future cancels the request on the owner.
@@ -281,6 +265,18 @@ impl Gateway {
                 {
                     tokio::time::sleep(OWNER_RETRY).await;
                 }
+                // The owner cannot be reached (gone, or cut off from here), or does not serve
+                // (cut off from the majority): wait for it to come back, or for the cluster to
+                // give the session to another node.
+                Err(e @ GatewayError::Owner(LinkError::Unreachable(_) | LinkError::Broken(_)))
+                | Ok(Asked::Answer(Err(e @ GatewayError::Engine(EngineError::Unavailable))))
+                    if tokio::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(OWNER_RETRY).await;
+                    let sid = req.sid.as_deref().unwrap_or_default();
+                    node = self.heir(mount, sid).await.ok_or(e)??;
+                    waited = true;
+                }
                 Ok(Asked::Answer(answer)) => return answer,
                 // A session moved again before the registry of the node asked caught up may
                 // take a hop more; the bound keeps a stale chain from bouncing a request
@@ -291,16 +287,6 @@ impl Gateway {
                 Ok(Asked::Moved(to)) => {
                     hops += 1;
                     node = to;
-                }
-                // The owner cannot be reached (gone, or cut off from here): wait for it to
-                // come back, or for the cluster to give the session to another node.
-                Err(e @ GatewayError::Owner(LinkError::Unreachable(_) | LinkError::Broken(_)))
-                    if tokio::time::Instant::now() < until =>
-                {
-                    tokio::time::sleep(OWNER_RETRY).await;
-                    let sid = req.sid.as_deref().unwrap_or_default();
-                    node = self.heir(mount, sid).await.ok_or(e)??;
-                    waited = true;
                 }
                 Err(e) => return Err(e),
             }

@@ -87,7 +87,7 @@ impl SessionHandler for RecordedSession {
 
     fn on_upgrade(&self) {
         self.inner.on_upgrade();
-        self.registry.record(Command::SetTransport {
+        self.registry.record_as_owner(Command::SetTransport {
             sid: self.sid.clone(),
             transport: registry::Transport::Websocket,
         });
@@ -104,7 +104,7 @@ impl SessionHandler for RecordedSession {
 
     fn on_close(&self, reason: CloseReason) {
         self.inner.on_close(reason);
-        self.registry.record(Command::DeleteSession {
+        self.registry.record_as_owner(Command::DeleteSession {
             sid: self.sid.clone(),
         });
     }

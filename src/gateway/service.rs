@@ -102,6 +102,9 @@ async fn serve_polling(
     let Some(engine) = gateway.engine(&mount) else {
         return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
     };
+    if !gateway.serving() {
+        return polling_reply::Result::Error(convert::error_to_pb(&EngineError::Unavailable));
+    }
     let sid = req.sid.clone().unwrap_or_default();
     if !engine.has_session(&sid) {
         gateway.adopt(&mount, &sid).await;

@@ -15,6 +15,9 @@ pub enum HttpError {
     /// The session's owner could not be asked. The client, like for any non-200 answer,
     /// reconnects.
     OwnerUnavailable,
+    /// This cluster node serves nobody now: it is cut off from the cluster majority, or
+    /// catching up with it (HTTP 503, which balancers retry on another backend).
+    NotServing,
 }
 
 impl From<EngineError> for HttpError {
@@ -47,6 +50,13 @@ impl IntoResponse for HttpError {
             HttpError::OwnerUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "code": 1, "message": "Session owner unavailable" }),
+            ),
+            HttpError::NotServing => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({
+                    "code": 4,
+                    "message": "Server unavailable: not in touch with the cluster majority",
+                }),
             ),
         };
         (

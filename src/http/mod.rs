@@ -179,6 +179,11 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
     } else {
         None
     };
+    // Cut off from the cluster, this node may no longer own what it holds: nothing is
+    // served, not even a handshake, until it is in touch again.
+    if !state.gateway.serving() {
+        return HttpError::NotServing.into_response();
+    }
     let headers = &parts.headers;
     if let Some(sid) = &req.sid
         && let Route::Remote(owner) = state.gateway.route(&state.mount, sid).await

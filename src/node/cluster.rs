@@ -23,7 +23,7 @@ use crate::gateway::service::ForwardService;
 use crate::gateway::{Gateway, Recorded};
 use crate::http;
 use crate::registry::admin::AdminService;
-use crate::registry::{Command, NodeId, Registry, RegistryConfig, Response, unix_millis};
+use crate::registry::{NodeId, Registry, RegistryConfig};
 use crate::rpc::{self, Peers};
 use crate::socketio::SocketIo;
 
@@ -123,7 +123,9 @@ pub(super) async fn start(
     // Members added later (`nonstick member add`) become reachable from every node: the Raft
     // membership carries their addresses.
     let sync = tokio::spawn(sync_peers(registry.clone(), peers.clone()));
-    tokio::spawn(reclaim(registry.clone(), node, gateway.clone()));
+    // A node starts without a lease: it serves once it has taken over what an earlier
+    // process of it left in the registry.
+    tokio::spawn(gateway.clone().keep_fenced());
     let parts = ClusterParts {
         gateway: gateway.clone(),
         draining: Arc::new(AtomicBool::new(false)),
@@ -138,40 +140,6 @@ pub(super) async fn start(
         sync,
     };
     Ok((gateway, parts))
-}
-
-/// How often a node that starts asks again to take over its earlier sessions.
-const RECLAIM_RETRY: Duration = Duration::from_millis(500);
-
-/// The sessions the registry still gives to this node are an earlier process's, lost with
-/// it: take them over here ([`Command::TakeOver`] to this node, committed after everything
-/// that earlier process recorded), so that its polling clients carry on, their sessions
-/// started afresh on their next request, and the sockets of its websocket clients are saved
-/// for recovery. Until then the node reports itself unhealthy, so balancers send it nothing.
-async fn reclaim(registry: Registry, node: NodeId, gateway: Gateway) {
-    loop {
-        let take = Command::TakeOver {
-            node,
-            to: vec![node],
-            at_ms: unix_millis(),
-        };
-        match registry.write(take).await {
-            Ok(Response::TakenOver { moved, deleted }) => {
-                if moved + deleted > 0 {
-                    tracing::warn!(
-                        moved,
-                        deleted,
-                        "took over the sessions of this node's earlier process"
-                    );
-                }
-                gateway.reclaimed();
-                return;
-            }
-            Ok(other) => tracing::warn!(?other, "unexpected answer to a take-over"),
-            Err(e) => tracing::debug!(%e, "earlier sessions not taken over yet"),
-        }
-        tokio::time::sleep(RECLAIM_RETRY).await;
-    }
 }
 
 /// Keep `peers` equal to the Raft membership, once a second: members added later become
@@ -207,13 +175,16 @@ impl ClusterParts {
         self.grpc_addr
     }
 
-    /// Healthy once the sessions of an earlier process are taken over, while the registry
-    /// reaches a Raft majority and the node is not draining.
+    /// Healthy while the node serves (it holds its lease and has taken over what an earlier
+    /// process left), the registry reaches a Raft majority and the node is not draining.
     pub(super) fn health(&self) -> http::Health {
         let (registry, draining) = (self.registry.clone(), self.draining.clone());
         let gateway = self.gateway.clone();
         Arc::new(move || {
-            gateway.is_reclaimed() && registry.is_healthy() && !draining.load(Ordering::Acquire)
+            gateway.serving()
+                && gateway.reclaimed()
+                && registry.is_healthy()
+                && !draining.load(Ordering::Acquire)
         })
     }
 

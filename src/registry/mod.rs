@@ -25,6 +25,7 @@
 
 pub mod admin;
 mod error;
+mod lease;
 mod network;
 mod service;
 mod state;
@@ -101,6 +102,11 @@ pub struct RegistryConfig {
     /// polling sessions go to the other members, its other sessions are forgotten with their
     /// sockets saved for recovery ([`Command::TakeOver`]).
     pub takeover_after: Duration,
+    /// A node serves its sessions only while it has heard the leader (or, as the leader, a
+    /// majority) within this long ([`Registry::has_lease`]): shorter than `takeover_after`,
+    /// so that a node cut off stops before the others take its sessions over, and longer than
+    /// an election, so that a leader's loss does not stop the others.
+    pub serving_lease: Duration,
 }
 
 impl RegistryConfig {
@@ -121,7 +127,8 @@ impl RegistryConfig {
             max_inflight_batches: 1,
             write_timeout: Duration::from_secs(5),
             membership_timeout: Duration::from_secs(30),
-            takeover_after: Duration::from_secs(3),
+            takeover_after: Duration::from_secs(5),
+            serving_lease: Duration::from_secs(4),
         }
     }
 
@@ -207,11 +214,16 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Dies once the storage (and so sled's directory lock) is released.
     lease: Weak<()>,
+    serving: Arc<lease::ServingLease>,
     compactor: store::Compactor,
     membership_timeout: Duration,
     /// A leader whose last majority acknowledgement is older than this is unhealthy.
     election_timeout_max: Duration,
 }
+
+/// A lapse of this node's lease, caught up with ([`Registry::catch_up`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Lapse(u64);
 
 /// What the batcher and the write path share.
 struct Core {
@@ -278,7 +290,8 @@ impl Registry {
             contact,
             config.takeover_after,
         ));
-        let service = RaftServiceServer::new(RaftGrpc::new(raft))
+        let serving = Arc::new(lease::ServingLease::new(config.serving_lease));
+        let service = RaftServiceServer::new(RaftGrpc::new(raft, serving.clone()))
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let registry = Registry {
@@ -289,6 +302,7 @@ impl Registry {
                 dropped: AtomicU64::new(0),
                 tasks: Mutex::new(vec![batcher, sweeper]),
                 lease,
+                serving,
                 compactor,
                 membership_timeout: config.membership_timeout,
                 election_timeout_max: config.election_timeout_max,
@@ -344,6 +358,12 @@ impl Registry {
             .await
             .map_err(|_| RegistryError::Shutdown)?;
         answer.await.map_err(|_| RegistryError::Shutdown)?
+    }
+
+    /// [`Registry::record`]s `command` as made by this node as its session's owner: it is
+    /// applied only if the session is still this node's then ([`Command::AsOwner`]).
+    pub fn record_as_owner(&self, command: Command) {
+        self.record(command.as_owner(self.node_id()));
     }
 
     /// Queues `command` without waiting for it: commands recorded by one caller are applied in
@@ -415,6 +435,49 @@ impl Registry {
         Ok(self.session(sid))
     }
 
+    /// Whether this node may serve its sessions (see [`RegistryConfig::serving_lease`]): it
+    /// heard the leader (as the leader: a majority) within the lease, and it has caught up
+    /// since its lease last lapsed ([`Registry::catch_up`]). The only voter of a cluster
+    /// always may.
+    pub fn has_lease(&self) -> bool {
+        let metrics = self.inner.core.raft.metrics();
+        let m = metrics.borrow();
+        let mut voters = m.membership_config.membership().voter_ids();
+        if voters.next() == Some(m.id) && voters.next().is_none() {
+            return true;
+        }
+        let quorum_ack = (m.state == ServerState::Leader)
+            .then(|| m.millis_since_quorum_ack.map(Duration::from_millis))
+            .flatten();
+        self.inner.serving.held(quorum_ack)
+    }
+
+    /// After a lapse of the lease: waits until this node has applied everything the
+    /// majority committed up to now (a take-over of its sessions, say) and returns the lapse,
+    /// for [`Registry::renew_lease`] once the node has let go of what it no longer owns.
+    /// `None` when the lease has not lapsed.
+    pub async fn catch_up(&self) -> Result<Option<Lapse>, RegistryError> {
+        let Some(lapses) = self.inner.serving.broken() else {
+            return Ok(None);
+        };
+        let core = &self.inner.core;
+        let deadline = Instant::now() + core.write_timeout;
+        if let Some(index) = core.read_index(deadline).await? {
+            core.raft
+                .wait(Some(remaining(deadline)))
+                .applied_index_at_least(Some(index), "catch_up")
+                .await
+                .map_err(wait_error)?;
+        }
+        Ok(Some(Lapse(lapses)))
+    }
+
+    /// This node caught up after `lapse` ([`Registry::catch_up`]): it holds the lease again
+    /// while it hears the majority, unless the lease lapsed once more meanwhile.
+    pub fn renew_lease(&self, lapse: Lapse) {
+        self.inner.serving.renewed(lapse.0);
+    }
+
     /// Adds node `id` at gRPC address `addr` as a non-voting learner and waits (at most
     /// [`RegistryConfig::membership_timeout`]) until it has caught up. Runs on the leader.
     pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), RegistryError> {
@@ -474,6 +537,12 @@ impl Registry {
             }
             Some(_) => matches!(m.state, ServerState::Follower | ServerState::Learner),
         }
+    }
+
+    /// Healthy ([`Registry::is_healthy`]) and holding the lease ([`Registry::has_lease`]):
+    /// the node may take clients.
+    pub fn is_serving(&self) -> bool {
+        self.is_healthy() && self.has_lease()
     }
 
     /// A snapshot of this node's Raft and state counters.

@@ -5,11 +5,16 @@
 #![allow(clippy::result_large_err)]
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::sync::Arc;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use openraft::{BasicNode, LogId, Raft};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response as GrpcResponse, Status};
 
+use super::lease::ServingLease;
 use super::types::{Command, NodeId, Response, TypeConfig};
 use crate::rpc::pb::raft::RaftBytes;
 use crate::rpc::pb::raft::raft_service_server::RaftService;
@@ -33,11 +38,12 @@ pub(crate) type ReadIndexReply = Result<Option<LogId<NodeId>>, ForwardError>;
 #[derive(Clone)]
 pub struct RaftGrpc {
     raft: Raft<TypeConfig>,
+    serving: Arc<ServingLease>,
 }
 
 impl RaftGrpc {
-    pub(crate) fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
+    pub(crate) fn new(raft: Raft<TypeConfig>, serving: Arc<ServingLease>) -> Self {
+        Self { raft, serving }
     }
 }
 
@@ -77,7 +83,12 @@ impl RaftService for RaftGrpc {
         request: Request<RaftBytes>,
     ) -> Result<GrpcResponse<RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
-        reply(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        // From the current leader, whatever the entries: it has this node in its majority.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.serving.heard_leader();
+        }
+        reply(&result)
     }
 
     async fn vote(&self, request: Request<RaftBytes>) -> Result<GrpcResponse<RaftBytes>, Status> {

@@ -249,6 +249,17 @@ impl Sessions {
             Command::Batch(commands) => {
                 Response::Batch(commands.iter().map(|command| self.apply(command)).collect())
             }
+            // Only a take-over fences: a session moved on purpose may still get the former
+            // owner's last commands, and the new owner's first ones before its commit.
+            Command::AsOwner { node, command } => {
+                let record = command.sid().and_then(|sid| self.records.get(sid));
+                match record {
+                    Some(r) if r.taken_over && r.owner != *node => {
+                        Response::NotOwner { owner: r.owner }
+                    }
+                    _ => self.apply(command),
+                }
+            }
         }
     }
 
@@ -450,6 +461,24 @@ mod tests {
             Response::Deleted { count: 1 }
         );
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_former_owner_changes_nothing() {
+        let mut s = Sessions::default();
+        s.apply(&create("a", 1));
+        let joined = Command::Batch(vec![join("a", "/", "p")]).as_owner(1);
+        assert_eq!(s.apply(&joined), Response::Batch(vec![Response::Applied]));
+        s.apply(&Command::TakeOver {
+            node: 1,
+            to: vec![2],
+            at_ms: 0,
+        });
+        let late = Command::DeleteSession { sid: "a".into() }.as_owner(1);
+        assert_eq!(s.apply(&late), Response::NotOwner { owner: 2 });
+        assert_eq!(s.owned_by(2), vec!["a".to_string()]);
+        let own = Command::DeleteSession { sid: "a".into() }.as_owner(2);
+        assert_eq!(s.apply(&own), Response::Applied);
     }
 
     fn join(sid: &str, nsp: &str, pid: &str) -> Command {

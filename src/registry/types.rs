@@ -223,6 +223,16 @@ pub enum Command {
     /// that is refused does not undo or stop the others. Nested batches are flattened in the
     /// answer shape (a batch answers a batch).
     Batch(Vec<Command>),
+    /// `command` (about one session), made by the session's owner `node`: not applied once
+    /// the session was taken over by another node ([`Command::TakeOver`]). A node that lost a
+    /// session (while it was cut off or stopped) cannot change it any more, whatever it still
+    /// had queued.
+    AsOwner {
+        /// The node that made the command.
+        node: NodeId,
+        /// The command.
+        command: Box<Command>,
+    },
 }
 
 /// What applying a command did.
@@ -268,6 +278,11 @@ pub enum Response {
     },
     /// The answers of a [`Command::Batch`], in order.
     Batch(Vec<Response>),
+    /// [`Command::AsOwner`] from a node that no longer owns the session; nothing changed.
+    NotOwner {
+        /// The session's owner.
+        owner: NodeId,
+    },
 }
 
 impl Command {
@@ -275,7 +290,46 @@ impl Command {
     pub fn len(&self) -> usize {
         match self {
             Command::Batch(commands) => commands.iter().map(Command::len).sum(),
+            Command::AsOwner { command, .. } => command.len(),
             _ => 1,
+        }
+    }
+
+    /// The session a command about one session is about.
+    pub(crate) fn sid(&self) -> Option<&str> {
+        match self {
+            Command::CreateSession { sid, .. }
+            | Command::SetOwner { sid, .. }
+            | Command::SetTransport { sid, .. }
+            | Command::DeleteSession { sid }
+            | Command::JoinNamespace { sid, .. }
+            | Command::LeaveNamespace { sid, .. }
+            | Command::JoinRooms { sid, .. }
+            | Command::LeaveRooms { sid, .. }
+            | Command::SetData { sid, .. }
+            | Command::SaveSocket { sid, .. } => Some(sid),
+            Command::AsOwner { command, .. } => command.sid(),
+            Command::TakeSocket { .. }
+            | Command::DeleteSessionsOf { .. }
+            | Command::TakeOver { .. }
+            | Command::Batch(_) => None,
+        }
+    }
+
+    /// `self` made by `node` as the owner of its session(s): see [`Command::AsOwner`]. A
+    /// batch is fenced command by command.
+    pub fn as_owner(self, node: NodeId) -> Command {
+        match self {
+            Command::Batch(commands) => Command::Batch(
+                commands
+                    .into_iter()
+                    .map(|command| command.as_owner(node))
+                    .collect(),
+            ),
+            command => Command::AsOwner {
+                node,
+                command: Box::new(command),
+            },
         }
     }
 

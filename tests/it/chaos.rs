@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use nonstick::app::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
 use nonstick::balancer::Mode;
 use nonstick::launch::{self, LocalCluster, Program, RunningCluster};
 use serde::Deserialize;
 
-use crate::fixture::{Script, TestCluster, round_robin};
+use crate::fixture::{App, Path, Script, TestCluster, get, round_robin};
 
 /// What `chaos.mjs` reports (see its header).
 #[derive(Debug, Deserialize)]
@@ -243,4 +243,99 @@ async fn the_drain_command_moves_a_nodes_clients_unhurt_and_stops_it() {
         "node 2 had no websocket client: {report:?}"
     );
     cluster.shutdown().await.expect("shutdown");
+}
+
+/// Waits (at most `limit`) until `done` holds; false if it never did.
+async fn eventually(limit: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Node 3 cut off from the other two under load (its peer traffic frozen both ways; its client
+/// port still reachable through the balancer): once its lease lapses it serves nobody — a
+/// handshake gets a 503 that says why, `/healthz` fails — while the majority takes its
+/// sessions over and its clients carry on there. Reconnected, it catches up, drops what was
+/// taken over and serves again: at no point does a session have two serving owners, and no
+/// client loses a session or a broadcast.
+#[tokio::test]
+async fn a_node_cut_off_from_the_majority_stops_serving_and_rejoins_without_a_second_owner() {
+    let cluster = TestCluster::start_with(3, &[(3, Path::Freezer)], |_| {
+        (App::built_in(AppKind::Demo), BuiltIn::base_config())
+    })
+    .await;
+    let lb = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
+    let front = format!("http://{}", lb.addr());
+    let script = chaos(&front, &LOAD).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (cut, majority) = (&cluster.nodes[2], &cluster.nodes[0]);
+    let owned_by_3 = |node: &crate::fixture::TestNode| {
+        let registry = node.node().registry().expect("cluster node").clone();
+        move || registry.sessions_owned_by(3)
+    };
+    let held_before = owned_by_3(majority)();
+    assert!(!held_before.is_empty(), "node 3 owns no session");
+
+    cluster.cut_off(3);
+    let handshake = cut.url("/socket.io/?EIO=4&transport=polling");
+    assert!(
+        eventually(Duration::from_secs(10), async || get(&handshake)
+            .await
+            .status
+            == 503)
+        .await,
+        "node 3 still takes new sessions"
+    );
+    let refused = get(&handshake).await;
+    assert!(
+        refused.body.contains("cluster majority"),
+        "{}",
+        refused.body
+    );
+    let healthz = cut.url("/healthz");
+    assert_ne!(
+        get(&healthz).await.status,
+        200,
+        "node 3 reports itself healthy"
+    );
+    let majority_view = owned_by_3(majority);
+    assert!(
+        eventually(Duration::from_secs(15), async || majority_view().is_empty()).await,
+        "the majority did not take node 3's sessions over"
+    );
+    // While cut off, node 3 serves none of the sessions it still holds.
+    for sid in &held_before {
+        let poll = get(&cut.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"))).await;
+        assert_eq!(poll.status, 503, "{sid}: {}", poll.body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    cluster.reconnect(3);
+    assert!(
+        eventually(Duration::from_secs(20), async || get(&healthz).await.status
+            == 200)
+        .await,
+        "node 3 does not serve again"
+    );
+    // Every polling session node 3 holds is its own in the registry: none taken over stayed.
+    let registry = cut.node().registry().expect("cluster node");
+    let engine = cut.node().engine("/socket.io/").expect("mount");
+    for sid in engine.sids(nonstick::engine::Transport::Polling) {
+        assert_eq!(
+            registry.owner(&sid),
+            Some(3),
+            "{sid} is served by two nodes"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = chaos_report(script).await;
+    // The replies node 3 had queued for its polling clients when it let go are lost with it.
+    assert_unhurt(&report, 9);
+    lb.shutdown().await.expect("balancer stops");
+    cluster.stop().await;
 }

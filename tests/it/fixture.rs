@@ -306,6 +306,8 @@ pub struct TestCluster {
     _holes: Vec<BlackHole>,
     /// The proxies in front of the members that run behind one, by id.
     pub freezers: std::collections::BTreeMap<u64, Freezer>,
+    /// The proxies such a member reaches the others through, by its id.
+    outbound: std::collections::BTreeMap<u64, Vec<Freezer>>,
 }
 
 /// How the other members reach a member of a [`TestCluster`], when not directly.
@@ -313,7 +315,8 @@ pub struct TestCluster {
 pub enum Path {
     /// Not started; its address drops every packet ([`BlackHole`]).
     BlackHole,
-    /// Started, and reached through a [`Freezer`] the test can freeze.
+    /// Started, and reached through a [`Freezer`] the test can freeze; it reaches the others
+    /// through freezers too ([`TestCluster::cut_off`]).
     Freezer,
 }
 
@@ -354,11 +357,26 @@ impl TestCluster {
             grpc.push((id, listener));
         }
         let mut nodes = Vec::new();
+        let mut outbound = std::collections::BTreeMap::new();
         for (id, grpc) in grpc {
+            let mut own_peers = peers.clone();
+            if path(id) == Some(Path::Freezer) {
+                let mut proxies = Vec::new();
+                for (other, addr) in own_peers.iter_mut().filter(|(other, _)| **other != id) {
+                    let target = match freezers.get(other) {
+                        Some(_) => continue,
+                        None => addr.parse().expect("peer address"),
+                    };
+                    let freezer = Freezer::new(target).await;
+                    *addr = freezer.addr().to_string();
+                    proxies.push(freezer);
+                }
+                outbound.insert(id, proxies);
+            }
             let cluster = node::ClusterConfig {
                 node_id: id,
                 grpc: grpc.into(),
-                peers: peers.clone(),
+                peers: own_peers,
                 data_dir: dirs.path().join(format!("node-{id}")),
                 secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
                 join: false,
@@ -375,9 +393,23 @@ impl TestCluster {
             _dirs: dirs,
             _holes: holes,
             freezers,
+            outbound,
         };
         cluster.wait_for_leader().await;
         cluster
+    }
+
+    /// Cuts member `id` (started with [`Path::Freezer`]) off from the others, both ways:
+    /// its peer connections freeze. Its client port stays reachable.
+    pub fn cut_off(&self, id: u64) {
+        self.freezers[&id].freeze();
+        self.outbound[&id].iter().for_each(Freezer::freeze);
+    }
+
+    /// Undoes [`TestCluster::cut_off`].
+    pub fn reconnect(&self, id: u64) {
+        self.freezers[&id].thaw();
+        self.outbound[&id].iter().for_each(Freezer::thaw);
     }
 
     /// Where node `id` keeps its registry.
