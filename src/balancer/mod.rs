@@ -94,6 +94,12 @@ pub struct HealthConfig {
     /// Upper bound for opening a TCP connection to a backend; past it the request gets `502`
     /// and the backend is marked down like a refusing one.
     pub connect_timeout: Duration,
+    /// Upper bound for a backend to start answering a request; past it the backend is taken
+    /// as stopped (a frozen process accepts connections and answers nothing): marked down,
+    /// and the request goes to the next backend like one whose connection broke. Must exceed
+    /// the longest a backend holds a request on purpose: Engine.IO's `pingInterval` (25 s
+    /// by default) for a long-poll.
+    pub response_timeout: Duration,
     /// The optional active probe; `None` means passive checking only: a backend comes back
     /// when its cooldown is over or when a request to it succeeds. With a probe, a backend
     /// marked down (refused connection or failed probe) comes back only through a
@@ -106,6 +112,7 @@ impl Default for HealthConfig {
         HealthConfig {
             cooldown: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(30),
             probe: None,
         }
     }

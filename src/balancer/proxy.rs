@@ -55,6 +55,8 @@ pub(super) struct Proxy {
     /// With an active probe, only the probe puts a backend back: a request pinned to a
     /// backend the probe calls unhealthy must not flip it up between two probes.
     probing: bool,
+    /// See [`HealthConfig::response_timeout`](super::HealthConfig::response_timeout).
+    response_timeout: Duration,
 }
 
 impl Proxy {
@@ -71,6 +73,7 @@ impl Proxy {
             max_replay_body: config.max_replay_body,
             stopped,
             probing: config.health.probe.is_some(),
+            response_timeout: config.health.response_timeout,
         }
     }
 
@@ -134,7 +137,13 @@ impl Proxy {
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            let result = self.client.request(outgoing).await;
+            let result =
+                match tokio::time::timeout(self.response_timeout, self.client.request(outgoing))
+                    .await
+                {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {:?}", self.response_timeout)),
+                };
             // A backend that takes no new session (draining), serves nobody (cut off from its
             // cluster) or cannot reach a session's owner: another may. Left out until its
             // probe says it is healthy again. A POST too (see below).
@@ -144,7 +153,7 @@ impl Proxy {
             let failure = match result {
                 Ok(response) if !unavailable => break response,
                 Ok(_) => "503".to_owned(),
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
             // Nothing usable came back from this backend: it is gone or going (a refused
             // connect, a connection that closed under a parked request, a drain). Leave it

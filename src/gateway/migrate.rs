@@ -96,7 +96,9 @@ impl Gateway {
             sid: sid.to_owned(),
             handshake: Default::default(),
             queue: Vec::new(),
-            next_ping_in: Some(engine.config().ping_interval),
+            // Its client's heartbeat went with the lost node, and may be near its end: a
+            // ping at once starts it again.
+            next_ping_in: Some(Duration::ZERO),
             pong_due_in: None,
             app: engine.adoption(sid).await,
         };

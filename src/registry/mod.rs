@@ -758,6 +758,15 @@ async fn sweep(
             leading = None;
             continue;
         }
+        // A leader that has not heard a majority lately may have been replaced (it was cut
+        // off, or stopped and just resumed): its view of who answers is no ground to act on.
+        let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
+        let acknowledged = metrics
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms < millis(SWEEP_EVERY * 4));
+        if !acknowledged && !alone {
+            continue;
+        }
         let now = std::time::Instant::now();
         let since = match leading {
             Some((term, since)) if term == metrics.current_term => since,
@@ -791,7 +800,10 @@ async fn sweep(
             } else {
                 continue;
             };
-            match core.submit(command).await {
+            // Written here only, never forwarded: if this node is no longer the leader, the
+            // decision is not its to make.
+            let written = core.raft.client_write(command).await;
+            match written.map(|r| r.data).map_err(|e| e.to_string()) {
                 Ok(Response::Deleted { count }) => {
                     tracing::info!(node, count, "forgot the sessions of a departed node");
                 }

@@ -500,6 +500,40 @@ async fn a_request_whose_backend_dies_is_tried_on_the_next() {
     lb.shutdown().await.expect("shutdown");
 }
 
+/// A backend that reads requests and never answers, like a stopped (SIGSTOP) process whose
+/// kernel still accepts connections; each connection is held open.
+async fn frozen_addr() -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_backend_that_never_answers_is_given_up_after_the_response_timeout() {
+    let live = backends(1).await;
+    let (frozen, _task) = frozen_addr().await;
+    let mut config = BalancerConfig::new(vec![frozen, live[0].addr], Mode::RoundRobin);
+    config.health.cooldown = Duration::from_secs(60);
+    config.health.response_timeout = Duration::from_millis(300);
+    let lb = start_over(config).await;
+    let mut conn = Conn::open(lb.addr()).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), conn.post("/len", "hello")).await;
+    assert_eq!(answer.expect("an answer"), (200, "5".to_owned()));
+    // Out of the rotation now: no request waits for it again.
+    for _ in 0..4 {
+        assert_eq!(conn.get("/who").await, (200, "0".to_owned()));
+    }
+    lb.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn failed_probe_takes_a_backend_out_until_it_recovers() {
     let backends = backends(3).await;
