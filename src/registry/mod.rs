@@ -47,7 +47,9 @@ use tokio::time::Instant;
 
 pub use error::RegistryError;
 pub use service::RaftGrpc;
-pub use types::{Command, NodeId, Response, SessionRecord, SocketRecord, Transport, TypeConfig};
+pub use types::{
+    Command, NodeId, Response, SavedSocket, SessionRecord, SocketRecord, Transport, TypeConfig,
+};
 
 use crate::rpc::Peers;
 use crate::rpc::pb::raft::RaftBytes;

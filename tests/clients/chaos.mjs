@@ -5,7 +5,7 @@
 //
 // Usage:
 //   node chaos.mjs --url URL [--polling N] [--websocket N] [--senders N] [--interval MS]
-//                  [--sever MIN-MAX] [--room NAME]
+//                  [--sever MIN-MAX] [--room NAME] [--sender-url URL]
 //
 //   URL          a balancer in front of the cluster, e.g. http://127.0.0.1:8080.
 //   --polling    clients on HTTP long-polling only (default 6).
@@ -15,6 +15,8 @@
 //   --sever      each websocket client (not the senders) destroys its TCP connection after a
 //                random MIN..MAX milliseconds, again and again (default: never).
 //   --room       the room (default "chaos").
+//   --sender-url where the senders connect (default: URL), e.g. one node, to keep them off
+//                the node a fault hits.
 //
 // Protocol: once every client is connected and in the room, prints `ready <JSON>` (each
 // client's Engine.IO session id) and starts. On a line `stop` on stdin the senders stop; after
@@ -54,6 +56,7 @@ try {
       interval: { type: "string", default: "50" },
       sever: { type: "string" },
       room: { type: "string", default: "chaos" },
+      "sender-url": { type: "string" },
     },
   }));
 } catch (err) {
@@ -126,7 +129,8 @@ setTimeout(() => {
 }, LIMIT_MS).unref();
 
 function start(i, transport, role) {
-  const socket = io(opts.url, {
+  const url = role === "sender" ? opts["sender-url"] ?? opts.url : opts.url;
+  const socket = io(url, {
     transports: [transport],
     forceNew: true,
     reconnectionDelay: 100,

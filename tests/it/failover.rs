@@ -8,25 +8,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nonstick::app::AppKind;
-use nonstick::launch::{self, LocalCluster, Program, RunningCluster};
+use nonstick::launch::RunningCluster;
 
 use crate::fixture::{Script, WAIT, get, post};
 
 async fn cluster(mode: Option<nonstick::balancer::Mode>) -> RunningCluster {
-    let plan = LocalCluster {
-        nodes: 3,
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: None,
-        mode,
-        program: Program::BuiltIn {
-            exe: env!("CARGO_BIN_EXE_nonstick").into(),
-            app: AppKind::Demo,
-        },
-        node_args: Vec::new(),
-        quiet: true,
-    };
-    launch::start(plan).await.expect("cluster")
+    crate::fixture::demo_processes(mode).await
 }
 
 /// The owner sees the stream from a node that died end without a cancel: a GET parked through

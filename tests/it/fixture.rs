@@ -338,6 +338,7 @@ impl TestCluster {
         let mut holes = Vec::new();
         let mut freezers = std::collections::BTreeMap::new();
         let mut peers = std::collections::BTreeMap::new();
+        let mut direct = std::collections::BTreeMap::new();
         for id in 1..=n {
             if path(id) == Some(Path::BlackHole) {
                 let hole = BlackHole::new().await;
@@ -347,6 +348,7 @@ impl TestCluster {
             }
             let listener = bind().await;
             let addr = listener.local_addr().expect("addr");
+            direct.insert(id, addr);
             if path(id) == Some(Path::Freezer) {
                 let freezer = Freezer::new(addr).await;
                 peers.insert(id, freezer.addr().to_string());
@@ -363,11 +365,11 @@ impl TestCluster {
             if path(id) == Some(Path::Freezer) {
                 let mut proxies = Vec::new();
                 for (other, addr) in own_peers.iter_mut().filter(|(other, _)| **other != id) {
-                    let target = match freezers.get(other) {
-                        Some(_) => continue,
-                        None => addr.parse().expect("peer address"),
+                    // Past the other's own freezer, if it has one: each is cut off alone.
+                    let Some(target) = direct.get(other) else {
+                        continue;
                     };
-                    let freezer = Freezer::new(target).await;
+                    let freezer = Freezer::new(*target).await;
                     *addr = freezer.addr().to_string();
                     proxies.push(freezer);
                 }
@@ -379,7 +381,9 @@ impl TestCluster {
                 peers: own_peers,
                 data_dir: dirs.path().join(format!("node-{id}")),
                 secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
-                join: false,
+                // The cluster is formed by a member reached directly: the addresses its
+                // membership records are the ones everybody uses.
+                join: path(id) == Some(Path::Freezer),
             };
             let (app, config) = app(id);
             let builder = NodeBuilder::new(config)
@@ -781,4 +785,24 @@ impl Script {
             .unwrap_or_else(|| panic!("not a report: {line}"));
         serde_json::from_str(json).unwrap_or_else(|e| panic!("report {json}: {e}"))
     }
+}
+
+/// Three `nonstick` node processes of the demo app, behind the embedded balancer in `mode`
+/// (none: the test reaches the nodes itself). Their logs are shown when `NODE_LOGS` is set.
+pub async fn demo_processes(
+    mode: Option<nonstick::balancer::Mode>,
+) -> nonstick::launch::RunningCluster {
+    let plan = nonstick::launch::LocalCluster {
+        nodes: 3,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: None,
+        mode,
+        program: nonstick::launch::Program::BuiltIn {
+            exe: env!("CARGO_BIN_EXE_nonstick").into(),
+            app: AppKind::Demo,
+        },
+        node_args: Vec::new(),
+        quiet: std::env::var_os("NODE_LOGS").is_none(),
+    };
+    nonstick::launch::start(plan).await.expect("cluster")
 }

@@ -11,7 +11,6 @@ use nonstick::app::AppKind;
 use nonstick::balancer::Mode;
 use nonstick::engine::{Engine, MoveError, Transport};
 use nonstick::gateway::MigrateError;
-use nonstick::launch::{self, LocalCluster, Program};
 use nonstick::socketio::{AckError, DisconnectReason, Event, Socket, SocketIo, SocketIoConfig};
 use serde_json::json;
 
@@ -534,20 +533,7 @@ async fn a_drained_node_hands_its_polling_sessions_over_unnoticed() {
 
 #[tokio::test]
 async fn sigterm_drains_a_node_process_and_its_clients_carry_on() {
-    let mut running = launch::start(LocalCluster {
-        nodes: 3,
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: None,
-        mode: Some(Mode::RoundRobin),
-        program: Program::BuiltIn {
-            exe: env!("CARGO_BIN_EXE_nonstick").into(),
-            app: AppKind::Demo,
-        },
-        node_args: Vec::new(),
-        quiet: true,
-    })
-    .await
-    .expect("cluster");
+    let mut running = crate::fixture::demo_processes(Some(Mode::RoundRobin)).await;
     let front = format!("http://{}", running.addr().expect("a balancer"));
     let (script, sids) = steady(&front, 9).await;
     assert!(
