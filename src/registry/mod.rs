@@ -541,12 +541,6 @@ impl Registry {
         }
     }
 
-    /// Healthy ([`Registry::is_healthy`]) and holding the lease ([`Registry::has_lease`]):
-    /// the node may take clients.
-    pub fn is_serving(&self) -> bool {
-        self.is_healthy() && self.has_lease()
-    }
-
     /// A snapshot of this node's Raft and state counters.
     pub fn status(&self) -> RegistryStatus {
         let metrics = self.inner.core.raft.metrics();
