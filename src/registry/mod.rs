@@ -217,6 +217,8 @@ struct Inner {
     /// Dies once the storage (and so sled's directory lock) is released.
     lease: Weak<()>,
     serving: Arc<lease::ServingLease>,
+    /// When each peer last answered this node's appends (as the leader).
+    contact: network::Contact,
     compactor: store::Compactor,
     membership_timeout: Duration,
     /// A leader whose last majority acknowledgement is older than this is unhealthy.
@@ -289,7 +291,7 @@ impl Registry {
         let sweeper = tokio::spawn(sweep(
             core.clone(),
             state.clone(),
-            contact,
+            contact.clone(),
             config.takeover_after,
         ));
         let serving = Arc::new(lease::ServingLease::new(config.serving_lease));
@@ -305,6 +307,7 @@ impl Registry {
                 tasks: Mutex::new(vec![batcher, sweeper]),
                 lease,
                 serving,
+                contact,
                 compactor,
                 membership_timeout: config.membership_timeout,
                 election_timeout_max: config.election_timeout_max,
@@ -444,13 +447,28 @@ impl Registry {
     pub fn has_lease(&self) -> bool {
         let metrics = self.inner.core.raft.metrics();
         let m = metrics.borrow();
-        let mut voters = m.membership_config.membership().voter_ids();
-        if voters.next() == Some(m.id) && voters.next().is_none() {
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters == [m.id] {
             return true;
         }
-        let quorum_ack = (m.state == ServerState::Leader)
-            .then(|| m.millis_since_quorum_ack.map(Duration::from_millis))
-            .flatten();
+        // Measured here, not taken from the metrics: they are a snapshot of their last report.
+        let quorum_ack = (m.state == ServerState::Leader).then(|| {
+            let mut ages: Vec<Duration> = voters
+                .iter()
+                .filter(|v| **v != m.id)
+                .map(|v| {
+                    self.inner
+                        .contact
+                        .last(*v)
+                        .map_or(Duration::MAX, |t| t.elapsed())
+                })
+                .collect();
+            ages.sort();
+            // With this node, the `voters.len() / 2` peers heard most lately make a majority.
+            ages.get((voters.len() / 2).saturating_sub(1))
+                .copied()
+                .unwrap_or(Duration::MAX)
+        });
         self.inner.serving.held(quorum_ack)
     }
 
