@@ -264,6 +264,27 @@ impl RunningCluster {
         child.kill().await
     }
 
+    /// Stops node `index` (0 for node 1) without ending it (SIGSTOP), the way a long GC pause,
+    /// a swapped-out or a suspended VM stops a process: its connections stay open, nothing
+    /// answers. [`RunningCluster::resume`] lets it run again.
+    pub fn pause(&self, index: usize) -> io::Result<()> {
+        self.signal_node(index, Signal::Pause)
+    }
+
+    /// Lets node `index`, stopped by [`RunningCluster::pause`], run again (SIGCONT).
+    pub fn resume(&self, index: usize) -> io::Result<()> {
+        self.signal_node(index, Signal::Resume)
+    }
+
+    fn signal_node(&self, index: usize, what: Signal) -> io::Result<()> {
+        let child = self
+            .children
+            .get(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such node"))?;
+        signal(child, what);
+        Ok(())
+    }
+
     /// Starts node `index` (0 for node 1) again, on its ports and data directory, after it
     /// exited (or was killed); returns once it answers `/healthz` with 200.
     pub async fn restart(&mut self, index: usize) -> io::Result<()> {
@@ -310,6 +331,8 @@ impl RunningCluster {
 pub(crate) async fn stop_all(children: &mut [Child]) {
     for child in children.iter() {
         signal(child, Signal::Interrupt);
+        // One paused (SIGSTOP) would keep the interrupt pending until it is killed.
+        signal(child, Signal::Resume);
     }
     for child in children.iter_mut() {
         if tokio::time::timeout(STOP_WITHIN, child.wait())
@@ -333,6 +356,10 @@ enum Signal {
     Interrupt,
     /// SIGTERM: drain, then stop.
     Terminate,
+    /// SIGSTOP: run no more, hold every socket open.
+    Pause,
+    /// SIGCONT: run again.
+    Resume,
 }
 
 /// Ask a child to stop.
@@ -342,6 +369,8 @@ fn signal(child: &Child, signal: Signal) {
         let number = match signal {
             Signal::Interrupt => libc::SIGINT,
             Signal::Terminate => libc::SIGTERM,
+            Signal::Pause => libc::SIGSTOP,
+            Signal::Resume => libc::SIGCONT,
         };
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) has no memory
         // effects; at worst it fails with ESRCH.

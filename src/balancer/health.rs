@@ -69,17 +69,36 @@ pub(super) async fn probe_loop(
             results = round => results,
             _ = stopped.changed() => return,
         };
-        for (index, healthy) in results.into_iter().enumerate() {
+        for (index, answer) in results.into_iter().enumerate() {
             let addr = router.backend(index).addr;
-            if healthy {
+            if answer == Answer::Healthy {
                 if router.mark_up(index) {
                     tracing::info!(backend = %addr, "backend up (probe)");
                 }
-            } else if router.mark_down(index, hold) {
-                tracing::warn!(backend = %addr, "backend down (probe)");
+                continue;
+            }
+            if router.mark_down(index, hold) {
+                tracing::warn!(backend = %addr, "backend down (probe): {answer:?}");
+            }
+            // A backend that answers "unhealthy" (draining, cut off from its cluster) still
+            // answers the requests it holds, maybe with data: they stay. One that answers
+            // nothing will not answer them either.
+            if answer == Answer::Silent {
+                router.went_silent(index);
             }
         }
     }
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A `2xx`.
+    Healthy,
+    /// Another status, or a failed connection.
+    Unhealthy,
+    /// Connected (or connecting) but no answer within the probe's timeout.
+    Silent,
 }
 
 async fn probe_one(
@@ -87,16 +106,16 @@ async fn probe_one(
     backend: &Backend,
     path: &PathAndQuery,
     probe: &ProbeConfig,
-) -> bool {
+) -> Answer {
     let mut parts = hyper::http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(backend.authority.clone());
     parts.path_and_query = Some(path.clone());
     let Ok(uri) = Uri::from_parts(parts) else {
-        return false;
+        return Answer::Unhealthy;
     };
     let Ok(request) = Request::get(uri).body(Empty::new()) else {
-        return false;
+        return Answer::Unhealthy;
     };
     let attempt = async {
         let response = client.request(request).await.ok()?;
@@ -107,8 +126,9 @@ async fn probe_one(
             .await;
         Some(healthy)
     };
-    matches!(
-        tokio::time::timeout(probe.timeout, attempt).await,
-        Ok(Some(true))
-    )
+    match tokio::time::timeout(probe.timeout, attempt).await {
+        Ok(Some(true)) => Answer::Healthy,
+        Ok(_) => Answer::Unhealthy,
+        Err(_) => Answer::Silent,
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use super::{BalancerConfig, Mode};
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so they are
 /// never forwarded as they are.
@@ -57,6 +59,15 @@ pub(super) struct Proxy {
     probing: bool,
     /// See [`HealthConfig::response_timeout`](super::HealthConfig::response_timeout).
     response_timeout: Duration,
+    /// Names this balancer's requests (`X-Request-Id`, see [`Proxy::name`]).
+    ids: RequestIds,
+}
+
+/// Request ids unique to one balancer process: a random prefix and a counter.
+#[derive(Debug)]
+struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
 }
 
 impl Proxy {
@@ -74,6 +85,25 @@ impl Proxy {
             stopped,
             probing: config.health.probe.is_some(),
             response_timeout: config.health.response_timeout,
+            ids: RequestIds {
+                prefix: rand::random(),
+                next: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// Gives the request an `X-Request-Id` unless it has one (a balancer in front of this one
+    /// named it). Every attempt carries the same: a node tells from it a GET or POST sent again
+    /// after a first attempt that got no answer, and neither loses the answer that attempt
+    /// may have been given nor applies a POST twice.
+    fn name(&self, headers: &mut HeaderMap) {
+        if headers.contains_key(REQUEST_ID) {
+            return;
+        }
+        let n = self.ids.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}-{n:x}", self.ids.prefix);
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(REQUEST_ID, value);
         }
     }
 
@@ -86,9 +116,10 @@ impl Proxy {
     /// closes its backend connection, which is how a backend learns of an aborted long-poll.
     ///
     /// A request that failed before any byte of an answer came back is tried on the next
-    /// backend, as nginx's `proxy_next_upstream error` does: any request whose connection was
-    /// refused, and a GET or HEAD that failed later (its backend died while it was parked).
-    /// A POST that reached a backend is not sent again: it may have been applied.
+    /// backend, as nginx's `proxy_next_upstream error timeout http_503` does: a refused
+    /// connection, a backend that died or went silent (no answer to its health probe, or
+    /// none within the response timeout) while holding it, a 503. A POST too, so Engine.IO
+    /// packets are sent at least once (see the loop).
     pub(super) async fn handle(
         &self,
         peer: SocketAddr,
@@ -121,6 +152,7 @@ impl Proxy {
             parts.headers.insert(header::UPGRADE, protocol);
         }
         forwarded_for(&mut parts.headers, peer.ip());
+        self.name(&mut parts.headers);
 
         let backends = self.router.backends().len();
         let mut attempt = 1;
@@ -137,13 +169,15 @@ impl Proxy {
             } else {
                 std::mem::take(&mut parts.headers)
             };
-            let result =
-                match tokio::time::timeout(self.response_timeout, self.client.request(outgoing))
-                    .await
-                {
+            let silenced = self.router.silenced(index);
+            let answer = tokio::time::timeout(self.response_timeout, self.client.request(outgoing));
+            let result = tokio::select! {
+                answer = answer => match answer {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => Err(format!("no answer within {:?}", self.response_timeout)),
-                };
+                },
+                () = silenced => Err("its health probe got no answer".to_owned()),
+            };
             // A backend that takes no new session (draining), serves nobody (cut off from its
             // cluster) or cannot reach a session's owner: another may. Left out until its
             // probe says it is healthy again. A POST too (see below).

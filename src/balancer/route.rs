@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::http::uri::Authority;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use super::Mode;
 use super::sid::SidTable;
@@ -19,6 +21,10 @@ pub(super) struct Backend {
     /// Milliseconds since [`Router::epoch`] until which the backend is left out of the
     /// rotation; 0 when it is up. An atomic so the request path never takes a lock.
     down_until: AtomicU64,
+    /// Wakes the requests waiting on this backend when its health probe got no answer at all:
+    /// a process that accepts connections but runs no more (stopped, hung) would hold them
+    /// until the response timeout, longer than a client's heartbeat allows.
+    silent: Notify,
 }
 
 /// The routing state shared by every connection of one balancer.
@@ -45,6 +51,7 @@ impl Router {
                 addr,
                 authority: authority_of(addr),
                 down_until: AtomicU64::new(0),
+                silent: Notify::new(),
             })
             .collect();
         Router {
@@ -120,6 +127,19 @@ impl Router {
             .down_until
             .swap(until, Ordering::Relaxed);
         before == 0
+    }
+
+    /// Resolves once the health probe finds `index` silent (see [`went_silent`]); only
+    /// probes made after this call count.
+    ///
+    /// [`went_silent`]: Router::went_silent
+    pub(super) fn silenced(&self, index: usize) -> Notified<'_> {
+        self.backends[index].silent.notified()
+    }
+
+    /// The health probe of `index` got no answer: the requests it holds are given up on.
+    pub(super) fn went_silent(&self, index: usize) {
+        self.backends[index].silent.notify_waiters();
     }
 
     /// Puts `index` back into the rotation. Returns whether it was marked down before.

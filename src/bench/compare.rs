@@ -130,10 +130,11 @@ impl Step {
 }
 
 /// The steps of every round.
-const ROUND: [Step; 4] = [
+const ROUND: [Step; 5] = [
     Step::Connect(Transport::Polling),
     Step::Echo(Transport::Polling),
     Step::Echo(Transport::Websocket),
+    Step::Echo(Transport::Upgrade),
     Step::Broadcast(Transport::Polling),
 ];
 /// Run once per setup, before the rounds: on fresh processes, so that memory the earlier
@@ -143,6 +144,10 @@ const FIRST: Step = Step::Idle(Transport::Websocket);
 /// The prefix of a report's CPU numbers: `cpu_us_per_op:<role>` is the CPU microseconds the
 /// process in that role used per operation, `cpu_us_per_op:total` their sum.
 const CPU: &str = "cpu_us_per_op:";
+/// Websockets a cluster's nodes relayed to another node during a step (the upgrade's fallback).
+const RELAYS: &str = "websocket_relays";
+/// Sessions a cluster's nodes moved to their websocket's node during a step.
+const PULLS: &str = "sessions_pulled";
 
 /// One scenario run on one setup.
 #[derive(Debug, Clone, Serialize)]
@@ -226,11 +231,16 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&str)) -> std::io::Result
     for round in 0..plan.rounds.max(1) {
         for step in ROUND {
             for setup in &running {
+                let moves_before = setup.moves().await;
                 let before = cpu::sample(&setup.processes);
                 let mut report = step.run(&load(setup), &plan.sizes, &setup.pids).await;
                 let after = cpu::sample(&setup.processes);
                 for (role, us) in cpu::per_op(&setup.processes, &before, &after, report.ops) {
                     report.extra.insert(format!("{CPU}{role}"), us);
+                }
+                if let (Some(b), Some(a)) = (moves_before, setup.moves().await) {
+                    report.extra.insert(RELAYS.to_owned(), a.relays - b.relays);
+                    report.extra.insert(PULLS.to_owned(), a.pulls - b.pulls);
                 }
                 record(&mut comparison, setup, step, round, report);
             }
@@ -357,6 +367,7 @@ impl Comparison {
             &per_session,
         );
         let echo = "echo/polling";
+        let upgraded = "echo/upgrade";
         let cpu = |setup: &str, role: &str| self.median(setup, echo, |r| cpu_of(r, role));
         let nodes = |setup: &str| self.median(setup, echo, nodes_cpu);
         // Each polling echo is two requests (the POST of the emit, the GET of its ack), and
@@ -399,6 +410,20 @@ impl Comparison {
                 "≥ 0.9",
                 ratio(rr, sticky, "echo/polling", &rate),
                 &at_least(0.9),
+            ),
+            goal(
+                "upgraded echo acks/s, round-robin ÷ own sticky",
+                "≥ 0.9",
+                ratio(rr, sticky, upgraded, &rate),
+                &at_least(0.9),
+            ),
+            goal(
+                "websockets relayed across nodes in upgraded echo, round-robin",
+                "0",
+                self.median(rr, upgraded, |r| {
+                    r.extra.get(RELAYS).copied().unwrap_or(f64::NAN)
+                }),
+                &|v| v == 0.0,
             ),
             goal(
                 "polling echo RTT p99, round-robin ÷ own sticky",
@@ -527,6 +552,11 @@ impl Comparison {
         }
         if let Some(dups) = extra("duplicates").filter(|d| *d > 0.0) {
             notes.push(format!("{dups} duplicates"));
+        }
+        if key.ends_with("/upgrade")
+            && let (Some(pulls), Some(relays)) = (extra(PULLS), extra(RELAYS))
+        {
+            notes.push(format!("{pulls} sessions moved, {relays} relayed"));
         }
         if let Some(bytes) = extra("rss_bytes_per_session") {
             notes.push(format!("{:.1} KiB RSS per session", bytes / 1024.0));

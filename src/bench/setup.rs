@@ -248,6 +248,21 @@ impl Setup {
         }
     }
 
+    /// The nonstick nodes' counters of how sessions met their websockets, summed over the
+    /// nodes (`relays`: websockets relayed to another node's session, `pulls`: sessions that
+    /// moved to their websocket's node); `None` for a setup without nonstick nodes or when a
+    /// node's `/metrics` did not answer.
+    pub async fn moves(&self) -> Option<Moves> {
+        let cluster = self.cluster.as_ref()?;
+        let mut sum = Moves::default();
+        for node in cluster.nodes() {
+            let text = metrics_text(*node).await?;
+            sum.relays += counter(&text, "nonstick_websocket_relays_total")?;
+            sum.pulls += counter(&text, "nonstick_sessions_pulled_total")?;
+        }
+        Some(sum)
+    }
+
     /// Stop every process of the setup (SIGTERM, then a kill after a bounded wait).
     pub async fn stop(mut self) {
         stop_all(&mut self.children).await;
@@ -255,6 +270,40 @@ impl Setup {
             let _ = cluster.shutdown().await;
         }
     }
+}
+
+/// How sessions met their websockets on a cluster (see [`Setup::moves`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moves {
+    /// Websockets relayed to the node owning their session.
+    pub relays: f64,
+    /// Sessions moved to the node their websocket arrived at.
+    pub pulls: f64,
+}
+
+/// A node's `/metrics` page, or `None` when it does not answer within a second.
+async fn metrics_text(addr: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut body = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut body).await.ok()?;
+        String::from_utf8(body).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The value of the sample `name` (without labels) in a Prometheus text page.
+fn counter(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// The server processes `pids` as `node1`, `node2`, … .
@@ -404,6 +453,7 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash:
              proxy_pass http://backends;\n      proxy_http_version 1.1;\n\
              proxy_set_header Upgrade $http_upgrade;\n\
              proxy_set_header Connection $connection_upgrade;\n\
+             proxy_set_header X-Request-Id $request_id;\n\
              proxy_read_timeout 75s;\n      proxy_send_timeout 75s;\n\
              proxy_buffering off;\n      client_max_body_size 2m;\n\
              proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"

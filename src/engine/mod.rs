@@ -51,6 +51,9 @@ pub enum Method {
     Other,
 }
 
+/// The longest request id ([`Request::request_id`]) kept; a longer one is ignored.
+pub const MAX_REQUEST_ID: usize = 128;
+
 /// One Engine.IO request, parsed once by whoever received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -68,6 +71,10 @@ pub struct Request {
     pub origin: Option<String>,
     /// The `Content-Type` header, if any (a POST declared as binary is refused).
     pub content_type: Option<String>,
+    /// The id the balancer in front gave the request (`X-Request-Id`), the same on every
+    /// attempt it makes: tells a GET or POST it sent again (its first attempt got no answer)
+    /// from the client's next one.
+    pub request_id: Option<String>,
     /// Query pairs, headers and peer address, kept for the application.
     pub info: HandshakeInfo,
 }
@@ -437,7 +444,7 @@ impl Engine {
     ) -> Result<Option<String>, EngineError> {
         match self.verify(req)? {
             Route::Session(session, Transport::Polling) if !req.websocket_upgrade => {
-                session.poll(via, gone).await
+                session.poll(via, req.request_id.as_deref(), gone).await
             }
             _ => Err(EngineError::BadRequest),
         }
@@ -468,7 +475,7 @@ impl Engine {
         if body.len() > self.shared.config.max_payload {
             return Err(EngineError::PayloadTooLarge);
         }
-        session.post(body).await
+        session.post(req.request_id.as_deref(), body).await
     }
 
     /// The check to run before answering a websocket upgrade with 101, for a websocket that

@@ -77,6 +77,10 @@ pub(crate) struct State {
     pub(crate) poll_parked: Option<u64>,
     /// The way the parked long-poll came by.
     poll_via: Via,
+    /// The request id of the parked long-poll.
+    poll_request: Option<String>,
+    /// The request id of the last POST taken: one sent again carries the same.
+    last_post: Option<String>,
     next_poll_id: u64,
     post_active: bool,
     pub(crate) upgrade: Upgrade,
@@ -91,8 +95,8 @@ pub(crate) struct State {
     pong_deadline: Option<Instant>,
     /// The last long-poll answer, while it may still be on its way to the client through
     /// another node (which may die with it): until the client's next GET arrives, which it
-    /// sends only once it has the answer.
-    unconfirmed: Option<(Via, Vec<Packet>)>,
+    /// sends only once it has the answer. With the way it went and its request id.
+    unconfirmed: Option<Unconfirmed>,
     /// Closed for a move whose handler is still giving up its state: what the application
     /// sends meanwhile still joins the queue that moves (its recovery position, taken in that
     /// hand-over, counts it as sent).
@@ -149,6 +153,8 @@ impl Session {
             queued_bytes: 0,
             poll_parked: None,
             poll_via: Via::LOCAL,
+            poll_request: None,
+            last_post: None,
             next_poll_id: 0,
             post_active: false,
             upgrade: Upgrade::Idle,
@@ -265,13 +271,17 @@ impl Session {
         if st.closed.is_some() || st.upgrade == Upgrade::Done {
             return;
         }
-        let Some(packets) = st
-            .unconfirmed
-            .take_if(|(way, _)| *way == via)
-            .map(|(_, packets)| packets)
-        else {
+        let Some(lost) = st.unconfirmed.take_if(|u| u.via == via) else {
             return;
         };
+        Self::queue_again(&mut st, lost.packets);
+        drop(st);
+        self.changed.notify_waiters();
+    }
+
+    /// Puts `packets`, an answer that may not have reached the client, back in front of the
+    /// queue.
+    fn queue_again(st: &mut State, packets: Vec<Packet>) {
         for packet in packets.into_iter().rev() {
             if let Packet::Text(text) = &packet {
                 st.queued_messages += 1;
@@ -282,8 +292,6 @@ impl Session {
             }
             st.queue.push_front(packet);
         }
-        drop(st);
-        self.changed.notify_waiters();
     }
 
     /// Takes every queued packet, for a transport that is about to write them.
@@ -566,9 +574,15 @@ impl Session {
     /// back before the rule applies. A GET that arrives, by another way than the websocket, while
     /// an upgrade probes waits as long for the upgrade's `5`, which may be on its way over
     /// another node.
+    ///
+    /// A GET with the request id of an earlier one is that GET sent again by the balancer,
+    /// whose first attempt got no answer: the answer it may have been given is queued again,
+    /// and a first attempt still parked (by a way that no longer answers) gives up its slot
+    /// at once.
     pub(crate) async fn poll(
         self: &Arc<Self>,
         via: Via,
+        request_id: Option<&str>,
         gone: impl Future<Output = ()>,
     ) -> Result<Option<String>, EngineError> {
         if let Some(handler) = self.handler() {
@@ -581,8 +595,14 @@ impl Session {
             tokio::pin!(changed);
             {
                 let mut st = self.enter(Transport::Polling)?;
-                // The client polls again only once it has the previous answer.
-                st.unconfirmed = None;
+                // The client polls again only once it has the previous answer; the balancer
+                // sends the same GET again when it got none.
+                if let Some(lost) = st.unconfirmed.take()
+                    && request_id.is_some()
+                    && lost.request.as_deref() == request_id
+                {
+                    Self::queue_again(&mut st, lost.packets);
+                }
                 if st.closed.is_some() {
                     if st.linger
                         && let Some(packets) = st.final_payload.take()
@@ -601,6 +621,20 @@ impl Session {
                 // once: a second GET closes the session, a GET during the probe gets `6`.
                 let contested = (st.poll_parked.is_some() && st.poll_via != via)
                     || (st.upgrade == Upgrade::Probing && st.upgrade_via != via);
+                if st.poll_parked.is_some()
+                    && request_id.is_some()
+                    && st.poll_request.as_deref() == request_id
+                {
+                    // This GET sent again: the balancer gave up on the first attempt, which
+                    // nobody will read. It takes the slot at once (the first one, if it ever
+                    // runs again, answers `6` to nobody).
+                    let id = st.next_poll_id;
+                    st.next_poll_id += 1;
+                    st.poll_parked = Some(id);
+                    st.poll_via = via;
+                    self.changed.notify_waiters();
+                    break id;
+                }
                 let now = contested.then(Instant::now);
                 let within_grace =
                     now.is_some_and(|now| now < *grace_until.get_or_insert(now + SUPERSEDE_GRACE));
@@ -612,6 +646,7 @@ impl Session {
                     st.next_poll_id += 1;
                     st.poll_parked = Some(id);
                     st.poll_via = via;
+                    st.poll_request = request_id.map(str::to_owned);
                     break id;
                 } else {
                     let closing =
@@ -640,6 +675,11 @@ impl Session {
             changed.as_mut().enable();
             {
                 let mut st = self.lock();
+                if st.poll_parked != Some(id) {
+                    // Superseded by the same GET sent again through another way.
+                    guard.armed = false;
+                    return Ok(Some(eio::encode_payload(&[Packet::Noop])));
+                }
                 if let Some(closing) = self.expire_locked(&mut st, Instant::now()) {
                     drop(st);
                     self.finish_close(Some(closing));
@@ -663,8 +703,12 @@ impl Session {
                     guard.release(&mut st);
                     let packets = Self::take_queue(&mut st);
                     let answer = eio::encode_payload(&packets);
-                    if via != Via::LOCAL {
-                        st.unconfirmed = Some((via, packets));
+                    if via != Via::LOCAL || request_id.is_some() {
+                        st.unconfirmed = Some(Unconfirmed {
+                            via,
+                            request: request_id.map(str::to_owned),
+                            packets,
+                        });
                     }
                     return Ok(Some(answer));
                 }
@@ -689,12 +733,23 @@ impl Session {
     }
 
     /// A POST: hands every packet of the body to the application, in order, before returning.
-    pub(crate) async fn post(self: &Arc<Self>, body: Bytes) -> Result<(), EngineError> {
+    /// A POST with the request id of the last one taken is that POST sent again by the
+    /// balancer (its first attempt got no answer): it was applied, and is answered `ok` again
+    /// without being applied twice.
+    pub(crate) async fn post(
+        self: &Arc<Self>,
+        request_id: Option<&str>,
+        body: Bytes,
+    ) -> Result<(), EngineError> {
         {
             let mut st = self.enter(Transport::Polling)?;
             if st.closed.is_some() {
                 return Err(EngineError::UnknownSid);
             }
+            if request_id.is_some() && st.last_post.as_deref() == request_id {
+                return Ok(());
+            }
+            st.last_post = request_id.map(str::to_owned);
             if st.post_active {
                 let closing =
                     self.close_locked(&mut st, CloseReason::TransportError, FinalAnswer::Close);
@@ -764,6 +819,15 @@ impl Session {
             handler.on_message(msg);
         }
     }
+}
+
+/// A long-poll answer that may not have reached the client yet.
+struct Unconfirmed {
+    /// The way it went.
+    via: Via,
+    /// The request id of the GET it answered.
+    request: Option<String>,
+    packets: Vec<Packet>,
 }
 
 /// Owns the one-parked-poll slot while a long-poll waits. Dropped while still armed

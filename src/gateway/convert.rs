@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::engine::{EngineError, HandshakeInfo, Method, Request, SessionImage};
+use crate::engine::{EngineError, HandshakeInfo, MAX_REQUEST_ID, Method, Request, SessionImage};
 use crate::protocol::eio::Packet;
 use crate::rpc::pb::forward as pb;
 
@@ -22,6 +22,7 @@ pub(crate) fn request_to_pb(mount: &str, req: &Request, body: Bytes) -> pb::Engi
         eio: req.eio.clone(),
         origin: req.origin.clone(),
         content_type: req.content_type.clone(),
+        request_id: req.request_id.clone(),
         body,
         websocket_upgrade: req.websocket_upgrade,
     }
@@ -43,6 +44,7 @@ pub(crate) fn request_from_pb(pb: pb::EngineRequest) -> (String, Request, Bytes)
         websocket_upgrade: pb.websocket_upgrade,
         origin: pb.origin,
         content_type: pb.content_type,
+        request_id: pb.request_id.filter(|id| id.len() <= MAX_REQUEST_ID),
         info: HandshakeInfo::default(),
     };
     (pb.mount, req, pb.body)

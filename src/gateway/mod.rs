@@ -252,6 +252,7 @@ impl Gateway {
         let request: Bytes = convert::request_to_pb(mount, req, body)
             .encode_to_vec()
             .into();
+        let sid = req.sid.as_deref().unwrap_or_default();
         let mut node = node;
         let mut hops = 1;
         let until = tokio::time::Instant::now() + OWNER_WAIT;
@@ -259,7 +260,7 @@ impl Gateway {
         // or the owner restarted) may apply the take-over a heartbeat after ours.
         let mut waited = false;
         loop {
-            match self.ask(node, mount, request.clone()).await {
+            match self.ask(node, mount, sid, request.clone()).await {
                 Ok(Asked::Answer(Err(GatewayError::Engine(EngineError::UnknownSid))))
                     if waited && tokio::time::Instant::now() < until =>
                 {
@@ -273,7 +274,6 @@ impl Gateway {
                     if tokio::time::Instant::now() < until =>
                 {
                     tokio::time::sleep(OWNER_RETRY).await;
-                    let sid = req.sid.as_deref().unwrap_or_default();
                     node = self.heir(mount, sid).await.ok_or(e)??;
                     waited = true;
                 }
@@ -309,7 +309,13 @@ impl Gateway {
     }
 
     /// One hop of [`Gateway::forward`].
-    async fn ask(&self, node: NodeId, mount: &str, request: Bytes) -> Result<Asked, GatewayError> {
+    async fn ask(
+        &self,
+        node: NodeId,
+        mount: &str,
+        sid: &str,
+        request: Bytes,
+    ) -> Result<Asked, GatewayError> {
         let cluster = self.cluster(node)?;
         if node == cluster.node {
             // Named by the owner that moved the session here after this node routed the
@@ -325,7 +331,28 @@ impl Gateway {
             .map(|e| e.config().ping_interval + e.config().ping_timeout)
             .unwrap_or_default()
             + FORWARD_MARGIN;
-        let reply = link.call(request, deadline).await?;
+        // An owner that stopped answering without closing its connections (a paused process)
+        // holds the call until the link's keepalive gives up; once the cluster has given the
+        // session to an heir, go there instead.
+        let mut takeovers = cluster.registry.takeovers();
+        let given_away = async {
+            while takeovers.changed().await.is_ok() {
+                // Only a record naming another owner: a session not recorded (yet) has
+                // no heir to go to.
+                if cluster
+                    .registry
+                    .owner(sid)
+                    .is_some_and(|owner| owner != node)
+                {
+                    return;
+                }
+            }
+            std::future::pending().await
+        };
+        let reply = tokio::select! {
+            reply = link.call(request, deadline) => reply?,
+            () = given_away => return Err(LinkError::Broken(node).into()),
+        };
         let undecodable = || LinkError::Refused {
             node,
             reason: "an undecodable reply".into(),

@@ -4,7 +4,11 @@ use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, Method as HttpMethod, Uri, header};
 
-use crate::engine::{HandshakeInfo, Method, Request};
+use crate::engine::{HandshakeInfo, MAX_REQUEST_ID, Method, Request};
+
+/// The header a balancer names a request by, the same on each attempt (nginx: `proxy_set_header
+/// X-Request-Id $request_id`; the embedded balancer sets it).
+const REQUEST_ID: &str = "x-request-id";
 
 /// Parses method, query and headers into an engine request. The query is decoded like a
 /// form (`+` is a space, bad escapes are kept as they are), so a malformed one still reaches
@@ -66,6 +70,11 @@ pub fn parse(
         websocket_upgrade,
         origin: text(header::ORIGIN),
         content_type: text(header::CONTENT_TYPE),
+        request_id: headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID)
+            .map(str::to_owned),
         info,
     }
 }

@@ -415,6 +415,12 @@ impl Registry {
         self.inner.state.owner(sid)
     }
 
+    /// Changes whenever this node has applied a take-over ([`Command::TakeOver`]): a session
+    /// whose owner was lost may have an heir now.
+    pub fn takeovers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.state.takeovers()
+    }
+
     /// The sids the locally applied state says `node` owns, sorted.
     pub fn sessions_owned_by(&self, node: NodeId) -> Vec<String> {
         self.inner.state.owned_by(node)

@@ -29,8 +29,8 @@ use crate::rpc::Peers;
 use crate::rpc::pb::raft::RaftBytes;
 use crate::rpc::pb::raft::raft_service_client::RaftServiceClient;
 
-/// When this node last had an answer to an append-entries call (heartbeats included) from each
-/// peer: as leader, how it knows which members are still there.
+/// When this node last had an answer to an append-entries call (heartbeats included), or a
+/// granted vote, from each peer: as leader, how it knows which members are still there.
 #[derive(Clone, Default)]
 pub(crate) struct Contact(Arc<Mutex<HashMap<NodeId, Instant>>>);
 
@@ -168,6 +168,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        let result: RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> =
+            self.call(Rpc::Vote, &rpc, option.hard_ttl()).await;
+        // A granted vote acknowledges this node as much as an append does: a leader fresh
+        // from its election holds its lease from the votes that made it, before its first
+        // heartbeat round has come back.
+        if matches!(&result, Ok(response) if response.vote_granted) {
+            self.contact.mark(self.target);
+        }
+        result
     }
 }

@@ -39,7 +39,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::state::Sessions;
-use super::types::{NodeId, Response, SessionRecord, TypeConfig};
+use super::types::{Command, NodeId, Response, SessionRecord, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -66,6 +66,7 @@ pub fn open(dir: &Path) -> StorageResult<(LogStore, StateMachineStore)> {
         _lease: lease,
         disk,
         data: Arc::new(RwLock::new(data)),
+        takeovers: Arc::new(tokio::sync::watch::Sender::new(0)),
     };
     Ok((logs, sm))
 }
@@ -444,6 +445,9 @@ pub struct StateMachineStore {
     _lease: Arc<()>,
     disk: Arc<DiskHandle>,
     data: Arc<RwLock<SmData>>,
+    /// Counts applied take-overs (and installed snapshots, which may hold some): a request
+    /// waiting on a lost owner learns at once that its session has an heir.
+    takeovers: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Compacts the store on demand (see [`StateMachineStore::compactor`]).
@@ -465,9 +469,15 @@ impl Compactor {
 #[derive(Clone)]
 pub(crate) struct StateView {
     data: Arc<RwLock<SmData>>,
+    takeovers: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateView {
+    /// Changes whenever a take-over has been applied (see [`StateMachineStore`]).
+    pub(crate) fn takeovers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.takeovers.subscribe()
+    }
+
     /// The applied record of `sid`.
     pub(crate) fn session(&self, sid: &str) -> Option<SessionRecord> {
         read(&self.data).sessions.get(sid).cloned()
@@ -523,6 +533,7 @@ impl StateMachineStore {
     pub(crate) fn view(&self) -> StateView {
         StateView {
             data: self.data.clone(),
+            takeovers: self.takeovers.clone(),
         }
     }
 
@@ -596,17 +607,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut state = write(&self.data);
         let mut responses = Vec::new();
+        let mut takeovers = 0;
         for entry in entries {
             state.applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Applied,
-                EntryPayload::Normal(command) => state.sessions.apply(&command),
+                EntryPayload::Normal(command) => {
+                    takeovers += u64::from(matches!(command, Command::TakeOver { .. }));
+                    state.sessions.apply(&command)
+                }
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Applied
                 }
             };
             responses.push(response);
+        }
+        drop(state);
+        if takeovers > 0 {
+            self.takeovers.send_modify(|n| *n += takeovers);
         }
         Ok(responses)
     }
@@ -637,6 +656,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         state.sessions.replace(sessions);
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
+        drop(state);
+        self.takeovers.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -421,6 +421,34 @@ await check("disconnect-me: io server disconnect, no reconnection", async (ctx) 
   assert(!socket.active, "the socket still tries to reconnect");
 });
 
+// A server-side close while the client is still upgrading (through a cluster, the probe and the
+// polling requests may reach different nodes) must reach the client on whichever transport it
+// still listens to, at once. Tried many times at slightly different moments of the upgrade.
+if (profile === "default") {
+  await check("a server-side close during the upgrade reaches the client at once", async (ctx) => {
+    // Until the close has come mid-upgrade 5 times (at most 60 rounds).
+    let midUpgrade = 0;
+    let i = 0;
+    for (; i < 60 && midUpgrade < 5; i++) {
+      const socket = io(baseUrl + "/", { forceNew: true, timeout: 5000, reconnection: false, ...transportOpts });
+      ctx.defer(() => socket.disconnect());
+      await next(socket, "connect", 5000);
+      await sleep(i % 5);
+      if (socket.io.engine.transport.name === "polling") midUpgrade += 1;
+      const event = i % 2 === 0 ? "close-transport" : "disconnect-me";
+      const expected = i % 2 === 0 ? "transport close" : "io server disconnect";
+      const gone = next(socket, "disconnect", 3000);
+      socket.emit(event);
+      const [reason] = await gone.catch(() => {
+        throw new CheckError(`round ${i}: no disconnect within 3 s after ${event}`);
+      });
+      assert(reason === expected, `round ${i}: disconnect reason ${show(reason)}, expected ${show(expected)}`);
+    }
+    process.stderr.write(`sio-client: ${midUpgrade} of ${i} closes came mid-upgrade\n`);
+    assert(midUpgrade > 0, "the close never came while the client was still on polling");
+  }, 20_000);
+}
+
 /** Asks the server to drop the Engine.IO connection and waits for the automatic reconnection. */
 async function closeTransportAndReconnect(ctx) {
   const { socket, welcome } = await connect(ctx, "/", { reconnectionDelay: 100, reconnectionDelayMax: 500 });

@@ -6,7 +6,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use nonstick::app::{AppKind, BuiltIn};
 
-use crate::fixture::{TestNode, WAIT, get, open_polling, post, request, request_with_type};
+use crate::fixture::{
+    TestNode, WAIT, get, open_polling, post, request, request_with_headers, request_with_type,
+};
 
 const EIO: &str = "/engine.io/";
 
@@ -172,6 +174,38 @@ async fn batched_post_comes_back_in_one_get() {
     let url = session_url(&node, &sid);
     assert_eq!(post(&url, "4test1\x1e4test2\x1e4test3").await.status, 200);
     assert_eq!(get(&url).await.body, "4test1\x1e4test2\x1e4test3");
+    node.stop().await;
+}
+
+/// A GET or POST with the `X-Request-Id` of the one before is that request sent again by a
+/// balancer whose first attempt got no answer: the GET gets the answer the first attempt may
+/// have lost, the POST is not applied twice. A new id is a new request.
+#[tokio::test]
+async fn a_request_sent_again_with_its_id_loses_no_answer_and_applies_once() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let sid = open_polling(&node, EIO).await;
+    let url = session_url(&node, &sid);
+    let with_id = async |method: &str, id: &str, body: &str| {
+        let headers = [
+            ("content-type", "text/plain;charset=UTF-8"),
+            ("x-request-id", id),
+        ];
+        request_with_headers(method, &url, &headers, body).await
+    };
+    assert_eq!(with_id("POST", "p1", "4one").await.body, "ok");
+    assert_eq!(with_id("POST", "p1", "4one").await.body, "ok");
+    assert_eq!(with_id("GET", "g1", "").await.body, "4one");
+    assert_eq!(
+        with_id("GET", "g1", "").await.body,
+        "4one",
+        "the answer to a GET sent again"
+    );
+    assert_eq!(with_id("POST", "p2", "4two").await.body, "ok");
+    assert_eq!(
+        with_id("GET", "g2", "").await.body,
+        "4two",
+        "a new GET gets only what is new"
+    );
     node.stop().await;
 }
 

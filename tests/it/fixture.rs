@@ -792,6 +792,14 @@ impl Script {
 pub async fn demo_processes(
     mode: Option<nonstick::balancer::Mode>,
 ) -> nonstick::launch::RunningCluster {
+    demo_processes_with(mode, &[]).await
+}
+
+/// [`demo_processes`], with more arguments for every node (`--ping-interval 5000`, …).
+pub async fn demo_processes_with(
+    mode: Option<nonstick::balancer::Mode>,
+    node_args: &[&str],
+) -> nonstick::launch::RunningCluster {
     let plan = nonstick::launch::LocalCluster {
         nodes: 3,
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -801,7 +809,7 @@ pub async fn demo_processes(
             exe: env!("CARGO_BIN_EXE_nonstick").into(),
             app: AppKind::Demo,
         },
-        node_args: Vec::new(),
+        node_args: node_args.iter().map(Into::into).collect(),
         quiet: std::env::var_os("NODE_LOGS").is_none(),
     };
     nonstick::launch::start(plan).await.expect("cluster")
