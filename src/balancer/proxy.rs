@@ -28,7 +28,7 @@ use super::{BalancerConfig, Mode};
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-nonstick-request-id");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so they are
 /// never forwarded as they are.
@@ -59,7 +59,7 @@ pub(super) struct Proxy {
     probing: bool,
     /// See [`HealthConfig::response_timeout`](super::HealthConfig::response_timeout).
     response_timeout: Duration,
-    /// Names this balancer's requests (`X-Request-Id`, see [`Proxy::name`]).
+    /// Names this balancer's requests (`X-Nonstick-Request-Id`, see [`Proxy::name`]).
     ids: RequestIds,
 }
 
@@ -92,10 +92,10 @@ impl Proxy {
         }
     }
 
-    /// Gives the request an `X-Request-Id` unless it has one (a balancer in front of this one
-    /// named it). Every attempt carries the same: a node tells from it a GET or POST sent again
-    /// after a first attempt that got no answer, and neither loses the answer that attempt
-    /// may have been given nor applies a POST twice.
+    /// Gives the request an `X-Nonstick-Request-Id` unless it has one (a balancer in front of this
+    /// one named it). Every attempt carries the same: a node tells from it a GET or POST sent again
+    /// after a first attempt that got no answer, and neither loses the answer that attempt may have
+    /// been given nor applies a POST twice.
     fn name(&self, headers: &mut HeaderMap) {
         if headers.contains_key(REQUEST_ID) {
             return;

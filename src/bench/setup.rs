@@ -453,7 +453,7 @@ pub fn nginx_conf(dir: &Path, listen: SocketAddr, backends: &[SocketAddr], hash:
              proxy_pass http://backends;\n      proxy_http_version 1.1;\n\
              proxy_set_header Upgrade $http_upgrade;\n\
              proxy_set_header Connection $connection_upgrade;\n\
-             proxy_set_header X-Request-Id $request_id;\n\
+             proxy_set_header X-Nonstick-Request-Id $request_id;\n\
              proxy_read_timeout 75s;\n      proxy_send_timeout 75s;\n\
              proxy_buffering off;\n      client_max_body_size 2m;\n\
              proxy_next_upstream error timeout;\n    }}\n  }}\n}}\n"

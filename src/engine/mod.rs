@@ -71,8 +71,8 @@ pub struct Request {
     pub origin: Option<String>,
     /// The `Content-Type` header, if any (a POST declared as binary is refused).
     pub content_type: Option<String>,
-    /// The id the balancer in front gave the request (`X-Request-Id`), the same on every
-    /// attempt it makes: tells a GET or POST it sent again (its first attempt got no answer)
+    /// The id the balancer in front gave the request (`X-Nonstick-Request-Id`), the same on
+    /// every attempt it makes: tells a GET or POST it sent again (its first attempt got no answer)
     /// from the client's next one.
     pub request_id: Option<String>,
     /// Query pairs, headers and peer address, kept for the application.

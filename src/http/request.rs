@@ -7,8 +7,10 @@ use axum::http::{HeaderMap, Method as HttpMethod, Uri, header};
 use crate::engine::{HandshakeInfo, MAX_REQUEST_ID, Method, Request};
 
 /// The header a balancer names a request by, the same on each attempt (nginx: `proxy_set_header
-/// X-Request-Id $request_id`; the embedded balancer sets it).
-const REQUEST_ID: &str = "x-request-id";
+/// X-Nonstick-Request-Id $request_id`; the embedded balancer sets it). Not `X-Request-Id`:
+/// clients and proxies set that one for tracing, some to one value per connection, and a POST
+/// that repeats the last one's id is not applied.
+const REQUEST_ID: &str = "x-nonstick-request-id";
 
 /// Parses method, query and headers into an engine request. The query is decoded like a
 /// form (`+` is a space, bad escapes are kept as they are), so a malformed one still reaches

@@ -238,6 +238,29 @@ impl Nginx {
     }
 }
 
+/// A server-side close (`close-transport`, `disconnect-me`) while socket.io-client is still
+/// upgrading, its polling requests and its probe passing different nodes: the close must reach
+/// the client at once. Known to fail: about one close in 40 never reaches the client (seen
+/// through nginx round-robin on a loaded 2-core machine); ignored until that is fixed.
+#[tokio::test]
+#[ignore = "known bug: a close during the upgrade through two nodes is sometimes not delivered"]
+async fn a_server_close_during_the_upgrade_reaches_the_client_through_nginx_round_robin() {
+    require(&repo().join("tests/clients/node_modules"));
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let backends: Vec<_> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let nginx = Nginx::start(&backends).await;
+    let args = [
+        "--transports",
+        "default",
+        "--cluster",
+        "--upgrade-closes",
+        "10",
+    ];
+    run_js(&format!("http://{}", nginx.addr), "sio-client.mjs", &args).await;
+    nginx.stop().await;
+    cluster.stop().await;
+}
+
 #[tokio::test]
 async fn socket_io_client_over_polling_through_nginx_round_robin() {
     require(&repo().join("tests/clients/node_modules"));

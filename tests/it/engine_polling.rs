@@ -177,9 +177,9 @@ async fn batched_post_comes_back_in_one_get() {
     node.stop().await;
 }
 
-/// A GET or POST with the `X-Request-Id` of the one before is that request sent again by a
-/// balancer whose first attempt got no answer: the GET gets the answer the first attempt may
-/// have lost, the POST is not applied twice. A new id is a new request.
+/// A GET or POST with the `X-Nonstick-Request-Id` of the one before is that request sent again by a
+/// balancer whose first attempt got no answer: the GET gets the answer the first attempt may have
+/// lost, the POST is not applied twice. A new id is a new request.
 #[tokio::test]
 async fn a_request_sent_again_with_its_id_loses_no_answer_and_applies_once() {
     let node = TestNode::start(AppKind::ProtocolSuite).await;
@@ -188,7 +188,7 @@ async fn a_request_sent_again_with_its_id_loses_no_answer_and_applies_once() {
     let with_id = async |method: &str, id: &str, body: &str| {
         let headers = [
             ("content-type", "text/plain;charset=UTF-8"),
-            ("x-request-id", id),
+            ("x-nonstick-request-id", id),
         ];
         request_with_headers(method, &url, &headers, body).await
     };
