@@ -87,10 +87,10 @@ pub(crate) struct State {
     /// The way the upgrading websocket came by.
     pub(crate) upgrade_via: Via,
     /// What the next (or parked) long-poll gets once the session is closed.
-    final_payload: Option<Vec<Packet>>,
+    pub(crate) final_payload: Option<Vec<Packet>>,
     /// Closed (by the server, or by a client `1` over POST) while no long-poll was parked: the session stays findable
     /// until one more GET collects `final_payload`, or the linger time ends.
-    linger: bool,
+    pub(crate) linger: bool,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
     /// The last long-poll answer, while it may still be on its way to the client through

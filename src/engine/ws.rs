@@ -177,6 +177,11 @@ where
 
 /// Runs the probe of a polling session's upgrade. Returns `true` once `5` arrived and
 /// the session switched to this websocket.
+///
+/// A session closed after the probe was answered still waits here for `5`: a client told
+/// that its probe succeeded stops polling (socket.io-client pauses its polling and, should the
+/// probe then close, never resumes it), so this websocket is the only way its close can
+/// still reach it. The final answer goes here once `5` comes.
 pub(crate) async fn probe<Si, St>(
     session: &Arc<Session>,
     via: Via,
@@ -202,7 +207,7 @@ where
         let changed = session.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if session.is_closed() {
+        if session.is_closed() && !probed {
             break false;
         }
         let frame = tokio::select! {
@@ -223,21 +228,18 @@ where
                 probed = true;
                 {
                     let mut st = session.lock();
-                    if st.closed.is_some() {
-                        break false;
+                    if st.closed.is_none() {
+                        st.upgrade = Upgrade::Probing;
                     }
-                    st.upgrade = Upgrade::Probing;
                 }
                 session.changed.notify_waiters();
             }
             Ok(Packet::Upgrade) if probed => {
-                let mut st = session.lock();
-                if st.closed.is_some() {
-                    break false;
-                }
-                st.transport = Transport::Websocket;
-                st.upgrade = Upgrade::Done;
-                break true;
+                let Some(last) = switch_or_final_answer(session) else {
+                    break true;
+                };
+                write_all(sink, last, session.config.ping_timeout).await;
+                break false;
             }
             _ => break false,
         }
@@ -252,6 +254,29 @@ where
         }
     }
     upgraded
+}
+
+/// On `5`: switches an open session to the websocket (`None`), or takes the last packets of
+/// one closed while its upgrade probed, from a GET that has not collected them (the session
+/// then no longer lingers for one).
+fn switch_or_final_answer(session: &Arc<Session>) -> Option<Vec<Packet>> {
+    let (last, lingering) = {
+        let mut st = session.lock();
+        if st.closed.is_none() {
+            st.transport = Transport::Websocket;
+            st.upgrade = Upgrade::Done;
+            return None;
+        }
+        let last = st
+            .final_payload
+            .take()
+            .unwrap_or_else(|| vec![Packet::Close]);
+        (last, std::mem::take(&mut st.linger))
+    };
+    if lingering {
+        session.unregister();
+    }
+    Some(last)
 }
 
 /// Encodes the open packet as the first websocket frame.

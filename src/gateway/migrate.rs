@@ -254,10 +254,18 @@ impl Gateway {
             }
             None => Err("not reachable".to_owned()),
         };
+        // Whether the session comes back here if it did not move.
+        let mut take_back = true;
         let outcome = match sent {
             Ok(MigrateReply {
                 result: Some(migrate_reply::Result::Epoch(epoch)),
             }) => Ok(epoch),
+            Ok(MigrateReply {
+                result: Some(migrate_reply::Result::Closed(reason)),
+            }) => {
+                take_back = false;
+                Err(refused(reason))
+            }
             Ok(MigrateReply {
                 result: Some(migrate_reply::Result::Refused(reason)),
             }) => Err(refused(reason)),
@@ -281,7 +289,12 @@ impl Gateway {
                 Ok(epoch)
             }
             Err(e) => {
-                if let Err(lost) = engine.move_in(image) {
+                if !take_back {
+                    tracing::info!(
+                        sid,
+                        "a session closed on the node it was moving to: dropped"
+                    );
+                } else if let Err(lost) = engine.move_in(image) {
                     tracing::warn!(sid, %lost, "a session that did not move could not be taken back");
                 }
                 self.inner.moves.finish(sid, None);
@@ -332,7 +345,9 @@ impl Gateway {
                 Some(migrate_reply::Result::Busy(_)) => {
                     return Err(MigrateError::Move(MoveError::Busy));
                 }
-                Some(migrate_reply::Result::Refused(reason)) => return Err(refused(reason)),
+                Some(
+                    migrate_reply::Result::Refused(reason) | migrate_reply::Result::Closed(reason),
+                ) => return Err(refused(reason)),
                 None => return Err(refused("an empty answer".to_owned())),
             }
         }
@@ -346,13 +361,20 @@ impl Gateway {
         &self,
         mount: &str,
         image: SessionImage,
-    ) -> Result<u64, String> {
-        let cluster = self.inner.cluster.as_ref().ok_or("not a cluster node")?;
-        let engine = self.engine(mount).ok_or("no such mount")?;
+    ) -> Result<u64, Declined> {
+        let refused = |reason: &str| Declined::Refused(reason.to_owned());
+        let cluster = self
+            .inner
+            .cluster
+            .as_ref()
+            .ok_or_else(|| refused("not a cluster node"))?;
+        let engine = self.engine(mount).ok_or_else(|| refused("no such mount"))?;
         let sid = image.sid.clone();
         // Resumed before the commit: once the registry names this node, this node has it.
         // Meanwhile the former owner holds the requests that reach it.
-        engine.move_in(image).map_err(|e| e.to_string())?;
+        engine
+            .move_in(image)
+            .map_err(|e| Declined::Refused(e.to_string()))?;
         match take_ownership(&cluster.registry, &sid, cluster.node).await {
             Ok(epoch) => {
                 self.inner.counters.moved_in.fetch_add(1, Ordering::Relaxed);
@@ -360,14 +382,25 @@ impl Gateway {
             }
             Err(reason) => {
                 // Not committed: the former owner takes it back. What reached it here in
-                // these milliseconds (only requests of this node's own front) is lost.
-                if let Err(e) = engine.move_out(&sid).await {
-                    tracing::warn!(sid, %e, "a session whose move failed stays here");
+                // these milliseconds (only requests of this node's own front) is lost. Unless
+                // it closed here meanwhile (its client, or the server, ended it): taken back,
+                // it would live on without that close.
+                match engine.move_out(&sid).await {
+                    Ok(_) => Err(Declined::Refused(reason)),
+                    Err(e) => Err(Declined::Closed(format!("{reason}; then {e}"))),
                 }
-                Err(reason)
             }
         }
     }
+}
+
+/// Why a node did not take a session it was sent ([`Gateway::accept_migration`]).
+pub(crate) enum Declined {
+    /// Not taken: the sender keeps it.
+    Refused(String),
+    /// Resumed, then closed here before it could be committed: the sender drops it rather
+    /// than take it back.
+    Closed(String),
 }
 
 /// Commit `node` as the owner of `sid` with the next epoch; returns it.

@@ -17,6 +17,7 @@ use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 use super::Gateway;
 use super::MigrateError;
 use super::convert;
+use super::migrate::Declined;
 use super::relay::{RELAY_QUEUE, close_frame};
 use crate::engine::MoveError;
 use crate::engine::{EngineError, LinkError as WsLinkError, Method, Outbound, Via};
@@ -168,7 +169,8 @@ impl Forward for ForwardService {
             .ok_or_else(|| Status::invalid_argument("a migration without its session"))?;
         let result = match self.gateway.accept_migration(&request.mount, image).await {
             Ok(epoch) => migrate_reply::Result::Epoch(epoch),
-            Err(reason) => migrate_reply::Result::Refused(reason),
+            Err(Declined::Refused(reason)) => migrate_reply::Result::Refused(reason),
+            Err(Declined::Closed(reason)) => migrate_reply::Result::Closed(reason),
         };
         Ok(Response::new(MigrateReply {
             result: Some(result),

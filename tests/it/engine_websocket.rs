@@ -196,6 +196,22 @@ async fn get_during_probe_gets_noop_when_the_upgrade_completes() {
     node.stop().await;
 }
 
+/// A session closed by the server after its probe was answered (here its heartbeat ran out:
+/// the client, switching, never answered the ping queued on polling) keeps the probing
+/// websocket until `5` and sends its close there: socket.io-client stops polling once told
+/// its probe succeeded, and would never hear the close otherwise.
+#[tokio::test]
+async fn a_session_closed_after_its_probe_was_answered_sends_its_close_on_the_websocket() {
+    let node = TestNode::start(AppKind::ProtocolSuite).await;
+    let (_poll_url, mut ws) = probing(&node).await;
+    // pingInterval (300 ms) and pingTimeout (200 ms) pass without a pong.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    ws_send(&mut ws, "5").await;
+    assert_eq!(ws_text(&mut ws).await, "1");
+    ws_closed(&mut ws).await;
+    node.stop().await;
+}
+
 #[tokio::test]
 async fn next_ping_comes_ping_interval_after_the_pong() {
     // The demo profile keeps the configured heartbeat (the protocol-suite one forces
