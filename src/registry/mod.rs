@@ -453,27 +453,16 @@ impl Registry {
     pub fn has_lease(&self) -> bool {
         let metrics = self.inner.core.raft.metrics();
         let m = metrics.borrow();
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-        if voters == [m.id] {
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        if voters == 1 && membership.voter_ids().all(|v| v == m.id) {
             return true;
         }
         // Measured here, not taken from the metrics: they are a snapshot of their last report.
+        // With this node, the `voters / 2` peers heard most lately make a majority.
         let quorum_ack = (m.state == ServerState::Leader).then(|| {
-            let mut ages: Vec<Duration> = voters
-                .iter()
-                .filter(|v| **v != m.id)
-                .map(|v| {
-                    self.inner
-                        .contact
-                        .last(*v)
-                        .map_or(Duration::MAX, |t| t.elapsed())
-                })
-                .collect();
-            ages.sort();
-            // With this node, the `voters.len() / 2` peers heard most lately make a majority.
-            ages.get((voters.len() / 2).saturating_sub(1))
-                .copied()
-                .unwrap_or(Duration::MAX)
+            let peers = || membership.voter_ids().filter(|v| *v != m.id);
+            self.inner.contact.age_of(peers, (voters / 2).max(1))
         });
         self.inner.serving.held(quorum_ack)
     }

@@ -45,6 +45,24 @@ impl Contact {
     pub(crate) fn last(&self, node: NodeId) -> Option<Instant> {
         self.0.lock().ok()?.get(&node).copied()
     }
+
+    /// How long ago `need` of the `peers` had all answered (`Duration::MAX` if fewer ever
+    /// did): the age of the `need`-th most recent answer. Without allocating, since it runs on
+    /// every request a leader serves; the peers are a handful.
+    pub(crate) fn age_of<I>(&self, peers: impl Fn() -> I, need: usize) -> Duration
+    where
+        I: Iterator<Item = NodeId>,
+    {
+        let Ok(seen) = self.0.lock() else {
+            return Duration::MAX;
+        };
+        let last = |peer: NodeId| seen.get(&peer).copied();
+        peers()
+            .filter_map(last)
+            .filter(|t| peers().filter_map(last).filter(|u| u >= t).count() >= need)
+            .max()
+            .map_or(Duration::MAX, |t| t.elapsed())
+    }
 }
 
 /// Creates a [`Connection`] per target for openraft.
@@ -177,5 +195,28 @@ impl RaftNetwork<TypeConfig> for Connection {
             self.contact.mark(self.target);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_age_of_a_majority_is_that_of_its_oldest_answer() {
+        let contact = Contact::default();
+        let peers = || [2, 3, 4, 5].into_iter();
+        assert_eq!(contact.age_of(peers, 1), Duration::MAX, "nobody answered");
+        contact.mark(2);
+        std::thread::sleep(Duration::from_millis(30));
+        contact.mark(3);
+        // The most recent answer (3) is younger than 30 ms, the second (2) is not.
+        assert!(contact.age_of(peers, 1) < Duration::from_millis(30));
+        assert!(contact.age_of(peers, 2) >= Duration::from_millis(30));
+        assert_eq!(
+            contact.age_of(peers, 3),
+            Duration::MAX,
+            "two answered, not three"
+        );
     }
 }
