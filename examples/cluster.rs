@@ -27,7 +27,8 @@ use serde_json::json;
 
 #[derive(Parser)]
 struct Cli {
-    /// `--listen`, `--id`, `--grpc`, `--peers`, `--data-dir`, … as `nonstick node` takes them.
+    /// `--listen`, `--id`, `--grpc`, `--peers`, `--data-dir`, `--config`, … as `nonstick node`
+    /// takes them.
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -37,7 +38,9 @@ async fn main() -> std::io::Result<()> {
     let builder = Cli::parse().node.builder()?;
     let node_id: Arc<str> = builder.config().node_id.as_str().into();
 
-    let io = SocketIo::new(Default::default());
+    // Socket.IO settings (connect timeout, recovery, ...) come from the same flags, file and
+    // environment as the node's.
+    let io = SocketIo::new(builder.config().socketio.clone());
     let lobby = io.of("/");
     lobby.middleware(|socket: Socket| {
         let named = name_in(&socket.handshake().auth).is_some();

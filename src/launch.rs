@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 
 use crate::app::AppKind;
 use crate::balancer::{self, BalancerConfig, Mode, ProbeConfig, RunningBalancer};
+use crate::config::Settings;
 
 /// How long the nodes may take to answer `/healthz` with 200 (Raft election included).
 const READY_WITHIN: Duration = Duration::from_secs(30);
@@ -38,7 +39,11 @@ pub struct LocalCluster {
     pub mode: Option<Mode>,
     /// What every node runs.
     pub program: Program,
-    /// More arguments for every node (server settings such as `--ping-interval 5000`).
+    /// Settings every node runs with, handed to them in a settings file (`--config`); the
+    /// launcher gives each its own id, addresses, peers and data directory on top.
+    pub settings: Option<Settings>,
+    /// More arguments for every node (server settings such as `--ping-interval 5000`, or a
+    /// program's own flags).
     pub node_args: Vec<OsString>,
     /// Nodes log warnings and errors only, and print nothing on stdout (for benchmarks, whose
     /// output is the report).
@@ -116,8 +121,9 @@ impl Spawner {
             .arg(self.root.join(format!("node-{id}")))
             .args(&self.node_args)
             .env("NONSTICK_SECRET", &self.secret)
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        stop_with_this_process(&mut command);
+        command.spawn()
     }
 }
 
@@ -136,6 +142,14 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
         }
     };
     std::fs::create_dir_all(&root)?;
+    let mut node_args = Vec::new();
+    if let Some(settings) = &plan.settings {
+        let file = root.join("settings.toml");
+        std::fs::write(&file, settings.to_toml().map_err(io::Error::other)?)?;
+        node_args.push(OsString::from("--config"));
+        node_args.push(file.into_os_string());
+    }
+    node_args.extend(plan.node_args.iter().cloned());
     let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
     let ids: Vec<u64> = (1..=plan.nodes).collect();
     let mut http = Vec::new();
@@ -159,7 +173,7 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
         quiet: plan.quiet,
         peers,
         root: root.clone(),
-        node_args: plan.node_args.clone(),
+        node_args,
         secret,
         http: http.clone(),
         grpc: grpc.clone(),
@@ -168,18 +182,8 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
     for index in 0..ids.len() {
         children.push(spawner.spawn(index)?);
     }
-    let balancer = match plan.mode {
-        Some(mode) => {
-            // A node that dies is left out at once and comes back once `/healthz` says so.
-            let mut config = BalancerConfig::new(http.clone(), mode);
-            config.health.probe = Some(ProbeConfig::default());
-            let listener = TcpListener::bind(plan.listen).await?;
-            Some(balancer::start(config, listener)?)
-        }
-        None => None,
-    };
     let mut cluster = RunningCluster {
-        balancer,
+        balancer: None,
         children,
         nodes: http,
         temporary,
@@ -190,6 +194,13 @@ pub async fn start(plan: LocalCluster) -> io::Result<RunningCluster> {
             cluster.stop_nodes().await;
             return Err(e);
         }
+    }
+    if let Some(mode) = plan.mode {
+        // A node that dies is left out at once and comes back once `/healthz` says so.
+        let mut config = BalancerConfig::new(cluster.nodes.clone(), mode);
+        config.health.probe = Some(ProbeConfig::default());
+        let listener = TcpListener::bind(plan.listen).await?;
+        cluster.balancer = Some(balancer::start(config, listener)?);
     }
     Ok(cluster)
 }
@@ -342,6 +353,31 @@ pub(crate) async fn stop_all(children: &mut [Child]) {
             let _ = child.kill().await;
         }
     }
+}
+
+/// Have the node started by `command` stop (SIGINT: at once) when this process ends, however it
+/// ends: killed with SIGKILL, it kills no child itself.
+fn stop_with_this_process(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let launcher = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // This process ended before the request took effect: no signal will come.
+                if u32::try_from(libc::getppid()).ok() != Some(launcher) {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// A loopback port that was free a moment ago (the child binds it right after).

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod gateway;
 pub mod http;
 pub mod launch;
+pub mod logs;
 pub mod node;
 pub mod protocol;
 pub mod registry;

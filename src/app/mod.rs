@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use axum::Router;
 
-use crate::config::Config;
+use crate::config::{Config, Settings};
 use crate::engine::EngineConfig;
 use crate::node::{Mount, SOCKETIO_PATH};
-use crate::socketio::{RecoveryConfig, SocketIo, SocketIoConfig};
+use crate::socketio::{SocketIo, SocketIoConfig};
 
-/// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
-pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
+pub use crate::config::settings::DEFAULT_CLIENT_BUNDLE;
 
 /// Which built-in application a node serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +55,6 @@ impl AppKind {
 pub struct BuiltIn {
     /// Which one.
     pub kind: AppKind,
-    /// Connection state recovery for the Socket.IO application (on for the demo, off for
-    /// the protocol suite, whose byte-exact checks a `pid` and offsets would break).
-    pub recovery: bool,
     /// The `auth.token` the demo's `/admin` namespace requires.
     pub admin_token: String,
     /// Serve the demo chat page at `/` (on for the demo app).
@@ -73,7 +69,6 @@ impl BuiltIn {
     pub fn new(kind: AppKind) -> BuiltIn {
         BuiltIn {
             kind,
-            recovery: kind == AppKind::Demo,
             admin_token: "secret".to_owned(),
             page: kind == AppKind::Demo,
             client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
@@ -82,16 +77,38 @@ impl BuiltIn {
 
     /// The server settings the built-in applications start from: the reference defaults,
     /// with CORS for any origin (the app contract allows any origin; the suites' browser
-    /// runner needs it too).
+    /// runner needs it too) and connection state recovery on.
     pub fn base_config() -> Config {
-        Config {
-            cors_origins: Some(vec!["*".to_owned()]),
-            ..Config::default()
+        BuiltIn::base_settings().config()
+    }
+
+    /// [`Settings::default`] with the built-in applications' CORS: any origin.
+    pub fn base_settings() -> Settings {
+        Settings {
+            cors_origin: vec!["*".to_owned()],
+            ..Settings::default()
         }
     }
 
+    /// The application `settings` name, with their token and client bundle.
+    pub fn from_settings(settings: &Settings) -> Result<BuiltIn, String> {
+        let kind = AppKind::parse(&settings.app).ok_or_else(|| {
+            format!(
+                "app: unknown application {:?} (demo, protocol-suite)",
+                settings.app
+            )
+        })?;
+        Ok(BuiltIn {
+            admin_token: settings.admin_token.clone(),
+            client_bundle: Some(settings.client_bundle.clone()),
+            ..BuiltIn::new(kind)
+        })
+    }
+
     /// The application's mounts on a node with these settings (the demo reports
-    /// `config.node_id`).
+    /// `config.node_id` and serves at `config.path` with `config.socketio`; the protocol
+    /// suite has the fixed paths and settings the suites expect: no recovery, whose `pid` and
+    /// offsets its byte-exact checks would break).
     pub fn mounts(&self, config: &Config) -> Vec<Mount> {
         match self.kind {
             AppKind::ProtocolSuite => {
@@ -114,10 +131,7 @@ impl BuiltIn {
                 ]
             }
             AppKind::Demo => {
-                let io = SocketIo::new(SocketIoConfig {
-                    recovery: self.recovery.then(RecoveryConfig::default),
-                    ..SocketIoConfig::default()
-                });
+                let io = SocketIo::new(config.socketio.clone());
                 demo::register(
                     &io,
                     &demo::DemoOptions {
@@ -126,7 +140,7 @@ impl BuiltIn {
                         ..demo::DemoOptions::default()
                     },
                 );
-                vec![Mount::socketio(SOCKETIO_PATH, io)]
+                vec![Mount::socketio(&config.path, io)]
             }
         }
     }

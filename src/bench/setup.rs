@@ -336,6 +336,7 @@ async fn nonstick_cluster(tools: &Tools) -> std::io::Result<RunningCluster> {
             exe: tools.nonstick.clone(),
             app: AppKind::Demo,
         },
+        settings: None,
         node_args: Vec::new(),
         quiet: true,
     })

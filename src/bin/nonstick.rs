@@ -5,14 +5,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use std::io;
 use std::path::PathBuf;
 
-use nonstick::app::{AppKind, BuiltIn};
+use nonstick::app::BuiltIn;
 use nonstick::balancer::{BalancerConfig, Mode, ProbeConfig, UnknownMode};
+use nonstick::config::Settings;
+use nonstick::config::flags::{self, AppFlags, ServerFlags};
 use nonstick::launch::{self, LocalCluster, Program};
-use nonstick::node::{NodeArgs, NodeBuilder, ServerArgs};
+use nonstick::logs::{self, LogFormat};
+use nonstick::node::{NodeArgs, NodeBuilder};
 use nonstick::registry::admin::{MemberChange, administer};
 
 #[derive(Parser)]
@@ -47,6 +51,28 @@ enum Command {
     Drain(Drain),
     /// Load-test a server, or compare setups in one run.
     Bench(Bench),
+    /// Check a settings file, or show the settings a node would run with.
+    Config(ConfigCommand),
+}
+
+/// Settings files and the merged settings.
+#[derive(clap::Args)]
+struct ConfigCommand {
+    #[command(subcommand)]
+    action: ConfigAction,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate a TOML settings file: unknown names, wrong types and values out of range are
+    /// reported with their key; exits with 1 on any.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the settings these flags, the environment and the --config file give, as a TOML
+    /// file (the secret left out).
+    Show(Box<Node>),
 }
 
 /// Load generation against the demo app.
@@ -132,16 +158,16 @@ struct BenchCompare {
 
 #[derive(clap::Args)]
 struct Serve {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    listen: SocketAddr,
+    /// Address to listen on [default: 127.0.0.1:3000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Node id reported by /healthz (random by default).
     #[arg(long)]
     node_id: Option<String>,
     #[command(flatten)]
-    server: ServerArgs,
+    server: ServerFlags,
     #[command(flatten)]
-    app: AppArgs,
+    app: AppFlags,
 }
 
 /// One node of a cluster (or, without --peers, a node of its own).
@@ -150,7 +176,7 @@ struct Node {
     #[command(flatten)]
     node: NodeArgs,
     #[command(flatten)]
-    app: AppArgs,
+    app: AppFlags,
 }
 
 /// Read or change the membership of a running cluster.
@@ -225,14 +251,16 @@ struct Cluster {
     /// `sticky-sid`).
     #[arg(long, default_value = "round-robin", value_parser = parse_mode)]
     balancer: Mode,
-    /// Application: `demo` or `protocol-suite`.
-    #[arg(long, default_value = "demo", value_parser = parse_app)]
-    app: AppKind,
     /// Run this program as the nodes instead of `nonstick node --app …`: a program of one's
     /// own whose command line takes the node flags (nonstick::node::NodeArgs).
     #[arg(long, conflicts_with = "app")]
     program: Option<PathBuf>,
-    /// More arguments for every node, after `--` (e.g. `-- --ping-interval 5000`).
+    /// Settings every node runs with (handed to them in a settings file).
+    #[command(flatten)]
+    server: ServerFlags,
+    #[command(flatten)]
+    app: AppFlags,
+    /// More arguments for every node, after `--` (flags of one's own program).
     #[arg(last = true)]
     node_args: Vec<std::ffi::OsString>,
 }
@@ -258,41 +286,6 @@ struct Balancer {
     no_probe: bool,
 }
 
-/// Which built-in application, and its own settings.
-#[derive(clap::Args)]
-struct AppArgs {
-    /// Application: `demo` or `protocol-suite`.
-    #[arg(long, default_value = "demo", value_parser = parse_app)]
-    app: AppKind,
-    /// Turn connection state recovery off (it is on for the demo app).
-    #[arg(long)]
-    no_recovery: bool,
-    /// The `auth.token` the demo's `/admin` namespace requires.
-    #[arg(long)]
-    admin_token: Option<String>,
-    /// The Socket.IO browser client served to the demo page.
-    #[arg(long, default_value = nonstick::app::DEFAULT_CLIENT_BUNDLE)]
-    client_bundle: PathBuf,
-}
-
-impl AppArgs {
-    fn built_in(&self) -> BuiltIn {
-        let mut app = BuiltIn::new(self.app);
-        if self.no_recovery {
-            app.recovery = false;
-        }
-        if let Some(token) = &self.admin_token {
-            app.admin_token = token.clone();
-        }
-        app.client_bundle = Some(self.client_bundle.clone());
-        app
-    }
-}
-
-fn parse_app(name: &str) -> Result<AppKind, String> {
-    AppKind::parse(name).ok_or_else(|| format!("unknown app {name:?} (demo, protocol-suite)"))
-}
-
 fn parse_mode(name: &str) -> Result<Mode, String> {
     match name {
         "sticky" => Ok(Mode::StickySid),
@@ -300,10 +293,21 @@ fn parse_mode(name: &str) -> Result<Mode, String> {
     }
 }
 
-/// Serve a built-in application on the node `builder` describes, the way a program serves its
-/// own: its mounts on the node, its routes next to the node's router.
-async fn serve_built_in(builder: NodeBuilder, app: &AppArgs) -> io::Result<()> {
-    let app = app.built_in();
+/// The settings of a command that serves a built-in application: its defaults
+/// ([`BuiltIn::base_settings`]), the `--config` file, the environment, the `flags` given.
+fn built_in_settings(
+    server: &ServerFlags,
+    flags: serde_json::Map<String, serde_json::Value>,
+) -> io::Result<Settings> {
+    let settings = Settings::load(BuiltIn::base_settings(), server.config.as_deref(), flags)?;
+    BuiltIn::from_settings(&settings).map_err(io::Error::other)?;
+    Ok(settings)
+}
+
+/// Serve the built-in application `settings` name on the node `builder` describes, the way a
+/// program serves its own: its mounts on the node, its routes next to the node's router.
+async fn serve_built_in(builder: NodeBuilder, settings: &Settings) -> io::Result<()> {
+    let app = BuiltIn::from_settings(settings).map_err(io::Error::other)?;
     let mounts = app.mounts(builder.config());
     let node = builder.mounts(mounts).build().await?;
     let routes = app.routes().merge(node.router());
@@ -313,17 +317,62 @@ async fn serve_built_in(builder: NodeBuilder, app: &AppArgs) -> io::Result<()> {
     node.serve(routes).await
 }
 
-async fn serve(args: Serve) -> io::Result<()> {
-    let mut config = args.server.apply(BuiltIn::base_config());
+impl Serve {
+    fn settings(&self) -> io::Result<Settings> {
+        let mut flags = flags::given(&self.server);
+        flags.extend(flags::given(&self.app));
+        if let Some(listen) = self.listen {
+            flags.insert("listen".to_owned(), listen.to_string().into());
+        }
+        built_in_settings(&self.server, flags)
+    }
+}
+
+impl Node {
+    fn settings(&self) -> io::Result<Settings> {
+        let mut flags = self.node.given();
+        flags.extend(flags::given(&self.app));
+        built_in_settings(&self.node.server, flags)
+    }
+}
+
+impl Cluster {
+    fn settings(&self) -> io::Result<Settings> {
+        let mut flags = flags::given(&self.server);
+        flags.extend(flags::given(&self.app));
+        built_in_settings(&self.server, flags)
+    }
+}
+
+async fn serve(args: Serve, settings: Settings) -> io::Result<()> {
+    let mut config = settings.config();
     if let Some(id) = &args.node_id {
         config.node_id = id.clone();
     }
-    serve_built_in(NodeBuilder::new(config).listen(args.listen), &args.app).await
+    serve_built_in(NodeBuilder::new(config).listen(settings.listen), &settings).await
 }
 
-async fn node(args: Node) -> io::Result<()> {
-    let builder = args.node.builder_with(BuiltIn::base_config())?;
-    serve_built_in(builder, &args.app).await
+async fn node(settings: Settings) -> io::Result<()> {
+    serve_built_in(NodeBuilder::from_settings(&settings)?, &settings).await
+}
+
+fn config(args: ConfigCommand) -> io::Result<()> {
+    match args.action {
+        ConfigAction::Check { file } => {
+            let settings = Settings::from_file(BuiltIn::base_settings(), &file)?;
+            BuiltIn::from_settings(&settings).map_err(io::Error::other)?;
+            println!("{}: ok", file.display());
+        }
+        ConfigAction::Show(show) => {
+            let settings = Node {
+                node: show.node,
+                app: show.app,
+            }
+            .settings()?;
+            print!("{}", settings.to_toml().map_err(io::Error::other)?);
+        }
+    }
+    Ok(())
 }
 
 async fn drain(args: Drain) -> io::Result<()> {
@@ -364,12 +413,18 @@ async fn member(args: Member) -> io::Result<()> {
     Ok(())
 }
 
-async fn cluster(args: Cluster) -> io::Result<()> {
+async fn cluster(args: Cluster, settings: Settings) -> io::Result<()> {
+    // Listen before the first node starts: a stop that comes while they start must stop them
+    // (their processes end with this one's), not end this process alone or go unheard.
+    let mut stops = StopSignals::new()?;
+    let mut hangups = signal(SignalKind::hangup())?;
     let program = match args.program {
         Some(path) => Program::Own(path),
         None => Program::BuiltIn {
             exe: std::env::current_exe()?,
-            app: args.app,
+            app: BuiltIn::from_settings(&settings)
+                .map_err(io::Error::other)?
+                .kind,
         },
     };
     let plan = LocalCluster {
@@ -378,10 +433,15 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         data_dir: args.data_dir,
         mode: Some(args.balancer),
         program,
+        settings: Some(settings),
         node_args: args.node_args,
         quiet: false,
     };
-    let mut running = launch::start(plan).await?;
+    let mut running = tokio::select! {
+        running = launch::start(plan) => running?,
+        // Dropping the start kills the nodes it started.
+        () = stops.recv() => return Ok(()),
+    };
     if let Some(addr) = running.addr() {
         println!(
             "cluster of {} nodes behind {addr} ({}): http://{addr}/",
@@ -392,12 +452,9 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         "SIGHUP (kill -HUP {}) restarts the nodes one by one",
         std::process::id()
     );
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let stop = nonstick::node::shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = &mut stop => break,
+            () = stops.recv() => break,
             Some(()) = hangups.recv() => {
                 println!("rolling restart: each node drains, starts again, and is healthy before the next");
                 match running.roll().await {
@@ -408,6 +465,28 @@ async fn cluster(args: Cluster) -> io::Result<()> {
         }
     }
     running.shutdown().await
+}
+
+/// SIGINT and SIGTERM, heard from the moment this is made.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    fn new() -> io::Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 async fn balancer(args: Balancer) -> io::Result<()> {
@@ -527,23 +606,72 @@ async fn bench_compare(args: BenchCompare) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // openraft reports every election step at INFO and late vote replies at WARN. A benchmark's
-    // output is its report.
-    let default_filter = match cli.command {
-        Command::Bench(_) => "warn,openraft=error",
-        _ => "info,openraft=error",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nonstick: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings first (they say how to log), then logs, then the runtime and the command.
+fn run(cli: Cli) -> io::Result<()> {
+    // openraft reports every election step at INFO and late vote replies at WARN, and an
+    // initialize refused at ERROR: every member of a static list initializes, and all but the
+    // first are refused. A benchmark's output is its report.
+    let serving = "info,openraft=error,openraft::engine::engine_impl=off";
+    let runtime = || runtime(cli.threads);
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = args.settings()?;
+            logs::init(settings.log_format, serving);
+            runtime()?.block_on(stopping_quietly(serve(args, settings)))
+        }
+        Command::Node(args) => {
+            let settings = args.settings()?;
+            logs::init(settings.log_format, serving);
+            runtime()?.block_on(stopping_quietly(node(settings)))
+        }
+        Command::Cluster(args) => {
+            let settings = args.settings()?;
+            logs::init(settings.log_format, serving);
+            runtime()?.block_on(stopping_quietly(cluster(args, settings)))
+        }
+        Command::Balancer(args) => {
+            logs::init(LogFormat::Text, serving);
+            runtime()?.block_on(stopping_quietly(balancer(args)))
+        }
+        Command::Member(args) => {
+            logs::init(LogFormat::Text, serving);
+            runtime()?.block_on(member(args))
+        }
+        Command::Drain(args) => {
+            logs::init(LogFormat::Text, serving);
+            runtime()?.block_on(drain(args))
+        }
+        Command::Bench(args) => {
+            logs::init(LogFormat::Text, "warn,openraft=off");
+            runtime()?.block_on(bench(args))
+        }
+        Command::Config(args) => config(args),
+    }
+}
+
+/// `serving`, with the logs quiet about peers going away once a stop signal came.
+async fn stopping_quietly(serving: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::spawn(async {
+        nonstick::node::shutdown_signal().await;
+        logs::stopping();
+    });
+    serving.await
+}
+
+/// The runtime, with `threads` workers (one per CPU by default).
+fn runtime(threads: Option<usize>) -> io::Result<tokio::runtime::Runtime> {
     // One thread means one scheduler with no other worker to steal from or wake: the
     // current-thread runtime does the same work without the cross-thread bookkeeping.
-    let mut builder = match cli.threads {
+    let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(threads) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -552,27 +680,8 @@ fn main() -> ExitCode {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Node(args) => runtime.block_on(node(args)),
-        Command::Cluster(args) => runtime.block_on(cluster(args)),
-        Command::Balancer(args) => runtime.block_on(balancer(args)),
-        Command::Member(args) => runtime.block_on(member(args)),
-        Command::Drain(args) => runtime.block_on(drain(args)),
-        Command::Bench(args) => runtime.block_on(bench(args)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nonstick: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| io::Error::other(format!("cannot start the runtime: {e}")))
 }

@@ -20,7 +20,7 @@ pub mod service;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -102,6 +102,10 @@ struct Inner {
     /// Sessions this node moved away, or is moving.
     moves: migrate::Moves,
     counters: Counters,
+    /// Set once the node stops: a request whose owner cannot be reached is answered at once
+    /// instead of waiting for the owner or its heir (when the whole cluster stops, neither
+    /// comes, and the wait would hold the node's shutdown).
+    stopping: AtomicBool,
 }
 
 /// How often this node relayed, pulled and moved sessions.
@@ -151,6 +155,7 @@ impl Gateway {
                 cluster: None,
                 moves: migrate::Moves::default(),
                 counters: Counters::default(),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -181,6 +186,7 @@ impl Gateway {
                 }),
                 moves: migrate::Moves::default(),
                 counters: Counters::default(),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -195,6 +201,19 @@ impl Gateway {
             moved_in: c.moved_in.load(Ordering::Relaxed),
             taken_over: c.taken_over.load(Ordering::Relaxed),
         }
+    }
+
+    /// The node stops: close every session of its engines, and from now on answer a request
+    /// whose owner cannot be reached at once.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        for engine in self.inner.engines.values() {
+            engine.shutdown();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Relaxed)
     }
 
     /// Every mount path and its engine, sorted by path.
@@ -271,7 +290,7 @@ impl Gateway {
                 // give the session to another node.
                 Err(e @ GatewayError::Owner(LinkError::Unreachable(_) | LinkError::Broken(_)))
                 | Ok(Asked::Answer(Err(e @ GatewayError::Engine(EngineError::Unavailable))))
-                    if tokio::time::Instant::now() < until =>
+                    if tokio::time::Instant::now() < until && !self.stopping() =>
                 {
                     tokio::time::sleep(OWNER_RETRY).await;
                     node = self.heir(mount, sid).await.ok_or(e)??;

@@ -28,6 +28,7 @@ pub use error::HttpError;
 
 use bytes::Bytes;
 
+use crate::config::Cookie;
 use crate::engine::{Engine, EngineError, Method, Request, Via};
 use crate::gateway::NodeId;
 use crate::gateway::{Gateway, GatewayError, Route};
@@ -57,8 +58,8 @@ pub struct HttpConfig {
     pub node_id: String,
     /// CORS, off when `None` (no CORS headers; `OPTIONS` goes to the engine and fails).
     pub cors: Option<Cors>,
-    /// Name of the sticky-session cookie set on polling handshakes, off when `None`.
-    pub cookie: Option<String>,
+    /// The sticky-session cookie set on polling handshakes, off when `None`.
+    pub cookie: Option<Cookie>,
     /// A websocket for a session owned by another node takes the session with it (else it
     /// is relayed to the owner).
     pub move_on_upgrade: bool,
@@ -88,7 +89,7 @@ struct MountState {
     gateway: Gateway,
     /// The mount path, as the gateway knows it.
     mount: Arc<str>,
-    cookie: Option<Arc<str>>,
+    cookie: Option<Arc<Cookie>>,
     move_on_upgrade: bool,
 }
 
@@ -146,7 +147,7 @@ where
             engine,
             gateway: gateway.clone(),
             mount: path.clone().into(),
-            cookie: config.cookie.as_deref().map(Arc::from),
+            cookie: config.cookie.clone().map(Arc::new),
             move_on_upgrade: config.move_on_upgrade,
         };
         let endpoint = any(engine_endpoint).with_state(state);
@@ -212,11 +213,10 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
     let result = match req.method {
         Method::Get if req.sid.is_none() => engine.open_polling(&req).map(|opened| {
             let mut response = polling_response(opened.body);
-            if let Some(name) = &state.cookie {
-                let cookie = format!("{name}={}; Path=/; HttpOnly; SameSite=Lax", opened.sid);
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response.headers_mut().insert(header::SET_COOKIE, value);
-                }
+            if let Some(cookie) = &state.cookie
+                && let Ok(value) = HeaderValue::from_str(&cookie.header(&opened.sid))
+            {
+                response.headers_mut().insert(header::SET_COOKIE, value);
             }
             response
         }),

@@ -27,6 +27,12 @@ use crate::registry::{NodeId, Registry, RegistryConfig};
 use crate::rpc::{self, Peers};
 use crate::socketio::SocketIo;
 
+/// How long a stopping node's peer server may take to end its calls. The peers hold their
+/// link streams open for as long as they run, so waiting for those to end would wait for the
+/// peers to stop (a whole cluster stopping at once would wait out the shutdown timeout); what
+/// the node owed its peers was answered when its sessions closed, before this.
+const PEER_GRACE: Duration = Duration::from_millis(300);
+
 /// The running cluster side of a node.
 pub(super) struct ClusterParts {
     /// This node's routing front, for its counters and to drain it.
@@ -272,14 +278,19 @@ impl ClusterParts {
         })
     }
 
-    /// Stop the peer server (waiting at most `timeout` for it) and the registry.
+    /// Stop the peer server (waiting at most `timeout`, and at most [`PEER_GRACE`], for its
+    /// calls to end) and the registry.
     pub(super) async fn shutdown(mut self, timeout: Duration) -> io::Result<()> {
         self.sync.abort();
         if let Some(stop) = self.stop_grpc.take() {
             let _ = stop.send(());
         }
-        if let Some(grpc) = self.grpc.take() {
-            let _ = tokio::time::timeout(timeout, grpc).await;
+        if let Some(mut grpc) = self.grpc.take()
+            && tokio::time::timeout(timeout.min(PEER_GRACE), &mut grpc)
+                .await
+                .is_err()
+        {
+            grpc.abort();
         }
         self.registry.shutdown().await.map_err(io::Error::other)
     }

@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use args::{NodeArgs, ServerArgs, secret};
+pub use args::{NodeArgs, secret};
 pub use drain::DrainReport;
 
 use crate::config::Config;
@@ -191,9 +191,10 @@ impl NodeBuilder {
         &self.config
     }
 
-    /// Serve `io` at [`SOCKETIO_PATH`].
+    /// Serve `io` at the configured path ([`Config::path`], [`SOCKETIO_PATH`] by default).
     pub fn socketio(self, io: SocketIo) -> NodeBuilder {
-        self.mount(Mount::socketio(SOCKETIO_PATH, io))
+        let path = self.config.path.clone();
+        self.mount(Mount::socketio(&path, io))
     }
 
     /// Serve one more application. A later mount at the same path replaces an earlier one.
@@ -323,7 +324,7 @@ impl Node {
             HttpConfig {
                 node_id: config.node_id.clone(),
                 cors,
-                cookie: config.cookie.then(|| "io".to_owned()),
+                cookie: config.cookie.clone(),
                 move_on_upgrade: config.move_on_upgrade,
                 health_path: config.health_path.clone(),
                 metrics_path: config.metrics_path.clone(),
@@ -425,12 +426,10 @@ impl Node {
     /// # }
     /// ```
     pub fn on_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        let engines = self.engines();
+        let gateway = self.gateway.clone();
         async move {
             shutdown_signal().await;
-            for engine in engines {
-                engine.shutdown();
-            }
+            gateway.stop();
         }
     }
 
@@ -485,9 +484,7 @@ impl Node {
     /// Close every session (parked long-polls get `1`, websockets are closed), then stop the
     /// peer server and the registry. HTTP must be stopped by whoever serves it.
     pub async fn shutdown(mut self) -> io::Result<()> {
-        for engine in self.engines() {
-            engine.shutdown();
-        }
+        self.gateway.stop();
         match self.cluster.take() {
             Some(cluster) => cluster.shutdown(self.config.shutdown_timeout).await,
             None => Ok(()),
@@ -497,9 +494,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        for engine in self.engines() {
-            engine.shutdown();
-        }
+        self.gateway.stop();
     }
 }
 
@@ -550,9 +545,7 @@ impl RunningNode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for engine in self.node.engines() {
-            engine.shutdown();
-        }
+        self.node.gateway.stop();
         let served = match self.server.0.take() {
             None => Ok(()),
             Some(mut server) => {

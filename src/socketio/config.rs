@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Settings of a [`SocketIo`](super::SocketIo) server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketIoConfig {
     /// How long a new Engine.IO session may stay without joining any namespace before it is
     /// closed. Reference default: 45 s.
@@ -30,7 +30,7 @@ impl Default for SocketIoConfig {
 
 /// Connection state recovery: a client that lost its connection gets its socket id, rooms and
 /// data back, plus the events it missed, if it returns within `max_disconnection_duration`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryConfig {
     /// How long a disconnected socket's state and the packets sent since are kept.
     /// Reference default: 2 minutes.

@@ -119,6 +119,7 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
             exe: env!("CARGO_BIN_EXE_nonstick").into(),
             app: AppKind::ProtocolSuite,
         },
+        settings: None,
         node_args: Vec::new(),
         quiet: true,
     };

@@ -331,7 +331,7 @@ async fn shutdown_answers_parked_get_with_close() {
 async fn cookie_and_cors() {
     let mut config = BuiltIn::base_config();
     let kind = AppKind::ProtocolSuite;
-    config.cookie = true;
+    config.cookie = Some(nonstick::config::Cookie::default());
     let node = TestNode::start_with(kind, config).await;
     let reply = get(&node.url(&format!("{EIO}?EIO=4&transport=polling"))).await;
     let sid = serde_json::from_str::<serde_json::Value>(&reply.body[1..]).unwrap()["sid"]

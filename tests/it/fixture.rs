@@ -809,8 +809,173 @@ pub async fn demo_processes_with(
             exe: env!("CARGO_BIN_EXE_nonstick").into(),
             app: AppKind::Demo,
         },
+        settings: None,
         node_args: node_args.iter().map(Into::into).collect(),
         quiet: std::env::var_os("NODE_LOGS").is_none(),
     };
     nonstick::launch::start(plan).await.expect("cluster")
+}
+
+/// A `nonstick cluster` process, as the README starts it, its output read line by line:
+/// stdout (the launcher's and its nodes' lines) and stderr (their logs) together. Killed when
+/// dropped, and so are the node processes it had started when last asked
+/// ([`Launcher::node_pids`]), should a test have failed because they outlived it.
+pub struct Launcher {
+    pub child: tokio::process::Child,
+    pids: Vec<i32>,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+    /// The nodes' HTTP addresses, as they printed them so far.
+    pub nodes: Vec<SocketAddr>,
+}
+
+impl Launcher {
+    /// Starts `nonstick cluster --listen 127.0.0.1:0` with `args` and `env`.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Launcher {
+        use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nonstick"))
+            .args(["cluster", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nonstick cluster");
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        fn pump(
+            from: impl AsyncRead + Unpin + Send + 'static,
+            to: tokio::sync::mpsc::UnboundedSender<String>,
+        ) {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(from).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if to.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        pump(child.stdout.take().expect("stdout"), send.clone());
+        pump(child.stderr.take().expect("stderr"), send);
+        Launcher {
+            child,
+            pids: Vec::new(),
+            lines,
+            seen: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The process ids of its children (its nodes), from /proc; remembered for the drop.
+    pub fn node_pids(&mut self) -> Vec<i32> {
+        let Some(launcher) = self.child.id() else {
+            return Vec::new();
+        };
+        let entries = std::fs::read_dir("/proc").expect("/proc");
+        let children: Vec<i32> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // The parent is the field after the name, which is in parentheses.
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = stat.rsplit_once(')')?.1.to_owned();
+                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    })
+                    == Some(launcher)
+            })
+            .collect();
+        self.pids.extend(&children);
+        children
+    }
+
+    /// Reads lines until one contains `text` (within 60 s: nodes of a debug build start
+    /// slowly on a busy machine); returns it.
+    pub async fn until(&mut self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no line with {text:?} in time; saw {:#?}", self.seen))
+                .unwrap_or_else(|| panic!("output ended before {text:?}; saw {:#?}", self.seen));
+            if let Some(addr) = line
+                .split_once(" listening on ")
+                .filter(|(head, _)| head.starts_with("node "))
+                .and_then(|(_, addr)| addr.trim().parse().ok())
+            {
+                self.nodes.push(addr);
+            }
+            self.seen.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the cluster to be up; returns the balancer's address.
+    pub async fn ready(&mut self) -> SocketAddr {
+        let line = self.until("cluster of").await;
+        self.node_pids();
+        line.split_once(" behind ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    /// Sends `signal` to the launcher alone (not to its nodes).
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+
+    /// Waits (at most 30 s) for the launcher to exit, reading the rest of the output; returns
+    /// the lines that came after the ones already seen.
+    pub async fn exit(&mut self) -> Vec<String> {
+        let before = self.seen.len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Ok(Some(line)) = tokio::time::timeout_at(deadline, self.lines.recv()).await {
+            self.seen.push(line);
+        }
+        tokio::time::timeout_at(deadline, self.child.wait())
+            .await
+            .expect("the launcher exits")
+            .expect("wait");
+        self.seen[before..].to_vec()
+    }
+}
+
+/// Whether something accepts connections at `addr`, asked for at most 20 s: `false` once
+/// nothing does.
+pub async fn stops_listening(addr: SocketAddr) -> bool {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // Still a node of ours, not a process that reused the pid.
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).contains("nonstick-cluster-")
+            });
+            if ours {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe {
+                    libc::kill(*pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
 }

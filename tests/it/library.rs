@@ -262,6 +262,7 @@ async fn the_cluster_example_runs_as_three_nodes_behind_round_robin() {
         data_dir: None,
         mode: Some(Mode::RoundRobin),
         program: Program::Own(example("cluster").await),
+        settings: None,
         node_args: Vec::new(),
         quiet: true,
     })

@@ -13,6 +13,7 @@ mod failover;
 mod fixture;
 mod library;
 mod moving;
+mod operate;
 mod registry;
 mod sio_codec;
 mod socketio;

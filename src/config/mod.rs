@@ -1,9 +1,18 @@
-//! Settings of one server process, whatever application it serves.
+//! Settings of one server process, whatever application it serves: [`Config`] as the library
+//! takes it, and [`Settings`], every option under one name as files, the environment and the
+//! command line give it.
+
+pub mod flags;
+pub mod settings;
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::adapter::AdapterConfig;
 use crate::engine::EngineConfig;
+use crate::socketio::SocketIoConfig;
+pub use settings::{Settings, SettingsError};
 
 /// The server settings of one node: Engine.IO defaults of its mounts, the HTTP front, shutdown
 /// and, on a cluster node, the bounds of what it sends to the other nodes. The application
@@ -12,11 +21,16 @@ use crate::engine::EngineConfig;
 pub struct Config {
     /// This node's name, reported by `/healthz` (a cluster node's is its numeric id).
     pub node_id: String,
+    /// Where [`crate::node::NodeBuilder::socketio`] serves Socket.IO (`/socket.io/`).
+    pub path: String,
     /// Engine.IO settings of every mount that brings none of its own.
     pub engine: EngineConfig,
-    /// Set the `io` sticky-session cookie on polling handshakes (a cluster needs none; an
-    /// external balancer that wants one can use it).
-    pub cookie: bool,
+    /// Socket.IO settings for the program's [`crate::socketio::SocketIo`] servers (the
+    /// program passes them on: `SocketIo::new(config.socketio.clone())`).
+    pub socketio: SocketIoConfig,
+    /// A sticky-session cookie set on polling handshakes (a cluster needs none; an external
+    /// balancer that wants one can use it).
+    pub cookie: Option<Cookie>,
     /// CORS origins of the Engine.IO endpoints: `None` for no CORS, `["*"]` for any origin.
     pub cors_origins: Option<Vec<String>>,
     /// Send `Access-Control-Allow-Credentials: true` with CORS headers.
@@ -51,8 +65,10 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             node_id: format!("node-{:08x}", rand::random::<u32>()),
+            path: "/socket.io/".to_owned(),
             engine: EngineConfig::default(),
-            cookie: false,
+            socketio: SocketIoConfig::default(),
+            cookie: None,
             cors_origins: None,
             cors_credentials: false,
             health_path: Some("/healthz".to_owned()),
@@ -64,4 +80,57 @@ impl Default for Config {
             adapter: AdapterConfig::default(),
         }
     }
+}
+
+/// The sticky-session cookie, as the reference server sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cookie {
+    /// Its name (`io`).
+    pub name: String,
+    /// Its `Path` (`/`).
+    pub path: String,
+    /// Whether it is `HttpOnly` (yes).
+    pub http_only: bool,
+    /// Its `SameSite` (`Lax`).
+    pub same_site: SameSite,
+}
+
+impl Default for Cookie {
+    fn default() -> Cookie {
+        Cookie {
+            name: "io".to_owned(),
+            path: "/".to_owned(),
+            http_only: true,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+impl Cookie {
+    /// The `Set-Cookie` value naming session `sid`.
+    pub fn header(&self, sid: &str) -> String {
+        let http_only = if self.http_only { "; HttpOnly" } else { "" };
+        let same_site = match self.same_site {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            // Browsers drop a `SameSite=None` cookie that is not `Secure`.
+            SameSite::None => "None; Secure",
+        };
+        format!(
+            "{}={sid}; Path={}{http_only}; SameSite={same_site}",
+            self.name, self.path
+        )
+    }
+}
+
+/// The `SameSite` attribute of the cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    /// Sent with top-level navigations from other sites.
+    Lax,
+    /// Sent to its own site only.
+    Strict,
+    /// Sent with every request (and marked `Secure`).
+    None,
 }

@@ -1,0 +1,216 @@
+//! Operating nonstick as its users run it: the `nonstick` command's settings (a file, the
+//! environment, flags), `nonstick config`, and how `nonstick cluster` hands its settings to
+//! its nodes and stops them.
+
+use std::process::Output;
+
+use crate::fixture::{Launcher, get, post, stops_listening};
+
+const NONSTICK: &str = env!("CARGO_BIN_EXE_nonstick");
+
+/// A settings file in a temporary directory, kept while the value lives.
+struct SettingsFile {
+    dir: tempfile::TempDir,
+}
+
+impl SettingsFile {
+    fn new(text: &str) -> SettingsFile {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("nonstick.toml"), text).expect("write settings");
+        SettingsFile { dir }
+    }
+
+    fn path(&self) -> String {
+        self.dir.path().join("nonstick.toml").display().to_string()
+    }
+}
+
+async fn nonstick(args: &[&str], env: &[(&str, &str)]) -> Output {
+    tokio::process::Command::new(NONSTICK)
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run nonstick")
+}
+
+/// The value of `key` in the TOML `nonstick config show` printed.
+fn shown(output: &Output, key: &str) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| {
+            line.split_once(" = ")
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {output:?}"))
+}
+
+#[tokio::test]
+async fn settings_come_from_the_file_then_the_environment_then_flags() {
+    let file = SettingsFile::new("ping_interval = 1\nping_timeout = 2\nupgrade_timeout = 3\n");
+    let env = [
+        ("NONSTICK_PING_TIMEOUT", "20"),
+        ("NONSTICK_UPGRADE_TIMEOUT", "30"),
+        ("NONSTICK_TRANSPORTS", "websocket"),
+        // Not a setting: the tests' own variables share the prefix and are not read.
+        ("NONSTICK_PYTHON", "python3"),
+    ];
+    let flags = [
+        "config",
+        "show",
+        "--config",
+        &file.path(),
+        "--upgrade-timeout",
+        "300",
+    ];
+    let output = nonstick(&flags, &env).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(shown(&output, "ping_interval"), "1");
+    assert_eq!(shown(&output, "ping_timeout"), "20");
+    assert_eq!(shown(&output, "upgrade_timeout"), "300");
+    assert_eq!(shown(&output, "transports"), r#"["websocket"]"#);
+    // The same file through NONSTICK_CONFIG.
+    let mut env = env.to_vec();
+    let path = file.path();
+    env.push(("NONSTICK_CONFIG", &path));
+    let output = nonstick(&["config", "show"], &env).await;
+    assert_eq!(shown(&output, "ping_interval"), "1");
+    // The secret is never shown.
+    env.push(("NONSTICK_SECRET", "a-cluster-secret-of-some-length"));
+    let output = nonstick(&["config", "show"], &env).await;
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("secret-of"));
+}
+
+#[tokio::test]
+async fn config_check_names_each_bad_setting_and_its_file() {
+    let good = SettingsFile::new("ping_interval = 5000\ncors_origin = \"*\"\napp = \"demo\"\n");
+    let output = nonstick(&["config", "check", &good.path()], &[]).await;
+    assert!(output.status.success(), "{output:?}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nonstick.toml");
+    let output = nonstick(&["config", "check", example], &[]).await;
+    assert!(output.status.success(), "{output:?}");
+
+    let unknown = SettingsFile::new("ping_intervall = 5000\n");
+    let output = nonstick(&["config", "check", &unknown.path()], &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("`ping_intervall` is no setting"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nonstick.toml"), "{stderr}");
+
+    let typed = SettingsFile::new("ping_timeout = \"soon\"\n");
+    let output = nonstick(&["config", "check", &typed.path()], &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("ping_timeout: invalid type"), "{stderr}");
+
+    let ranges = SettingsFile::new(
+        "ping_timeout = 0\ntransports = []\ncookie_same_site = \"lax\"\npeers = \"1=127.0.0.1:5001\"\napp = \"chat\"\n",
+    );
+    let output = nonstick(&["config", "check", &ranges.path()], &[]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    for problem in [
+        "ping_timeout: must be above 0",
+        "transports: name at least one",
+        "peers: a cluster node needs id",
+    ] {
+        assert!(stderr.contains(problem), "{problem:?} not in {stderr}");
+    }
+
+    let output = nonstick(&["config", "check", "no-such-file.toml"], &[]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-file.toml"));
+}
+
+/// `nonstick cluster` runs its nodes with the settings it was given (file, environment and
+/// flags merged), and Ctrl-C stops all of them with no error lines.
+#[tokio::test]
+async fn the_cluster_command_hands_its_settings_to_its_nodes_and_stops_them_quietly() {
+    let file = SettingsFile::new("max_http_buffer_size = 5000\nping_interval = 9999\n");
+    let path = file.path();
+    let flags = [
+        "--nodes",
+        "2",
+        "--config",
+        &path,
+        "--ping-interval",
+        "1234",
+        "--cookie",
+        "--cookie-name",
+        "sticky",
+        "--cookie-same-site",
+        "strict",
+        "--recovery=false",
+    ];
+    let mut launcher = Launcher::start(&flags, &[("NONSTICK_PING_TIMEOUT", "4321")]);
+    let addr = launcher.ready().await;
+    assert_eq!(launcher.nodes.len(), 2, "{:#?}", launcher.seen);
+    for _ in 0..2 {
+        // Round robin: each node answers one handshake.
+        let url = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
+        let open = get(&url).await;
+        let handshake: serde_json::Value = serde_json::from_str(&open.body[1..]).expect("json");
+        assert_eq!(handshake["pingInterval"], 1234);
+        assert_eq!(handshake["pingTimeout"], 4321);
+        assert_eq!(handshake["maxPayload"], 5000);
+        let sid = handshake["sid"].as_str().expect("sid");
+        let cookie = open.header("set-cookie").expect("a cookie");
+        assert_eq!(
+            cookie,
+            format!("sticky={sid}; Path=/; HttpOnly; SameSite=Strict")
+        );
+        let session = format!("{url}&sid={sid}");
+        assert_eq!(post(&session, "40").await.body, "ok");
+        let connected = get(&session).await.body;
+        assert!(connected.starts_with("40{\"sid\""), "{connected}");
+        assert!(!connected.contains("pid"), "recovery is off: {connected}");
+    }
+
+    launcher.signal(libc::SIGINT);
+    let after = launcher.exit().await;
+    for node in launcher.nodes.clone() {
+        assert!(stops_listening(node).await, "node {node} still listens");
+    }
+    let noisy: Vec<_> = after
+        .iter()
+        .filter(|line| line.contains("ERROR") || line.contains("WARN"))
+        .collect();
+    assert!(noisy.is_empty(), "lines while stopping: {noisy:#?}");
+}
+
+/// A launcher that dies without a word (SIGKILL) takes its nodes with it.
+#[tokio::test]
+async fn the_nodes_of_a_killed_cluster_command_stop_with_it() {
+    let mut launcher = Launcher::start(&["--nodes", "2"], &[]);
+    launcher.ready().await;
+    launcher.signal(libc::SIGKILL);
+    for node in launcher.nodes.clone() {
+        assert!(
+            stops_listening(node).await,
+            "node {node} outlived its launcher"
+        );
+    }
+}
+
+/// A SIGTERM that comes while the nodes start (they are listening, the launcher has not yet
+/// seen them healthy) stops the launcher and every node.
+#[tokio::test]
+async fn a_stop_during_start_up_stops_every_node() {
+    let mut launcher = Launcher::start(&["--nodes", "2"], &[]);
+    launcher.until("listening on").await;
+    launcher.until("listening on").await;
+    assert_eq!(launcher.node_pids().len(), 2);
+    launcher.signal(libc::SIGTERM);
+    launcher.exit().await;
+    for node in launcher.nodes.clone() {
+        assert!(
+            stops_listening(node).await,
+            "node {node} outlived its launcher"
+        );
+    }
+}
