@@ -18,6 +18,7 @@
 pub mod adapter;
 pub mod app;
 pub mod balancer;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod config;
 pub mod engine;

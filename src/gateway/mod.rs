@@ -212,6 +212,11 @@ impl Gateway {
         }
     }
 
+    /// This node's cluster id (`None` on a single node).
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.inner.cluster.as_ref().map(|c| c.node)
+    }
+
     fn stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::Relaxed)
     }

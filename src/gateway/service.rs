@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::{SinkExt, Stream, StreamExt};
 use prost::Message as _;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::Gateway;
 use super::MigrateError;
@@ -100,7 +101,37 @@ async fn serve_polling(
     ended: Ended,
 ) -> polling_reply::Result {
     let (mount, req, body) = convert::request_from_pb(request);
-    let Some(engine) = gateway.engine(&mount) else {
+    let span = tracing::debug_span!(
+        "forwarded",
+        node = gateway.node_id().unwrap_or_default(),
+        request_id = req.request_id.as_deref().unwrap_or_default(),
+        sid = req.sid.as_deref().unwrap_or_default(),
+    );
+    let result = serve_request(gateway, &mount, req, body, via, ended)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| tracing::debug!(answer = reply_kind(&result), "answered"));
+    result
+}
+
+/// What a reply to a forwarded request is, for the log.
+fn reply_kind(reply: &polling_reply::Result) -> &'static str {
+    match reply {
+        polling_reply::Result::Body(_) => "body",
+        polling_reply::Result::Error(_) => "error",
+        polling_reply::Result::Moved(_) => "moved",
+    }
+}
+
+async fn serve_request(
+    gateway: &Gateway,
+    mount: &str,
+    req: crate::engine::Request,
+    body: Bytes,
+    via: Via,
+    ended: Ended,
+) -> polling_reply::Result {
+    let Some(engine) = gateway.engine(mount) else {
         return polling_reply::Result::Error(convert::error_to_pb(&EngineError::UnknownSid));
     };
     if !gateway.serving() {
@@ -108,7 +139,7 @@ async fn serve_polling(
     }
     let sid = req.sid.clone().unwrap_or_default();
     if !engine.has_session(&sid) {
-        gateway.adopt(&mount, &sid).await;
+        gateway.adopt(mount, &sid).await;
         if let Some(to) = gateway.moved_to(&sid).await {
             return polling_reply::Result::Moved(to);
         }

@@ -13,6 +13,9 @@ mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::Instrument;
 
 use axum::Router;
 use axum::body::Body;
@@ -91,6 +94,8 @@ struct MountState {
     mount: Arc<str>,
     cookie: Option<Arc<Cookie>>,
     move_on_upgrade: bool,
+    /// This node's id, naming the requests it forwards that came without an id.
+    node: Arc<str>,
 }
 
 /// Builds the HTTP front for these mounts: their Engine.IO endpoints, the health check and the
@@ -149,6 +154,7 @@ where
             mount: path.clone().into(),
             cookie: config.cookie.clone().map(Arc::new),
             move_on_upgrade: config.move_on_upgrade,
+            node: config.node_id.clone().into(),
         };
         let endpoint = any(engine_endpoint).with_state(state);
         app = app.route(&path, endpoint.clone());
@@ -263,8 +269,37 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
 }
 
 /// A request whose session lives on `owner`: one hop there and back. A POST body is read (and
-/// its size limit enforced) here, before the hop.
+/// its size limit enforced) here, before the hop. The request crosses the hop with its id
+/// (named here when it came with none), and both nodes log under it (at debug level: a span
+/// `forward` here, `forwarded` on the owner), so one poll can be followed across nodes.
 async fn forwarded(
+    state: &MountState,
+    owner: NodeId,
+    mut req: Request,
+    headers: &HeaderMap,
+    upgrade: Option<WebSocketUpgrade>,
+    body: Body,
+) -> Response {
+    if req.request_id.is_none() {
+        static NAMED: AtomicU64 = AtomicU64::new(0);
+        let n = NAMED.fetch_add(1, Ordering::Relaxed);
+        req.request_id = Some(format!("{}.{n}", state.node));
+    }
+    let span = tracing::debug_span!(
+        "forward",
+        node = %state.node,
+        owner,
+        request_id = req.request_id.as_deref().unwrap_or_default(),
+        sid = req.sid.as_deref().unwrap_or_default(),
+    );
+    let response = forward_to(state, owner, req, headers, upgrade, body)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    response
+}
+
+async fn forward_to(
     state: &MountState,
     owner: NodeId,
     req: Request,

@@ -831,14 +831,24 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    /// Starts `nonstick cluster --listen 127.0.0.1:0` with `args` and `env`.
+    /// Starts `nonstick cluster --listen 127.0.0.1:0` with `args` and `env`, its logs at their
+    /// default level.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Launcher {
+        Launcher::start_logging(args, env, None)
+    }
+
+    /// [`Launcher::start`], with logs filtered by `rust_log` (as `RUST_LOG`).
+    pub fn start_logging(args: &[&str], env: &[(&str, &str)], rust_log: Option<&str>) -> Launcher {
         use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nonstick"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_nonstick"));
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args(["cluster", "--listen", "127.0.0.1:0"])
             .args(args)
             .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

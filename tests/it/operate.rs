@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use crate::fixture::{Launcher, get, post, stops_listening};
+use crate::fixture::{Launcher, get, post, request_with_headers, stops_listening};
 
 const NONSTICK: &str = env!("CARGO_BIN_EXE_nonstick");
 
@@ -213,4 +213,55 @@ async fn a_stop_during_start_up_stops_every_node() {
             "node {node} outlived its launcher"
         );
     }
+}
+
+/// With JSON logs at debug level, a forwarded request is logged under its request id by the
+/// node it reached and by the owner that served it.
+#[tokio::test]
+async fn a_forwarded_request_is_logged_under_one_id_on_both_nodes() {
+    let filter = "warn,nonstick::http=debug,nonstick::gateway::service=debug";
+    let args = ["--nodes", "2", "--log-format", "json"];
+    let mut launcher = Launcher::start_logging(&args, &[], Some(filter));
+    let addr = launcher.ready().await;
+    let url = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
+    let open = get(&url).await;
+    let handshake: serde_json::Value = serde_json::from_str(&open.body[1..]).expect("json");
+    let session = format!("{url}&sid={}", handshake["sid"].as_str().expect("sid"));
+    // Round robin over two nodes: one of any two requests in a row lands on the other node.
+    let ids = ["trace-post", "trace-get"];
+    let connect = [("x-nonstick-request-id", ids[0])];
+    assert_eq!(
+        request_with_headers("POST", &session, &connect, "40")
+            .await
+            .body,
+        "ok"
+    );
+    let poll = [("x-nonstick-request-id", ids[1])];
+    let connected = request_with_headers("GET", &session, &poll, "").await.body;
+    assert!(connected.starts_with("40"), "{connected}");
+
+    launcher.signal(libc::SIGINT);
+    launcher.exit().await;
+    let logged: Vec<serde_json::Value> = launcher
+        .seen
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let nodes_of = |id: &str| {
+        let mut nodes: Vec<String> = logged
+            .iter()
+            .filter_map(|line| line["spans"].as_array())
+            .flatten()
+            .filter(|span| span["request_id"] == id)
+            .map(|span| span["node"].to_string().trim_matches('"').to_owned())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    };
+    let hopped: Vec<_> = ids.iter().map(|id| nodes_of(id)).collect();
+    assert!(
+        hopped.iter().any(|nodes| nodes.len() == 2),
+        "no request logged on two nodes: {hopped:?} in {logged:#?}"
+    );
 }
