@@ -186,6 +186,15 @@ impl GrpcAdapter {
         }
     }
 
+    /// Broadcasts and actions waiting in the peers' queues now.
+    pub fn queued(&self) -> usize {
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues
+            .values()
+            .map(|queue| queue.max_capacity() - queue.capacity())
+            .sum()
+    }
+
     /// Every member of the membership but this node.
     fn others(&self) -> Vec<NodeId> {
         self.registry

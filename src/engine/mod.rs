@@ -249,6 +249,19 @@ impl Engine {
             .collect()
     }
 
+    /// How many live sessions each transport carries: `(polling, websocket)` (an upgrading
+    /// session counts as polling until its upgrade completes).
+    pub fn transport_counts(&self) -> (usize, usize) {
+        let mut counts = (0, 0);
+        for session in self.shared.sessions().values().filter(|s| !s.is_closed()) {
+            match session.transport() {
+                Transport::Polling => counts.0 += 1,
+                Transport::Websocket => counts.1 += 1,
+            }
+        }
+        counts
+    }
+
     /// The node that forwarded long-polls over `via` is gone (its stream ended): the answers
     /// it may not have delivered are queued again (see `Session::answer_lost`).
     pub fn answers_lost(&self, via: Via) {

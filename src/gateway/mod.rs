@@ -33,7 +33,7 @@ pub use migrate::MigrateError;
 pub use record::Recorded;
 pub use relay::Relay;
 
-use crate::engine::{Engine, EngineError, Request};
+use crate::engine::{Engine, EngineError, Method, Request};
 pub use crate::registry::NodeId;
 use crate::registry::Registry;
 use crate::rpc::link::{LinkConfig, LinkError, LinkKind, LinkSpec};
@@ -41,6 +41,7 @@ use crate::rpc::pb::forward::forward_client::ForwardClient;
 use crate::rpc::pb::forward::{PollingReply, polling_reply};
 use crate::rpc::pb::link::Frame;
 use crate::rpc::{PeerChannel, Peers};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// How much longer than the longest park (a ping interval) a forwarded request may take.
 const FORWARD_MARGIN: Duration = Duration::from_secs(5);
@@ -102,6 +103,8 @@ struct Inner {
     /// Sessions this node moved away, or is moving.
     moves: migrate::Moves,
     counters: Counters,
+    /// How long forwarded requests took, hop and owner included.
+    hops: Hops,
     /// Set once the node stops: a request whose owner cannot be reached is answered at once
     /// instead of waiting for the owner or its heir (when the whole cluster stops, neither
     /// comes, and the wait would hold the node's shutdown).
@@ -116,6 +119,32 @@ struct Counters {
     moved_out: AtomicU64,
     moved_in: AtomicU64,
     taken_over: AtomicU64,
+}
+
+/// How long this node's forwarded polling requests took, from the first hop to the answer
+/// (a long-poll's includes its wait for data; a POST's is the hop's cost).
+#[derive(Debug, Clone)]
+pub struct Hops {
+    /// Forwarded GETs.
+    pub get: Histogram,
+    /// Forwarded POSTs.
+    pub post: Histogram,
+}
+
+impl Default for Hops {
+    fn default() -> Hops {
+        // From a loopback hop (about 0.1 ms) to a long-poll's whole wait (about 25 s).
+        let buckets = || {
+            Histogram::new([
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0, 10.0, 30.0,
+            ])
+        };
+        Hops {
+            get: buckets(),
+            post: buckets(),
+        }
+    }
 }
 
 /// A snapshot of a gateway's counters.
@@ -155,6 +184,7 @@ impl Gateway {
                 cluster: None,
                 moves: migrate::Moves::default(),
                 counters: Counters::default(),
+                hops: Hops::default(),
                 stopping: AtomicBool::new(false),
             }),
         }
@@ -186,6 +216,7 @@ impl Gateway {
                 }),
                 moves: migrate::Moves::default(),
                 counters: Counters::default(),
+                hops: Hops::default(),
                 stopping: AtomicBool::new(false),
             }),
         }
@@ -210,6 +241,11 @@ impl Gateway {
         for engine in self.inner.engines.values() {
             engine.shutdown();
         }
+    }
+
+    /// How long forwarded requests took.
+    pub fn hops(&self) -> &Hops {
+        &self.inner.hops
     }
 
     /// This node's cluster id (`None` on a single node).
@@ -267,6 +303,23 @@ impl Gateway {
     /// its 200 answer. An owner that moved the session away names the new owner, which is asked
     /// in its place. Dropping the future cancels the request on the owner.
     pub async fn forward(
+        &self,
+        node: NodeId,
+        mount: &str,
+        req: &Request,
+        body: Bytes,
+    ) -> Result<String, GatewayError> {
+        let started = tokio::time::Instant::now();
+        let answer = self.forward_to(node, mount, req, body).await;
+        let hops = match req.method {
+            Method::Post => &self.inner.hops.post,
+            _ => &self.inner.hops.get,
+        };
+        hops.observe(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn forward_to(
         &self,
         node: NodeId,
         mount: &str,

@@ -1,6 +1,8 @@
 //! The one place where a refusal (an engine error, or an owner that cannot be reached) becomes
 //! an HTTP response.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -37,8 +39,65 @@ impl From<GatewayError> for HttpError {
     }
 }
 
+/// Every kind of refusal, by the name `/metrics` gives it (`nonstick_errors_total{kind}`).
+const KINDS: [&str; 15] = [
+    "unknown_transport",
+    "unknown_sid",
+    "bad_handshake_method",
+    "bad_request",
+    "transport_mismatch",
+    "duplicate_poll",
+    "concurrent_post",
+    "bad_packet",
+    "binary_body",
+    "forbidden",
+    "unavailable",
+    "unsupported_protocol_version",
+    "payload_too_large",
+    "owner_unavailable",
+    "not_serving",
+];
+
+/// Refusals sent by this process, by kind (one process is one node).
+static REFUSED: [AtomicU64; KINDS.len()] = [const { AtomicU64::new(0) }; KINDS.len()];
+
+/// How many refusals of each kind this process sent, for `/metrics`.
+pub fn refusals() -> Vec<(&'static str, u64)> {
+    KINDS
+        .iter()
+        .zip(&REFUSED)
+        .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+        .collect()
+}
+
+impl HttpError {
+    /// Its index in [`KINDS`].
+    fn kind(&self) -> usize {
+        match self {
+            HttpError::Engine(e) => match e {
+                EngineError::UnknownTransport => 0,
+                EngineError::UnknownSid => 1,
+                EngineError::BadHandshakeMethod => 2,
+                EngineError::BadRequest => 3,
+                EngineError::TransportMismatch => 4,
+                EngineError::DuplicatePoll => 5,
+                EngineError::ConcurrentPost => 6,
+                EngineError::BadPacket => 7,
+                EngineError::BinaryBody => 8,
+                EngineError::Forbidden => 9,
+                EngineError::Unavailable => 10,
+                EngineError::UnsupportedProtocolVersion => 11,
+                EngineError::PayloadTooLarge => 12,
+            },
+            HttpError::OwnerUnavailable => 13,
+            HttpError::NotServing => 14,
+        }
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
+        REFUSED[self.kind()].fetch_add(1, Ordering::Relaxed);
         let (status, body) = match self {
             HttpError::Engine(e) => (
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),

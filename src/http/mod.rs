@@ -27,7 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-pub use error::HttpError;
+pub use error::{HttpError, refusals};
 
 use bytes::Bytes;
 
@@ -73,16 +73,15 @@ pub struct HttpConfig {
     /// Whether the node can serve (a cluster node: it reaches a Raft majority). The health
     /// check answers 503 while this says no; always healthy when `None`.
     pub healthy: Option<Health>,
-    /// Counters of the cluster side (dropped adapter requests, dropped registry records),
-    /// added to the counters.
-    pub counters: Option<Counters>,
+    /// The text of the metrics page (served at `metrics_path`).
+    pub metrics: Option<Metrics>,
 }
 
 /// A check of whether the node can serve, for `/healthz`.
 pub type Health = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Counters for `/metrics`: name, help text, value.
-pub type Counters = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
+/// Writes the metrics page (Prometheus text format) when asked.
+pub type Metrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What each Engine.IO route needs.
 #[derive(Clone)]
@@ -123,18 +122,11 @@ where
             }),
         );
     }
-    if let Some(path) = &config.metrics_path {
-        let engines = gateway.mounts();
-        let counters = config.counters.clone();
+    if let (Some(path), Some(metrics)) = (&config.metrics_path, config.metrics.clone()) {
         app = app.route(
             path,
             get(move || {
-                let mut text = metrics_text(&engines);
-                for (name, help, value) in counters.as_ref().map(|c| c()).unwrap_or_default() {
-                    text.push_str(&format!(
-                        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-                    ));
-                }
+                let text = metrics();
                 async move {
                     (
                         [(
@@ -472,67 +464,4 @@ async fn cors_layer(State(cors): State<Arc<Cors>>, req: HttpRequest, next: Next)
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
-}
-
-/// The engines' counters in the Prometheus text format, one label set per mount path.
-fn metrics_text(engines: &[(String, Engine)]) -> String {
-    use std::fmt::Write as _;
-    let snapshots: Vec<_> = engines.iter().map(|(p, e)| (p, e.metrics())).collect();
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, values: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in values {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    };
-    let per_path = |f: &dyn Fn(&crate::engine::EngineMetrics) -> u64| {
-        snapshots
-            .iter()
-            .map(|(path, m)| (format!("path=\"{path}\""), f(m)))
-            .collect()
-    };
-    family(
-        "nonstick_sessions",
-        "gauge",
-        "Engine.IO sessions open now.",
-        per_path(&|m| m.sessions as u64),
-    );
-    family(
-        "nonstick_sessions_opened_total",
-        "counter",
-        "Engine.IO sessions opened.",
-        per_path(&|m| m.opened),
-    );
-    family(
-        "nonstick_sessions_closed_total",
-        "counter",
-        "Engine.IO sessions closed, by reason.",
-        snapshots
-            .iter()
-            .flat_map(|(path, m)| {
-                m.closed
-                    .iter()
-                    .map(move |(reason, n)| (format!("path=\"{path}\",reason=\"{reason}\""), *n))
-            })
-            .collect(),
-    );
-    family(
-        "nonstick_messages_received_total",
-        "counter",
-        "Engine.IO messages handed to the application.",
-        per_path(&|m| m.messages_received),
-    );
-    family(
-        "nonstick_unknown_sid_total",
-        "counter",
-        "Requests answered \"Session ID unknown\" by this node's engine.",
-        per_path(&|m| m.unknown_sid),
-    );
-    family(
-        "nonstick_messages_sent_total",
-        "counter",
-        "Engine.IO messages queued by the application.",
-        per_path(&|m| m.messages_sent),
-    );
-    out
 }

@@ -15,9 +15,7 @@ use tonic::service::Routes;
 
 use super::ClusterConfig;
 use super::drain::DrainReport;
-use crate::adapter::{
-    AdapterConfig, AdapterLosses, AdapterServed, AdapterService, Checkpoints, GrpcAdapter,
-};
+use crate::adapter::{AdapterConfig, AdapterServed, AdapterService, Checkpoints, GrpcAdapter};
 use crate::engine::{Application, Engine, EngineConfig};
 use crate::gateway::service::ForwardService;
 use crate::gateway::{Gateway, Recorded};
@@ -209,73 +207,13 @@ impl ClusterParts {
         super::drain::drain(&self.gateway, &members, timeout, linger).await
     }
 
-    /// The cluster's counters for `/metrics`.
-    pub(super) fn counters(&self) -> http::Counters {
-        let (registry, adapters) = (self.registry.clone(), self.adapters.clone());
-        let served = self.served.clone();
-        let gateway = self.gateway.clone();
-        Arc::new(move || {
-            let moves = gateway.counts();
-            let losses =
-                |f: fn(AdapterLosses) -> u64| adapters.iter().map(|a| f(a.losses())).sum::<u64>();
-            vec![
-                (
-                    "nonstick_adapter_dropped_total",
-                    "Broadcasts and actions not sent to a peer whose queue was full.",
-                    losses(|l| l.queue_full),
-                ),
-                (
-                    "nonstick_adapter_stale_total",
-                    "Broadcasts and actions dropped after waiting longer than their maximum age for a peer.",
-                    losses(|l| l.stale),
-                ),
-                (
-                    "nonstick_adapter_expired_total",
-                    "Broadcasts and actions from peers dropped on arrival: their batch came later than its maximum age.",
-                    served.expired(),
-                ),
-                (
-                    "nonstick_adapter_unconfirmed_total",
-                    "Broadcasts and actions in batches a peer did not confirm (unreachable, link broken, deadline passed).",
-                    losses(|l| l.unconfirmed),
-                ),
-                (
-                    "nonstick_websocket_relays_total",
-                    "Websockets relayed to the node owning their session (when the session could not move here).",
-                    moves.relays,
-                ),
-                (
-                    "nonstick_sessions_pulled_total",
-                    "Polling sessions moved here from their owner because their websocket arrived here.",
-                    moves.pulls,
-                ),
-                (
-                    "nonstick_sessions_moved_out_total",
-                    "Sessions this node moved to another node.",
-                    moves.moved_out,
-                ),
-                (
-                    "nonstick_sessions_moved_in_total",
-                    "Sessions another node moved here.",
-                    moves.moved_in,
-                ),
-                (
-                    "nonstick_sessions_taken_over_total",
-                    "Polling sessions of a lost node started here from the registry.",
-                    moves.taken_over,
-                ),
-                (
-                    "nonstick_registry_records_dropped_total",
-                    "Socket and session records not written: the registry's write queue was full.",
-                    registry.dropped_records(),
-                ),
-                (
-                    "nonstick_registry_records_failed_total",
-                    "Socket and session records given up after failing to commit several times.",
-                    registry.failed_records(),
-                ),
-            ]
-        })
+    /// What `/metrics` reads of the cluster side.
+    pub(super) fn metric_sources(&self) -> super::metrics::ClusterSources {
+        super::metrics::ClusterSources {
+            registry: self.registry.clone(),
+            adapters: self.adapters.clone(),
+            served: self.served.clone(),
+        }
     }
 
     /// Stop the peer server (waiting at most `timeout`, and at most [`PEER_GRACE`], for its

@@ -34,6 +34,7 @@
 mod args;
 mod cluster;
 mod drain;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -329,7 +330,15 @@ impl Node {
                 health_path: config.health_path.clone(),
                 metrics_path: config.metrics_path.clone(),
                 healthy: self.cluster.as_ref().map(ClusterParts::health),
-                counters: self.cluster.as_ref().map(ClusterParts::counters),
+                metrics: Some(metrics::page(metrics::Sources {
+                    gateway: self.gateway.clone(),
+                    servers: self
+                        .servers
+                        .iter()
+                        .map(|(path, io)| (path.clone(), io.clone()))
+                        .collect(),
+                    cluster: self.cluster.as_ref().map(ClusterParts::metric_sources),
+                })),
             },
         )
     }

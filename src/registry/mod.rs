@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use openraft::error::{Fatal, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -237,6 +238,8 @@ struct Core {
     write_timeout: Duration,
     /// Recorded commands given up after [`RECORD_ATTEMPTS`] failed attempts.
     failed_records: AtomicU64,
+    /// How long committed writes took, from this node (through the leader when it is another).
+    commits: Histogram,
 }
 
 struct PendingWrite {
@@ -280,6 +283,10 @@ impl Registry {
             peers: config.peers.clone(),
             write_timeout: config.write_timeout,
             failed_records: AtomicU64::new(0),
+            // From a local commit (about a millisecond) to a write that waited for an election.
+            commits: Histogram::new([
+                0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         });
         let (writes, queue) = mpsc::channel(WRITE_QUEUE);
         let batcher = tokio::spawn(run_batcher(
@@ -528,6 +535,11 @@ impl Registry {
             .nodes()
             .map(|(id, node)| (*id, node.addr.clone(), voters.contains(id)))
             .collect()
+    }
+
+    /// How long this node's committed writes took (a batch of records is one write).
+    pub fn commit_latency(&self) -> &Histogram {
+        &self.inner.core.commits
     }
 
     /// The leader this node knows of.
@@ -895,8 +907,17 @@ impl Core {
         }
     }
 
-    /// Commits `command` through the leader, wherever it is.
+    /// Commits `command` through the leader, wherever it is; times it when it commits.
     async fn submit(&self, command: Command) -> Result<Response, RegistryError> {
+        let started = Instant::now();
+        let committed = self.commit(command).await;
+        if committed.is_ok() {
+            self.commits.observe(started.elapsed().as_secs_f64());
+        }
+        committed
+    }
+
+    async fn commit(&self, command: Command) -> Result<Response, RegistryError> {
         let deadline = Instant::now() + self.write_timeout;
         let mut hint = None;
         for attempt in 0..MAX_ATTEMPTS {

@@ -133,11 +133,11 @@ async fn metrics_count_sessions_messages_and_closes() {
     let metrics = get(&node.url("/metrics")).await;
     assert_eq!(metrics.status, 200);
     for line in [
-        r#"nonstick_sessions{path="/engine.io/"} 1"#,
+        r#"nonstick_sessions{path="/engine.io/",transport="polling"} 1"#,
         r#"nonstick_sessions_opened_total{path="/engine.io/"} 1"#,
         r#"nonstick_messages_received_total{path="/engine.io/"} 2"#,
         r#"nonstick_messages_sent_total{path="/engine.io/"} 2"#,
-        r#"nonstick_sessions{path="/socket.io/"} 0"#,
+        r#"nonstick_sessions{path="/socket.io/",transport="polling"} 0"#,
     ] {
         assert!(
             metrics.body.lines().any(|l| l == line),

@@ -4,7 +4,11 @@
 
 use std::process::Output;
 
-use crate::fixture::{Launcher, get, post, request_with_headers, stops_listening};
+use nonstick::app::AppKind;
+
+use crate::fixture::{
+    Launcher, TestCluster, get, open_polling, post, request_with_headers, stops_listening,
+};
 
 const NONSTICK: &str = env!("CARGO_BIN_EXE_nonstick");
 
@@ -264,4 +268,99 @@ async fn a_forwarded_request_is_logged_under_one_id_on_both_nodes() {
         hopped.iter().any(|nodes| nodes.len() == 2),
         "no request logged on two nodes: {hopped:?} in {logged:#?}"
     );
+}
+
+/// The value of the sample `name` (with its labels, as written) on a metrics page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{page}"))
+}
+
+/// `/metrics` shows what operating a cluster needs: the forwarding hop and its latency, Raft's
+/// leader and commit latency, sockets per namespace, sessions per transport, refusals by kind,
+/// the process's memory.
+#[tokio::test]
+async fn metrics_show_the_hop_raft_sockets_and_refusals() {
+    let cluster = TestCluster::start(3, AppKind::Demo).await;
+    let (owner, other) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let sid = open_polling(owner, "/socket.io/").await;
+    // Connected to "/" through another node: a forwarded POST, then a forwarded GET.
+    let through_other = other.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert_eq!(post(&through_other, "40").await.body, "ok");
+    assert!(get(&through_other).await.body.starts_with("40"));
+    let unknown = other.url("/socket.io/?EIO=4&transport=polling&sid=nobody");
+    assert_eq!(get(&unknown).await.status, 400);
+
+    let forwarder = get(&other.url("/metrics")).await.body;
+    assert_eq!(
+        sample(
+            &forwarder,
+            r#"nonstick_forward_seconds_count{method="post"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &forwarder,
+            r#"nonstick_forward_seconds_count{method="get"}"#
+        ),
+        1.0
+    );
+    assert!(sample(&forwarder, r#"nonstick_errors_total{kind="unknown_sid"}"#) >= 1.0);
+    assert!(sample(&forwarder, "process_resident_memory_bytes") > 0.0);
+    let page = get(&owner.url("/metrics")).await.body;
+    assert_eq!(
+        sample(
+            &page,
+            r#"nonstick_sessions{path="/socket.io/",transport="polling"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &page,
+            r#"nonstick_sockets{path="/socket.io/",namespace="/"}"#
+        ),
+        1.0
+    );
+    let mut leaders = 0.0;
+    let mut commits = 0.0;
+    let mut pages = String::new();
+    for node in &cluster.nodes {
+        let page = get(&node.url("/metrics")).await.body;
+        pages.push_str(&page);
+        leaders += sample(&page, "nonstick_raft_is_leader");
+        commits += sample(
+            &page,
+            r#"nonstick_raft_commit_seconds_count{registry="sessions"}"#,
+        );
+        assert!(sample(&page, "nonstick_raft_term") >= 1.0);
+        assert!(sample(&page, "nonstick_registry_sessions") >= 0.0);
+    }
+    assert_eq!(leaders, 1.0);
+    assert!(commits >= 1.0, "the session's birth was committed");
+    // Every metric the Grafana dashboard of deploy/ plots is on the pages.
+    let dashboard = include_str!("../../deploy/grafana/nonstick.json");
+    let mut plotted: Vec<&str> = dashboard
+        .match_indices("nonstick_")
+        .chain(dashboard.match_indices("process_"))
+        .map(|(at, _)| {
+            let rest = &dashboard[at..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    plotted.sort_unstable();
+    plotted.dedup();
+    assert!(plotted.len() >= 15, "{plotted:?}");
+    for name in plotted {
+        let shown = pages.lines().any(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        });
+        assert!(shown, "the dashboard plots {name}, which no node shows");
+    }
+    cluster.stop().await;
 }

@@ -534,8 +534,10 @@ async fn recorded_commands_are_retried_then_given_up_and_counted() {
             m.registry.session("late").is_some()
         })
         .await;
-        assert!(m.registry.session("given-up").is_none());
     }
+    // Given up means sent no more. (An attempt already in the leader's log may still commit
+    // when the majority returns, if that node is still leader then: Raft decides that, not
+    // the retry loop.)
     assert_eq!(nodes[0].registry.failed_records(), 1);
     for m in &mut nodes {
         m.stop().await;
