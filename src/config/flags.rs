@@ -105,6 +105,18 @@ pub struct ServerFlags {
     /// Milliseconds a server emit with an ack waits by default [default: 10000].
     #[arg(long, value_name = "MS")]
     pub ack_timeout: Option<u64>,
+    /// Most namespaces one connection may join [default: 100].
+    #[arg(long)]
+    pub max_namespaces: Option<usize>,
+    /// Most rooms one socket may be in [default: 1000].
+    #[arg(long)]
+    pub max_rooms: Option<usize>,
+    /// Most handshakes per second from one client address; 0 for no limit [default: 0].
+    #[arg(long)]
+    pub max_handshakes_per_second: Option<u32>,
+    /// A client's address is the last of X-Forwarded-For when there is one [default: true].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub trust_forwarded_for: Option<bool>,
     /// Milliseconds a request for another node may wait before it is dropped [default: 5000].
     #[arg(long, value_name = "MS")]
     pub adapter_max_age: Option<u64>,

@@ -35,6 +35,11 @@ pub struct Config {
     pub cors_origins: Option<Vec<String>>,
     /// Send `Access-Control-Allow-Credentials: true` with CORS headers.
     pub cors_credentials: bool,
+    /// Most handshakes per second from one client address; 0 for no limit.
+    pub max_handshakes_per_second: u32,
+    /// Take a client's address from the last entry of `X-Forwarded-For` when there is one
+    /// (the address the nearest proxy saw), else from the connection.
+    pub trust_forwarded_for: bool,
     /// Where the health check is served (`None`: not served). 200 while the node can serve;
     /// 503 on a cluster node that cannot reach a Raft majority.
     pub health_path: Option<String>,
@@ -71,6 +76,8 @@ impl Default for Config {
             cookie: None,
             cors_origins: None,
             cors_credentials: false,
+            max_handshakes_per_second: 0,
+            trust_forwarded_for: true,
             health_path: Some("/healthz".to_owned()),
             metrics_path: Some("/metrics".to_owned()),
             shutdown_timeout: Duration::from_secs(5),

@@ -105,6 +105,15 @@ pub struct Settings {
     pub recovery_max_sessions: usize,
     /// Milliseconds a server emit with an ack waits when it names no timeout.
     pub ack_timeout: u64,
+    /// Most namespaces one connection may join.
+    pub max_namespaces: usize,
+    /// Most rooms one socket may be in.
+    pub max_rooms: usize,
+    /// Most handshakes per second from one client address (0: no limit).
+    pub max_handshakes_per_second: u32,
+    /// A client's address is the last of `X-Forwarded-For` (what the nearest proxy saw), when
+    /// there is one: for nodes behind a balancer.
+    pub trust_forwarded_for: bool,
 
     // --- the node ---
     /// HTTP address (Engine.IO/Socket.IO, /healthz, /metrics, the program's own routes).
@@ -187,6 +196,10 @@ impl Default for Settings {
             recovery_max_packets: recovery.max_packets,
             recovery_max_sessions: recovery.max_sessions,
             ack_timeout: ms(socketio.ack_timeout),
+            max_namespaces: socketio.max_namespaces,
+            max_rooms: socketio.max_rooms,
+            max_handshakes_per_second: config.max_handshakes_per_second,
+            trust_forwarded_for: config.trust_forwarded_for,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             id: None,
             grpc: None,
@@ -352,6 +365,7 @@ impl Settings {
             "max_buffered_bytes: must be above 0",
         );
         check(self.max_sessions > 0, "max_sessions: must be above 0");
+        check(self.max_namespaces > 0, "max_namespaces: must be above 0");
         check(
             !self.cookie_name.is_empty() && self.cookie_name.bytes().all(is_cookie_name_byte),
             "cookie_name: must be a cookie name (letters, digits, `-`, `_`, `.`)",
@@ -436,6 +450,8 @@ impl Settings {
             connect_timeout: Duration::from_millis(self.connect_timeout),
             max_attachments: self.max_attachments,
             ack_timeout: Duration::from_millis(self.ack_timeout),
+            max_namespaces: self.max_namespaces,
+            max_rooms: self.max_rooms,
             recovery: self.recovery.then(|| RecoveryConfig {
                 max_disconnection_duration: Duration::from_millis(
                     self.recovery_max_disconnection_duration,
@@ -464,6 +480,8 @@ impl Settings {
             }),
             cors_origins: (!self.cors_origin.is_empty()).then(|| self.cors_origin.clone()),
             cors_credentials: self.cors_credentials,
+            max_handshakes_per_second: self.max_handshakes_per_second,
+            trust_forwarded_for: self.trust_forwarded_for,
             health_path: path(&self.health_path),
             metrics_path: path(&self.metrics_path),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout),

@@ -20,6 +20,8 @@ pub enum HttpError {
     /// This cluster node serves nobody now: it is cut off from the cluster majority, or
     /// catching up with it (HTTP 503, which balancers retry on another backend).
     NotServing,
+    /// A handshake past the client address's limit per second (HTTP 429, code 4).
+    TooManyHandshakes,
 }
 
 impl From<EngineError> for HttpError {
@@ -40,7 +42,7 @@ impl From<GatewayError> for HttpError {
 }
 
 /// Every kind of refusal, by the name `/metrics` gives it (`nonstick_errors_total{kind}`).
-const KINDS: [&str; 15] = [
+const KINDS: [&str; 16] = [
     "unknown_transport",
     "unknown_sid",
     "bad_handshake_method",
@@ -56,6 +58,7 @@ const KINDS: [&str; 15] = [
     "payload_too_large",
     "owner_unavailable",
     "not_serving",
+    "too_many_handshakes",
 ];
 
 /// Refusals sent by this process, by kind (one process is one node).
@@ -91,6 +94,7 @@ impl HttpError {
             },
             HttpError::OwnerUnavailable => 13,
             HttpError::NotServing => 14,
+            HttpError::TooManyHandshakes => 15,
         }
     }
 }
@@ -109,6 +113,13 @@ impl IntoResponse for HttpError {
             HttpError::OwnerUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "code": 1, "message": "Session owner unavailable" }),
+            ),
+            HttpError::TooManyHandshakes => (
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({
+                    "code": 4,
+                    "message": "Too many handshakes from this address",
+                }),
             ),
             HttpError::NotServing => (
                 StatusCode::SERVICE_UNAVAILABLE,

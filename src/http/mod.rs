@@ -8,6 +8,7 @@
 //! - `ws.rs` adapts axum's websocket to the engine's frame link.
 
 mod error;
+mod limit;
 mod request;
 mod ws;
 
@@ -35,6 +36,7 @@ use crate::config::Cookie;
 use crate::engine::{Engine, EngineError, Method, Request, Via};
 use crate::gateway::NodeId;
 use crate::gateway::{Gateway, GatewayError, Route};
+use limit::{HandshakeLimit, client_address};
 
 /// Which origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,10 @@ pub struct HttpConfig {
     pub healthy: Option<Health>,
     /// The text of the metrics page (served at `metrics_path`).
     pub metrics: Option<Metrics>,
+    /// Most handshakes per second from one client address; 0 for no limit.
+    pub max_handshakes_per_second: u32,
+    /// A client's address is the last entry of `X-Forwarded-For` when there is one.
+    pub trust_forwarded_for: bool,
 }
 
 /// A check of whether the node can serve, for `/healthz`.
@@ -95,6 +101,9 @@ struct MountState {
     move_on_upgrade: bool,
     /// This node's id, naming the requests it forwards that came without an id.
     node: Arc<str>,
+    /// The node's handshake rate limit, when there is one.
+    handshakes: Option<Arc<HandshakeLimit>>,
+    trust_forwarded_for: bool,
 }
 
 /// Builds the HTTP front for these mounts: their Engine.IO endpoints, the health check and the
@@ -139,6 +148,8 @@ where
             }),
         );
     }
+    let handshakes = (config.max_handshakes_per_second > 0)
+        .then(|| Arc::new(HandshakeLimit::new(config.max_handshakes_per_second)));
     for (path, engine) in gateway.mounts() {
         let state = MountState {
             engine,
@@ -147,6 +158,8 @@ where
             cookie: config.cookie.clone().map(Arc::new),
             move_on_upgrade: config.move_on_upgrade,
             node: config.node_id.clone().into(),
+            handshakes: handshakes.clone(),
+            trust_forwarded_for: config.trust_forwarded_for,
         };
         let endpoint = any(engine_endpoint).with_state(state);
         app = app.route(&path, endpoint.clone());
@@ -171,6 +184,13 @@ async fn engine_endpoint(State(state): State<MountState>, request: HttpRequest) 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
     let req = request::parse(&parts.method, &parts.uri, &parts.headers, remote);
+    if req.sid.is_none()
+        && let Some(limit) = &state.handshakes
+        && let Some(client) = client_address(&parts.headers, remote, state.trust_forwarded_for)
+        && !limit.allow(client)
+    {
+        return HttpError::TooManyHandshakes.into_response();
+    }
     let upgrade = if req.websocket_upgrade {
         WebSocketUpgrade::from_request_parts(&mut parts, &())
             .await

@@ -139,12 +139,26 @@ impl Collector for Sources {
         self.engines(&mut page)?;
         self.sockets(&mut page)?;
         self.gateway(&mut page)?;
+        let refusals = http::refusals();
+        let handshakes = refusals
+            .iter()
+            .find(|(kind, _)| *kind == "too_many_handshakes")
+            .map_or(0, |(_, n)| *n);
         page.counters(
             "nonstick_errors",
             "Requests refused, by kind (the Engine.IO error, or why a cluster node could not serve).",
-            http::refusals()
-                .into_iter()
-                .map(|(kind, n)| ([("kind", kind)], n)),
+            refusals.into_iter().map(|(kind, n)| ([("kind", kind)], n)),
+        )?;
+        let limited = self.servers.iter().map(|(_, io)| io.limited());
+        let (namespaces, rooms) = limited.fold((0, 0), |(n, r), l| (n + l.namespaces, r + l.rooms));
+        page.counters(
+            "nonstick_limited",
+            "What the abuse limits refused: handshakes past an address's rate, CONNECTs past a connection's namespaces, joins past a socket's rooms.",
+            [
+                ([("limit", "handshakes_per_second")], handshakes),
+                ([("limit", "namespaces_per_client")], namespaces),
+                ([("limit", "rooms_per_socket")], rooms),
+            ],
         )?;
         if let Some(cluster) = &self.cluster {
             cluster.encode(&mut page)?;

@@ -330,6 +330,8 @@ impl Node {
                 health_path: config.health_path.clone(),
                 metrics_path: config.metrics_path.clone(),
                 healthy: self.cluster.as_ref().map(ClusterParts::health),
+                max_handshakes_per_second: config.max_handshakes_per_second,
+                trust_forwarded_for: config.trust_forwarded_for,
                 metrics: Some(metrics::page(metrics::Sources {
                     gateway: self.gateway.clone(),
                     servers: self

@@ -2,6 +2,7 @@
 //! it holds, one per connected namespace.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -145,10 +146,22 @@ impl Client {
             if st.closed {
                 return;
             }
-            if st.sockets.contains_key(&nsp) || !st.connecting.insert(nsp.clone()) {
+            if st.sockets.contains_key(&nsp) || st.connecting.contains(&nsp) {
                 drop(st);
                 return self.violation();
             }
+            if st.sockets.len() + st.connecting.len() >= self.config().max_namespaces {
+                drop(st);
+                self.io
+                    .inner
+                    .limited
+                    .namespaces
+                    .fetch_add(1, Ordering::Relaxed);
+                let refusal = Packet::connect_error(&nsp, "Too many namespaces", None);
+                let _ = send_encoded(&self.conn, sio::encode(&refusal));
+                return;
+            }
+            st.connecting.insert(nsp.clone());
         }
         let Some(joining) = self.io.resolve(&nsp) else {
             lock(&self.state).connecting.remove(&nsp);

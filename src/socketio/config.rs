@@ -15,6 +15,11 @@ pub struct SocketIoConfig {
     pub ack_timeout: Duration,
     /// Connection state recovery; `None` turns it off.
     pub recovery: Option<RecoveryConfig>,
+    /// Most namespaces one connection may join; a CONNECT past it is refused with
+    /// CONNECT_ERROR `Too many namespaces`.
+    pub max_namespaces: usize,
+    /// Most rooms one socket may be in (its own room aside); a join past it is not made.
+    pub max_rooms: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -24,6 +29,8 @@ impl Default for SocketIoConfig {
             max_attachments: 10,
             ack_timeout: Duration::from_secs(10),
             recovery: None,
+            max_namespaces: 100,
+            max_rooms: 1000,
         }
     }
 }

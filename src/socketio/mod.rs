@@ -33,6 +33,7 @@ mod remote;
 mod socket;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
@@ -79,6 +80,25 @@ pub(crate) struct ServerInner {
     allow_request: RwLock<Option<RequestFilter>>,
     /// Carries operations on sockets to the other nodes of a cluster; `None` on a single node.
     adapter: RwLock<Option<Arc<dyn Adapter>>>,
+    /// What the per-connection and per-socket limits refused.
+    pub(crate) limited: Limited,
+}
+
+/// What the limits of a server refused (see [`SocketIoConfig::max_namespaces`] and
+/// [`SocketIoConfig::max_rooms`]).
+#[derive(Debug, Default)]
+pub(crate) struct Limited {
+    pub(crate) namespaces: AtomicU64,
+    pub(crate) rooms: AtomicU64,
+}
+
+/// How often a server's limits refused something.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitedCounts {
+    /// CONNECTs past [`SocketIoConfig::max_namespaces`].
+    pub namespaces: u64,
+    /// Room joins past [`SocketIoConfig::max_rooms`].
+    pub rooms: u64,
 }
 
 impl SocketIo {
@@ -91,6 +111,7 @@ impl SocketIo {
                 dynamic: RwLock::new(Vec::new()),
                 allow_request: RwLock::new(None),
                 adapter: RwLock::new(None),
+                limited: Limited::default(),
             }),
         }
     }
@@ -98,6 +119,14 @@ impl SocketIo {
     /// The server's settings.
     pub fn config(&self) -> &SocketIoConfig {
         &self.inner.config
+    }
+
+    /// How often this server's limits refused something.
+    pub fn limited(&self) -> LimitedCounts {
+        LimitedCounts {
+            namespaces: self.inner.limited.namespaces.load(Ordering::Relaxed),
+            rooms: self.inner.limited.rooms.load(Ordering::Relaxed),
+        }
     }
 
     /// The namespace `name`, created if it does not exist yet (like `io.of(name)` in Node).

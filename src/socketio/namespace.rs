@@ -61,6 +61,8 @@ pub(crate) struct NamespaceInner {
     ack_ids: AtomicU64,
     /// Default wait for acks of emits from this namespace.
     pub(crate) ack_timeout: Duration,
+    /// Most rooms a socket may be in, its own room aside.
+    max_rooms: usize,
     pub(crate) recovery: Option<Mutex<RecoveryStore>>,
     /// The children of a dynamic group, for group-wide broadcasts.
     children: RwLock<Vec<Weak<NamespaceInner>>>,
@@ -116,6 +118,7 @@ impl NamespaceInner {
             members: RwLock::new(Members::default()),
             ack_ids: AtomicU64::new(0),
             ack_timeout: config.ack_timeout,
+            max_rooms: config.max_rooms,
             recovery: config
                 .recovery
                 .clone()
@@ -235,17 +238,38 @@ impl NamespaceInner {
         self.joining.load(Ordering::Acquire) == 0 && read(&self.members).sockets.is_empty()
     }
 
-    /// Add the socket `id` to `rooms`; returns the rooms it was not in yet.
+    /// Add the socket `id` to `rooms`, as far as its room limit allows (the refused joins are
+    /// counted); returns the rooms it was not in yet.
     pub(crate) fn join(&self, id: &str, rooms: &[String]) -> Vec<String> {
         let mut m = write(&self.members);
         let Some(set) = m.of_socket.get_mut(id) else {
             return Vec::new();
         };
-        let added: Vec<String> = rooms
-            .iter()
-            .filter(|r| set.insert((*r).clone()))
-            .cloned()
-            .collect();
+        // The socket's own room (its id) does not count.
+        let limit = self.max_rooms.saturating_add(usize::from(set.contains(id)));
+        let mut refused = 0;
+        let mut added = Vec::new();
+        for room in rooms {
+            if set.contains(room) {
+                continue;
+            }
+            if set.len() >= limit && room != id {
+                refused += 1;
+                continue;
+            }
+            set.insert(room.clone());
+            added.push(room.clone());
+        }
+        if refused > 0 {
+            tracing::debug!(
+                socket = id,
+                refused,
+                "rooms past the socket's limit not joined"
+            );
+            if let Some(server) = self.server.upgrade() {
+                server.limited.rooms.fetch_add(refused, Ordering::Relaxed);
+            }
+        }
         for room in &added {
             m.rooms
                 .entry(room.clone())

@@ -4,10 +4,11 @@
 
 use std::process::Output;
 
-use nonstick::app::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
+use nonstick::socketio::{Event, SocketIo, SocketIoConfig, Value};
 
 use crate::fixture::{
-    Launcher, TestCluster, get, open_polling, post, request_with_headers, stops_listening,
+    Launcher, TestCluster, TestNode, get, open_polling, post, request_with_headers, stops_listening,
 };
 
 const NONSTICK: &str = env!("CARGO_BIN_EXE_nonstick");
@@ -363,4 +364,103 @@ async fn metrics_show_the_hop_raft_sockets_and_refusals() {
         assert!(shown, "the dashboard plots {name}, which no node shows");
     }
     cluster.stop().await;
+}
+
+/// Handshakes past an address's rate are refused with 429 and code 4, counted; other
+/// addresses go on.
+#[tokio::test]
+async fn handshakes_past_an_address_rate_are_refused_and_other_addresses_go_on() {
+    let mut config = BuiltIn::base_config();
+    config.max_handshakes_per_second = 3;
+    let node = TestNode::start_with(AppKind::Demo, config).await;
+    let url = node.url("/socket.io/?EIO=4&transport=polling");
+    let from = |addr: &'static str| [("x-forwarded-for", addr)];
+    let mut refused = 0;
+    let started = std::time::Instant::now();
+    for _ in 0..12 {
+        let reply = request_with_headers("GET", &url, &from("10.0.0.1"), "").await;
+        match reply.status {
+            200 => {}
+            429 => {
+                let body: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+                assert_eq!(body["code"], 4, "{}", reply.body);
+                refused += 1;
+            }
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    // At most three pass in each one-second window the twelve spanned.
+    let windows = started.elapsed().as_secs() + 2;
+    assert!(
+        refused > 0 && 12 - refused <= 3 * windows,
+        "{refused} refused"
+    );
+    let other = request_with_headers("GET", &url, &from("10.0.0.2"), "").await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    let page = get(&node.url("/metrics")).await.body;
+    let counted = sample(
+        &page,
+        r#"nonstick_limited_total{limit="handshakes_per_second"}"#,
+    );
+    assert!(
+        counted >= refused as f64,
+        "{counted} counted, {refused} refused"
+    );
+    node.stop().await;
+}
+
+/// A connection past its namespaces gets CONNECT_ERROR for the one too many and keeps the
+/// others; a socket past its rooms is not put in the ones too many. Both are counted.
+#[tokio::test]
+async fn namespaces_and_rooms_past_their_limits_are_refused_and_counted() {
+    let io = SocketIo::new(SocketIoConfig {
+        max_namespaces: 2,
+        max_rooms: 3,
+        ..SocketIoConfig::default()
+    });
+    io.dynamic(|_| true).on_connect(|socket| async move {
+        for room in ["a", "b", "c", "d", "e"] {
+            socket.join(room);
+        }
+        socket.on("rooms", |socket, event: Event| async move {
+            if let Some(ack) = event.ack {
+                ack.send(Value::from(socket.rooms().len() as u64));
+            }
+        });
+    });
+    let node = TestNode::serve(io).await;
+    let sid = open_polling(&node, "/socket.io/").await;
+    let url = node.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    assert_eq!(
+        post(&url, "40/one,\u{1e}40/two,\u{1e}40/three,").await.body,
+        "ok"
+    );
+    let mut answers = String::new();
+    while answers.matches('4').count() < 3 {
+        answers.push_str(&get(&url).await.body);
+        answers.push('\u{1e}');
+    }
+    assert!(answers.contains("40/one,{"), "{answers}");
+    assert!(answers.contains("40/two,{"), "{answers}");
+    assert!(
+        answers.contains(r#"44/three,{"message":"Too many namespaces"}"#),
+        "{answers}"
+    );
+    assert_eq!(post(&url, r#"42/one,7["rooms"]"#).await.body, "ok");
+    // Its own room and three of the five.
+    assert_eq!(get(&url).await.body, "43/one,7[4]");
+    let page = get(&node.url("/metrics")).await.body;
+    let limited = |limit: &str| {
+        sample(
+            &page,
+            &format!(r#"nonstick_limited_total{{limit="{limit}"}}"#),
+        )
+    };
+    assert_eq!(limited("namespaces_per_client"), 1.0);
+    assert_eq!(
+        limited("rooms_per_socket"),
+        4.0,
+        "two refused per socket, two sockets"
+    );
+    node.stop().await;
 }
