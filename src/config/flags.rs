@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::SameSite;
 use super::settings::Transport;
 use crate::logs::LogFormat;
+use crate::socketio::Parser;
 
 /// The flags that were given, as settings: every field of `flags` that is not `None`.
 pub fn given(flags: &impl Serialize) -> Map<String, Value> {
@@ -105,6 +106,10 @@ pub struct ServerFlags {
     /// Milliseconds a server emit with an ack waits by default [default: 10000].
     #[arg(long, value_name = "MS")]
     pub ack_timeout: Option<u64>,
+    /// How packets are written: `default` or `msgpack` (socket.io-msgpack-parser); clients
+    /// must use the same [default: default].
+    #[arg(long)]
+    pub parser: Option<Parser>,
     /// Most namespaces one connection may join [default: 100].
     #[arg(long)]
     pub max_namespaces: Option<usize>,

@@ -21,7 +21,7 @@ use serde_json::Map;
 use super::{Config, Cookie, SameSite};
 use crate::engine::EngineConfig;
 use crate::logs::LogFormat;
-use crate::socketio::{RecoveryConfig, SocketIoConfig};
+use crate::socketio::{Parser, RecoveryConfig, SocketIoConfig};
 
 /// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
 pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
@@ -105,6 +105,9 @@ pub struct Settings {
     pub recovery_max_sessions: usize,
     /// Milliseconds a server emit with an ack waits when it names no timeout.
     pub ack_timeout: u64,
+    /// How packets are written: `default` (socket.io-parser) or `msgpack`
+    /// (socket.io-msgpack-parser); the clients must use the same (Node's `parser`).
+    pub parser: Parser,
     /// Most namespaces one connection may join.
     pub max_namespaces: usize,
     /// Most rooms one socket may be in.
@@ -196,6 +199,7 @@ impl Default for Settings {
             recovery_max_packets: recovery.max_packets,
             recovery_max_sessions: recovery.max_sessions,
             ack_timeout: ms(socketio.ack_timeout),
+            parser: socketio.parser,
             max_namespaces: socketio.max_namespaces,
             max_rooms: socketio.max_rooms,
             max_handshakes_per_second: config.max_handshakes_per_second,
@@ -452,6 +456,7 @@ impl Settings {
             ack_timeout: Duration::from_millis(self.ack_timeout),
             max_namespaces: self.max_namespaces,
             max_rooms: self.max_rooms,
+            parser: self.parser,
             recovery: self.recovery.then(|| RecoveryConfig {
                 max_disconnection_duration: Duration::from_millis(
                     self.recovery_max_disconnection_duration,

@@ -5,6 +5,7 @@
 //! - [`value`]: [`Value`], JSON plus binary, the argument type of events and acks.
 
 pub mod eio;
+pub mod msgpack;
 pub mod sio;
 pub mod value;
 

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::args::Args;
+use super::config::Parser;
 use super::error::AckError;
 use super::lock;
 use super::socket::{SocketInner, send_encoded};
@@ -34,6 +35,7 @@ enum AckTo {
     /// A client's event: the answer is an ACK packet on its connection.
     Client {
         conn: Connection,
+        parser: Parser,
         nsp: String,
         id: u64,
     },
@@ -42,9 +44,14 @@ enum AckTo {
 }
 
 impl Ack {
-    pub(crate) fn new(conn: Connection, nsp: String, id: u64) -> Self {
+    pub(crate) fn new(conn: Connection, parser: Parser, nsp: String, id: u64) -> Self {
         Ack {
-            to: AckTo::Client { conn, nsp, id },
+            to: AckTo::Client {
+                conn,
+                parser,
+                nsp,
+                id,
+            },
         }
     }
 
@@ -58,9 +65,14 @@ impl Ack {
     /// already gone there is no one to tell, so nothing happens.
     pub fn send(self, args: impl Into<Args>) {
         match self.to {
-            AckTo::Client { conn, nsp, id } => {
+            AckTo::Client {
+                conn,
+                parser,
+                nsp,
+                id,
+            } => {
                 let packet = Packet::ack(&nsp, id, args.into().0);
-                let _ = send_encoded(&conn, sio::encode(&packet));
+                let _ = send_encoded(&conn, parser, sio::encode(&packet));
             }
             AckTo::Server(answer) => {
                 let _ = answer.send(args.into().0);

@@ -150,7 +150,7 @@ impl BroadcastOperator {
                 let rx = socket.expect_ack(id);
                 // A send that fails drops the socket's pending entry when the socket finishes,
                 // so its answer resolves as "disconnected".
-                let _ = send_encoded(&socket.inner.conn, encoded.clone());
+                let _ = send_encoded(&socket.inner.conn, ns.parser, encoded.clone());
                 acks.push(
                     socket.id().to_owned(),
                     rx,
@@ -339,7 +339,7 @@ pub(crate) fn deliver(
             Outgoing::Logged(logged) => socket.logged_packet(logged, &plain),
         };
         if let Some(packet) = packet
-            && send_encoded(&socket.inner.conn, packet).is_ok()
+            && send_encoded(&socket.inner.conn, ns.parser, packet).is_ok()
         {
             sent += 1;
         }

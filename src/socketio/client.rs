@@ -13,7 +13,7 @@ use tokio::task::AbortHandle;
 use super::ack::Ack;
 use super::args::Event;
 use super::broadcast::BroadcastOperator;
-use super::config::SocketIoConfig;
+use super::config::{Parser, SocketIoConfig};
 use super::error::DisconnectReason;
 use super::handler::run_inline;
 use super::moving::{self, MovedSocket};
@@ -23,6 +23,7 @@ use super::remote::SocketChange;
 use super::socket::{Handshake, Socket, SocketParts, send_encoded};
 use super::{SocketIo, lock};
 use crate::engine::{CloseReason, Connection, Message, SessionHandler};
+use crate::protocol::msgpack;
 use crate::protocol::sio::{self, Decoder, Packet, PacketType};
 use crate::protocol::value::Value;
 
@@ -90,6 +91,11 @@ impl Client {
         self.io.config()
     }
 
+    /// How this server writes its packets.
+    fn parser(&self) -> Parser {
+        self.config().parser
+    }
+
     /// Drop the socket of `nsp` from this client (a server-side namespace disconnect).
     pub(crate) fn forget(&self, nsp: &str) {
         lock(&self.state).sockets.remove(nsp);
@@ -111,7 +117,7 @@ impl Client {
                 };
                 let ack = packet
                     .id
-                    .map(|id| Ack::new(self.conn.clone(), packet.nsp.clone(), id));
+                    .map(|id| Ack::new(self.conn.clone(), self.parser(), packet.nsp.clone(), id));
                 let name = event_name(&packet);
                 let args = packet.into_args();
                 socket.dispatch(Event { name, args, ack });
@@ -158,7 +164,7 @@ impl Client {
                     .namespaces
                     .fetch_add(1, Ordering::Relaxed);
                 let refusal = Packet::connect_error(&nsp, "Too many namespaces", None);
-                let _ = send_encoded(&self.conn, sio::encode(&refusal));
+                let _ = send_encoded(&self.conn, self.parser(), sio::encode(&refusal));
                 return;
             }
             st.connecting.insert(nsp.clone());
@@ -166,7 +172,7 @@ impl Client {
         let Some(joining) = self.io.resolve(&nsp) else {
             lock(&self.state).connecting.remove(&nsp);
             let refusal = Packet::connect_error(&nsp, "Invalid namespace", None);
-            let _ = send_encoded(&self.conn, sio::encode(&refusal));
+            let _ = send_encoded(&self.conn, self.parser(), sio::encode(&refusal));
             return;
         };
         let auth = match packet.data {
@@ -225,7 +231,7 @@ impl Client {
                 if let Err(refusal) = middleware(socket.clone()).await {
                     lock(&self.state).connecting.remove(&nsp);
                     let packet = Packet::connect_error(&nsp, &refusal.message, refusal.data);
-                    let _ = send_encoded(&self.conn, sio::encode(&packet));
+                    let _ = send_encoded(&self.conn, self.parser(), sio::encode(&packet));
                     return;
                 }
             }
@@ -281,7 +287,7 @@ impl Client {
                 reply.insert("pid".to_owned(), Value::from(pid));
             }
             let reply = Packet::connect(nsp, Some(Value::Object(reply)));
-            if send_encoded(&self.conn, sio::encode(&reply)).is_err() {
+            if send_encoded(&self.conn, self.parser(), sio::encode(&reply)).is_err() {
                 return false;
             }
         }
@@ -304,7 +310,7 @@ impl Client {
             _ => Vec::new(),
         };
         for packet in missed {
-            let _ = send_encoded(&self.conn, packet);
+            let _ = send_encoded(&self.conn, self.parser(), packet);
         }
         st.sockets.insert(nsp.to_owned(), socket.clone());
         ns.insert(socket, rooms.iter().cloned());
@@ -326,7 +332,11 @@ impl Client {
     /// namespace this node does not serve gets a DISCONNECT.
     pub(crate) fn resume(self: &Arc<Self>, moved: MovedSocket) {
         let Some(joining) = self.io.resolve(&moved.nsp) else {
-            let _ = send_encoded(&self.conn, sio::encode(&Packet::disconnect(&moved.nsp)));
+            let _ = send_encoded(
+                &self.conn,
+                self.parser(),
+                sio::encode(&Packet::disconnect(&moved.nsp)),
+            );
             return;
         };
         let ns = joining.namespace().clone();
@@ -487,11 +497,20 @@ impl SessionHandler for Client {
     }
 
     fn on_message(&self, msg: Message) {
-        let decoded = {
-            let mut st = lock(&self.state);
-            match msg {
-                Message::Text(text) => st.decoder.feed_text(&text),
-                Message::Binary(bytes) => st.decoder.feed_binary(bytes),
+        let decoded = match (self.parser(), msg) {
+            (Parser::Default, Message::Text(text)) => lock(&self.state)
+                .decoder
+                .feed_text(&text)
+                .map_err(|e| e.to_string()),
+            (Parser::Default, Message::Binary(bytes)) => lock(&self.state)
+                .decoder
+                .feed_binary(bytes)
+                .map_err(|e| e.to_string()),
+            (Parser::Msgpack, Message::Binary(bytes)) => {
+                msgpack::decode(&bytes).map(Some).map_err(|e| e.to_string())
+            }
+            (Parser::Msgpack, Message::Text(_)) => {
+                Err("a text message to a msgpack server (a client with the default parser?)".into())
             }
         };
         match decoded {

@@ -20,6 +20,30 @@ pub struct SocketIoConfig {
     pub max_namespaces: usize,
     /// Most rooms one socket may be in (its own room aside); a join past it is not made.
     pub max_rooms: usize,
+    /// How packets are written on the wire; the clients must use the same.
+    pub parser: Parser,
+}
+
+/// How Socket.IO packets are written on the wire. Nothing in the protocol says which one a
+/// client uses: a server and its clients are set up alike.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Parser {
+    /// Socket.IO's own: JSON text, binary as attachments (`socket.io-parser`).
+    #[default]
+    Default,
+    /// `socket.io-msgpack-parser`: each packet one msgpack binary message.
+    Msgpack,
 }
 
 impl Default for SocketIoConfig {
@@ -31,6 +55,7 @@ impl Default for SocketIoConfig {
             recovery: None,
             max_namespaces: 100,
             max_rooms: 1000,
+            parser: Parser::Default,
         }
     }
 }

@@ -39,7 +39,7 @@ use std::sync::{Arc, RwLock};
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
 pub use args::{Args, Event};
 pub use broadcast::BroadcastOperator;
-pub use config::{RecoveryConfig, SocketIoConfig};
+pub use config::{Parser, RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
 pub use remote::{

@@ -12,7 +12,7 @@ use super::ack::BroadcastAckFuture;
 use super::args::{Args, Event};
 use super::broadcast::BroadcastOperator;
 use super::broadcast::check_event_name;
-use super::config::SocketIoConfig;
+use super::config::{Parser, SocketIoConfig};
 use super::error::AckError;
 use super::error::{ConnectError, EmitError};
 use super::handler::{ConnectHandler, Middleware, ServerEventHandler};
@@ -63,6 +63,8 @@ pub(crate) struct NamespaceInner {
     pub(crate) ack_timeout: Duration,
     /// Most rooms a socket may be in, its own room aside.
     max_rooms: usize,
+    /// How the server's packets are written.
+    pub(crate) parser: Parser,
     pub(crate) recovery: Option<Mutex<RecoveryStore>>,
     /// The children of a dynamic group, for group-wide broadcasts.
     children: RwLock<Vec<Weak<NamespaceInner>>>,
@@ -119,6 +121,7 @@ impl NamespaceInner {
             ack_ids: AtomicU64::new(0),
             ack_timeout: config.ack_timeout,
             max_rooms: config.max_rooms,
+            parser: config.parser,
             recovery: config
                 .recovery
                 .clone()

@@ -21,6 +21,10 @@ use super::recovery::{Logged, Position, SavedSession, with_offset};
 use super::remote::{SocketChange, SocketDetails};
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
+use bytes::Bytes;
+
+use super::config::Parser;
+use crate::protocol::msgpack;
 use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
 
@@ -330,7 +334,7 @@ impl Socket {
             return;
         }
         let packet = sio::encode(&Packet::disconnect(self.ns()));
-        let _ = self.inner.conn.send(Message::Text(packet.text));
+        let _ = send_encoded(&self.inner.conn, self.inner.ns.parser, packet);
         if let Some(client) = self.inner.client.upgrade() {
             client.forget(self.ns());
         }
@@ -380,7 +384,7 @@ impl Socket {
 
     /// Encode and queue one packet on this socket's connection.
     pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
-        send_encoded(&self.inner.conn, sio::encode(packet))
+        send_encoded(&self.inner.conn, self.inner.ns.parser, sio::encode(packet))
     }
 
     /// An event arrived from the client: run its handler, in order with other packets. Before
@@ -522,7 +526,26 @@ impl Socket {
 }
 
 /// Queue an encoded packet: the text part, then its binary attachments, contiguously.
-pub(crate) fn send_encoded(conn: &Connection, encoded: sio::Encoded) -> Result<(), EmitError> {
+pub(crate) fn send_encoded(
+    conn: &Connection,
+    parser: Parser,
+    encoded: sio::Encoded,
+) -> Result<(), EmitError> {
+    // Packets are built, logged for recovery and carried between nodes in the default form;
+    // a msgpack connection gets them written its way at the last step.
+    if parser == Parser::Msgpack {
+        let packet = match sio::decode(&encoded) {
+            Ok(packet) => packet,
+            Err(error) => {
+                tracing::warn!(%error, "a packet of this server does not decode; not sent");
+                return Ok(());
+            }
+        };
+        let bytes = Bytes::from(msgpack::encode(&packet));
+        return conn
+            .send(Message::Binary(bytes))
+            .map_err(|_| EmitError::Disconnected);
+    }
     let result = if encoded.attachments.is_empty() {
         conn.send(Message::Text(encoded.text))
     } else {

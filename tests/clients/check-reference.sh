@@ -54,4 +54,22 @@ if ! kill -0 "$server_pid" 2>/dev/null; then
   echo "reference server died during the run" >&2
   failures=$((failures + 1))
 fi
+# One coprocess at a time: the first server stops before the second starts.
+kill "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
+
+# The same battery with socket.io-msgpack-parser on both sides, against a second reference server.
+coproc MSGPACK { exec "$node" "$here/reference-server.mjs" --port 0 --node-id reference --parser msgpack; }
+msgpack_pid=$MSGPACK_PID
+trap 'rm -f "$out"; kill "$server_pid" "$msgpack_pid" 2>/dev/null || true; wait "$server_pid" "$msgpack_pid" 2>/dev/null || true' EXIT
+if ! read -r -t 15 line <&"${MSGPACK[0]}" || [[ $line != LISTENING\ * ]]; then
+  echo "msgpack reference server did not start (got: ${line:-nothing})" >&2
+  exit 1
+fi
+msgpack_url="http://127.0.0.1:${line#LISTENING }"
+battery "sio-client/default/msgpack" "$node" "$here/sio-client.mjs" --url "$msgpack_url" --transports default --parser msgpack
+if ! kill -0 "$msgpack_pid" 2>/dev/null; then
+  echo "msgpack reference server died during the run" >&2
+  failures=$((failures + 1))
+fi
 exit $((failures > 0))

@@ -6,6 +6,7 @@
 // Usage:
 //   node reference-server.mjs [--port N] [--host H] [--node-id ID] [--max-http-buffer-size BYTES]
 //                             [--admin-token TOKEN] [--cookie] [--no-recovery] [--redis URL]
+//                             [--parser default|msgpack]
 //
 //   --port 0 (the default) binds a free port. Once listening, the server prints exactly one line
 //   `LISTENING <port>` on stdout; everything else goes to stderr.
@@ -36,6 +37,7 @@ import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { Server } from "socket.io";
+import msgpackParser from "socket.io-msgpack-parser";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
@@ -50,8 +52,10 @@ const { values: opts } = parseArgs({
     cookie: { type: "boolean", default: false },
     "no-recovery": { type: "boolean", default: false },
     redis: { type: "string" },
+    parser: { type: "string", default: "default" },
   },
 });
+if (!["default", "msgpack"].includes(opts.parser)) fail(`bad --parser: ${opts.parser}`);
 
 const port = Number(opts.port);
 const maxHttpBufferSize = Number(opts["max-http-buffer-size"]);
@@ -107,6 +111,7 @@ const io = new Server(http, {
   cookie: opts.cookie ? { name: "io", path: "/", httpOnly: true, sameSite: "lax" } : false,
   ...(recovery ? { connectionStateRecovery: {} } : {}),
   ...(redis ? { adapter: redis.adapter } : {}),
+  ...(opts.parser === "msgpack" ? { parser: msgpackParser } : {}),
 });
 
 /**

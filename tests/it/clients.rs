@@ -10,12 +10,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nonstick::app::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
+use nonstick::config::Config;
+use nonstick::socketio::Parser;
 use tokio::process::Command;
 
 use nonstick::balancer::RunningBalancer;
 
-use crate::fixture::{TestCluster, TestNode, round_robin};
+use crate::fixture::{App, TestCluster, TestNode, round_robin};
 
 /// A battery ends by itself within about a minute; this only guards against a stuck process.
 const BATTERY_LIMIT: Duration = Duration::from_secs(120);
@@ -71,9 +73,13 @@ async fn battery(url: &str, program: &Path, args: &[&str]) {
 }
 
 async fn js_battery(script: &str, args: &[&str]) {
+    js_battery_with(BuiltIn::base_config(), script, args).await;
+}
+
+async fn js_battery_with(config: Config, script: &str, args: &[&str]) {
     require(&repo().join("tests/clients/node_modules"));
     require(&repo().join("web/node_modules"));
-    let node = TestNode::start(AppKind::Demo).await;
+    let node = TestNode::start_with(AppKind::Demo, config).await;
     run_js(&node.url(""), script, args).await;
     node.stop().await;
 }
@@ -86,16 +92,21 @@ async fn run_js(url: &str, script: &str, args: &[&str]) {
 }
 
 /// Three cluster nodes behind the embedded balancer choosing a node per request.
-async fn balanced_cluster() -> (TestCluster, RunningBalancer) {
-    let cluster = TestCluster::start(3, AppKind::Demo).await;
+async fn balanced_cluster(config: Config) -> (TestCluster, RunningBalancer) {
+    let cluster =
+        TestCluster::start_with(3, &[], |_| (App::built_in(AppKind::Demo), config.clone())).await;
     let balancer = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
     (cluster, balancer)
 }
 
 async fn cluster_js_battery(script: &str, args: &[&str]) {
+    cluster_js_battery_with(BuiltIn::base_config(), script, args).await;
+}
+
+async fn cluster_js_battery_with(config: Config, script: &str, args: &[&str]) {
     require(&repo().join("tests/clients/node_modules"));
     require(&repo().join("web/node_modules"));
-    let (cluster, balancer) = balanced_cluster().await;
+    let (cluster, balancer) = balanced_cluster(config).await;
     run_js(&format!("http://{}", balancer.addr()), script, args).await;
     balancer.shutdown().await.expect("balancer shutdown");
     // The point of the cluster: behind a balancer with no affinity, no request of any client
@@ -145,6 +156,32 @@ async fn socket_io_client_with_upgrade() {
     js_battery("sio-client.mjs", &["--transports", "default"]).await;
 }
 
+/// A server and its clients set up with socket.io-msgpack-parser: every packet one msgpack
+/// binary message.
+fn msgpack_config() -> Config {
+    let mut config = BuiltIn::base_config();
+    config.socketio.parser = Parser::Msgpack;
+    config
+}
+
+#[tokio::test]
+async fn socket_io_client_with_the_msgpack_parser() {
+    let args = ["--transports", "default", "--parser", "msgpack"];
+    js_battery_with(msgpack_config(), "sio-client.mjs", &args).await;
+}
+
+#[tokio::test]
+async fn socket_io_client_with_the_msgpack_parser_over_polling_through_a_round_robin_cluster() {
+    let args = [
+        "--transports",
+        "polling",
+        "--cluster",
+        "--parser",
+        "msgpack",
+    ];
+    cluster_js_battery_with(msgpack_config(), "sio-client.mjs", &args).await;
+}
+
 #[tokio::test]
 async fn python_socketio_over_polling() {
     python_battery("polling").await;
@@ -184,7 +221,7 @@ async fn chat_page_over_polling_through_a_round_robin_cluster() {
 async fn python_socketio_over_polling_through_a_round_robin_cluster() {
     let python = python_bin();
     require(&python);
-    let (cluster, balancer) = balanced_cluster().await;
+    let (cluster, balancer) = balanced_cluster(BuiltIn::base_config()).await;
     let args = [
         "tests/clients/python/sio_client.py",
         "--transport",

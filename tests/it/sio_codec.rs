@@ -876,3 +876,60 @@ fn arb_edited_encoding() -> impl Strategy<Value = String> {
             }
         })
 }
+
+/// Packets as `socket.io-msgpack-parser` carries them: what a client sends comes back the same
+/// through the msgpack encoding, and no input makes the decoder panic.
+mod msgpack {
+    use super::*;
+    use nonstick::protocol::msgpack;
+
+    /// What the msgpack form keeps of a packet: no binary-packet types (binary is inline).
+    fn plain(mut p: Packet) -> Packet {
+        p.kind = match p.kind {
+            PacketType::BinaryEvent => PacketType::Event,
+            PacketType::BinaryAck => PacketType::Ack,
+            k => k,
+        };
+        p
+    }
+
+    proptest! {
+        #![proptest_config(config(20_000))]
+
+        #[test]
+        fn prop_client_packets_round_trip(p in arb_client_packet()) {
+            let bytes = msgpack::encode(&p);
+            prop_assert_eq!(msgpack::decode(&bytes), Ok(plain(p)));
+        }
+
+        #[test]
+        fn prop_any_bytes_never_panic(bytes in vec(any::<u8>(), 0..64)) {
+            if let Ok(p) = msgpack::decode(&bytes) {
+                prop_assert_eq!(msgpack::decode(&msgpack::encode(&p)), Ok(p));
+            }
+        }
+
+        #[test]
+        fn prop_edited_packets_never_panic(
+            p in arb_client_packet(),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = msgpack::encode(&p);
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let _ = msgpack::decode(&bytes);
+            bytes.truncate(at);
+            let _ = msgpack::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowing_the_stack() {
+        // {type: 2, nsp: "/", data: [[[[...]]]]} nested far past the bound.
+        let mut bytes = b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data".to_vec();
+        bytes.extend(std::iter::repeat_n(0x91u8, 100_000));
+        bytes.push(0xc0);
+        assert!(msgpack::decode(&bytes).is_err());
+    }
+}
