@@ -175,6 +175,10 @@ pub struct NodeFlags {
     /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// File holding the secret being rotated out, still accepted from the other nodes (else
+    /// NONSTICK_PREVIOUS_SECRET).
+    #[arg(long)]
+    pub previous_secret_file: Option<PathBuf>,
     /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub join: Option<bool>,

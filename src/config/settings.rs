@@ -21,6 +21,7 @@ use serde_json::Map;
 use super::{Config, Cookie, SameSite};
 use crate::engine::EngineConfig;
 use crate::logs::LogFormat;
+use crate::rpc::Secret;
 use crate::socketio::{Parser, RecoveryConfig, SocketIoConfig};
 
 /// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
@@ -136,6 +137,11 @@ pub struct Settings {
     pub secret: Option<String>,
     /// File holding the cluster secret.
     pub secret_file: Option<PathBuf>,
+    /// The secret being rotated out, still accepted from the other nodes (never sent):
+    /// `NONSTICK_PREVIOUS_SECRET` or a file.
+    pub previous_secret: Option<String>,
+    /// File holding the previous secret.
+    pub previous_secret_file: Option<PathBuf>,
     /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
     pub join: bool,
     /// Milliseconds a broadcast or other request for another node may wait before it is
@@ -212,6 +218,8 @@ impl Default for Settings {
             data_dir: None,
             secret: None,
             secret_file: None,
+            previous_secret: None,
+            previous_secret_file: None,
             join: false,
             adapter_max_age: ms(config.adapter.max_age),
             move_on_upgrade: config.move_on_upgrade,
@@ -328,7 +336,7 @@ impl Settings {
         let mut table = BTreeMap::new();
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
             for (key, value) in map {
-                if key != "secret" && !value.is_null() {
+                if key != "secret" && key != "previous_secret" && !value.is_null() {
                     table.insert(key, value);
                 }
             }
@@ -391,6 +399,14 @@ impl Settings {
             self.metrics_path.is_empty() || self.metrics_path.starts_with('/'),
             "metrics_path: must start with a slash, or be empty to serve none",
         );
+        for (name, secret) in [
+            ("secret", &self.secret),
+            ("previous_secret", &self.previous_secret),
+        ] {
+            if let Some(Err(e)) = secret.as_deref().map(|s| Secret::new(s.trim())) {
+                problems.push(format!("{name}: {e}"));
+            }
+        }
         if let Some(peers) = &self.peers {
             match parse_peers(peers) {
                 Err(e) => problems.push(format!("peers: {e}")),

@@ -93,6 +93,17 @@ fn cluster(settings: &Settings) -> io::Result<Option<ClusterConfig>> {
         }
         _ => self::secret(settings.secret_file.as_ref())?,
     };
+    let previous = match (&settings.previous_secret_file, &settings.previous_secret) {
+        (Some(path), _) => Some(read_secret(path)?),
+        (None, Some(secret)) => Some(secret.clone()),
+        (None, None) => None,
+    };
+    let secret = match previous {
+        Some(previous) => secret
+            .accepting(previous.trim())
+            .map_err(|e| io::Error::other(format!("previous secret: {e}")))?,
+        None => secret,
+    };
     Ok(Some(ClusterConfig {
         node_id,
         grpc: Bind::Addr(grpc),
@@ -107,13 +118,18 @@ fn cluster(settings: &Settings) -> io::Result<Option<ClusterConfig>> {
 /// ignored.
 pub fn secret(file: Option<&PathBuf>) -> io::Result<Secret> {
     let secret = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+        Some(path) => read_secret(path)?,
         None => std::env::var("NONSTICK_SECRET").map_err(|_| {
             io::Error::other("no cluster secret: give --secret-file or set NONSTICK_SECRET")
         })?,
     };
     Secret::new(secret.trim()).map_err(io::Error::other)
+}
+
+/// A secret file's text.
+fn read_secret(path: &PathBuf) -> io::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ pub async fn round_robin(backends: Vec<SocketAddr>) -> nonstick::balancer::Runni
 }
 
 /// The cluster secret of test clusters.
-pub const CLUSTER_SECRET: &str = "test-cluster-secret";
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-of-thirty-two-chars";
 
 /// N cluster nodes in this process, each with its own sled directory, HTTP and gRPC on
 /// 127.0.0.1:0, all serving `kind`. Stopped on drop or by [`TestCluster::stop`].
@@ -331,6 +331,17 @@ impl TestCluster {
         n: u64,
         paths: &[(u64, Path)],
         app: impl Fn(u64) -> (App, Config),
+    ) -> TestCluster {
+        let secret = |_| nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret");
+        TestCluster::start_with_secrets(n, paths, app, secret).await
+    }
+
+    /// [`TestCluster::start_with`], each member with the cluster secret `secret(id)`.
+    pub async fn start_with_secrets(
+        n: u64,
+        paths: &[(u64, Path)],
+        app: impl Fn(u64) -> (App, Config),
+        secret: impl Fn(u64) -> nonstick::rpc::Secret,
     ) -> TestCluster {
         let path = |id| paths.iter().find(|(p, _)| *p == id).map(|(_, path)| *path);
         let dirs = tempfile::tempdir().expect("tempdir");
@@ -380,7 +391,7 @@ impl TestCluster {
                 grpc: grpc.into(),
                 peers: own_peers,
                 data_dir: dirs.path().join(format!("node-{id}")),
-                secret: nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret"),
+                secret: secret(id),
                 // The cluster is formed by a member reached directly: the addresses its
                 // membership records are the ones everybody uses.
                 join: path(id) == Some(Path::Freezer),

@@ -5,10 +5,12 @@
 use std::process::Output;
 
 use nonstick::app::{AppKind, BuiltIn};
+use nonstick::rpc::Secret;
 use nonstick::socketio::{Event, SocketIo, SocketIoConfig, Value};
 
 use crate::fixture::{
-    Launcher, TestCluster, TestNode, get, open_polling, post, request_with_headers, stops_listening,
+    App, Launcher, TestCluster, TestNode, get, open_polling, post, request_with_headers,
+    stops_listening,
 };
 
 const NONSTICK: &str = env!("CARGO_BIN_EXE_nonstick");
@@ -83,7 +85,10 @@ async fn settings_come_from_the_file_then_the_environment_then_flags() {
     let output = nonstick(&["config", "show"], &env).await;
     assert_eq!(shown(&output, "ping_interval"), "1");
     // The secret is never shown.
-    env.push(("NONSTICK_SECRET", "a-cluster-secret-of-some-length"));
+    env.push((
+        "NONSTICK_SECRET",
+        "a-cluster-secret-of-some-length-and-more",
+    ));
     let output = nonstick(&["config", "show"], &env).await;
     assert!(!String::from_utf8_lossy(&output.stdout).contains("secret-of"));
 }
@@ -463,4 +468,34 @@ async fn namespaces_and_rooms_past_their_limits_are_refused_and_counted() {
         "two refused per socket, two sockets"
     );
     node.stop().await;
+}
+
+/// In the middle of a secret rotation, nodes that send the old secret and nodes that send the
+/// new one serve each other's sessions: each accepts the other's as its previous or next.
+#[tokio::test]
+async fn nodes_midway_through_a_secret_rotation_serve_each_others_sessions() {
+    const OLD: &str = "old-cluster-secret-0123456789abcdef";
+    const NEW: &str = "new-cluster-secret-0123456789abcdef";
+    let secret = |id: u64| {
+        let (sends, accepts) = if id == 1 { (OLD, NEW) } else { (NEW, OLD) };
+        Secret::new(sends)
+            .and_then(|s| s.accepting(accepts))
+            .expect("secret")
+    };
+    let app = |_| (App::built_in(AppKind::Demo), BuiltIn::base_config());
+    let cluster = TestCluster::start_with_secrets(3, &[], app, secret).await;
+    for (owner, other) in [(0, 1), (1, 0), (2, 0)] {
+        let sid = open_polling(&cluster.nodes[owner], "/socket.io/").await;
+        let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let through = cluster.nodes[other].url(&url);
+        assert_eq!(
+            post(&through, "40").await.body,
+            "ok",
+            "node {} for node {}",
+            other + 1,
+            owner + 1
+        );
+        assert!(get(&through).await.body.starts_with("40"));
+    }
+    cluster.stop().await;
 }

@@ -24,7 +24,7 @@ use tonic::service::Routes;
 /// Upper bound of any wait for the cluster to converge.
 const CONVERGE: Duration = Duration::from_secs(20);
 
-const SECRET: &str = "test-cluster-secret";
+const SECRET: &str = "test-cluster-secret-of-thirty-two-chars";
 
 fn init_tracing() {
     // openraft logs every late vote reply at WARN; keep test output to real errors.
@@ -561,7 +561,8 @@ async fn a_call_without_the_cluster_secret_is_refused() {
     let status = bare.read_index(request()).await.expect_err("refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
-    let wrong = Peers::new(Secret::new("wrong-secret").expect("secret"));
+    let wrong =
+        Peers::new(Secret::new("wrong-cluster-secret-of-thirty-two-chars").expect("secret"));
     wrong.set(1, &addr).expect("peer");
     let mut client = RaftServiceClient::new(wrong.channel(1).expect("channel"));
     let status = client.read_index(request()).await.expect_err("refused");
