@@ -1,4 +1,4 @@
-//! The command-line side of [`Settings`]: clap arguments named after the settings
+//! The command-line side of [`Settings`](super::Settings): clap arguments named after the settings
 //! (`ping_interval` is `--ping-interval`), every one optional so that only what was given
 //! overrides the file and the environment. Flatten them into any clap command line.
 //!
@@ -143,6 +143,12 @@ pub struct ServerFlags {
     /// Where the Prometheus metrics are served; empty for none [default: /metrics].
     #[arg(long)]
     pub metrics_path: Option<String>,
+    /// HTTPS on the client port: the certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS on the client port: the private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
     /// Logs as `text` or `json` lines [default: text].
     #[arg(long)]
     pub log_format: Option<LogFormat>,
@@ -179,6 +185,15 @@ pub struct NodeFlags {
     /// NONSTICK_PREVIOUS_SECRET).
     #[arg(long)]
     pub previous_secret_file: Option<PathBuf>,
+    /// Mutual TLS between nodes: the CA of every node's certificate (PEM).
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Mutual TLS between nodes: this node's certificate (PEM).
+    #[arg(long)]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Mutual TLS between nodes: this node's private key (PEM).
+    #[arg(long)]
+    pub peer_tls_key: Option<PathBuf>,
     /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub join: Option<bool>,

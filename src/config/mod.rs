@@ -5,6 +5,7 @@
 pub mod flags;
 pub mod settings;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub struct Config {
     /// Socket.IO settings for the program's [`crate::socketio::SocketIo`] servers (the
     /// program passes them on: `SocketIo::new(config.socketio.clone())`).
     pub socketio: SocketIoConfig,
+    /// HTTPS on the client port, when set (else plain HTTP).
+    pub https: Option<Https>,
     /// A sticky-session cookie set on polling handshakes (a cluster needs none; an external
     /// balancer that wants one can use it).
     pub cookie: Option<Cookie>,
@@ -73,6 +76,7 @@ impl Default for Config {
             path: "/socket.io/".to_owned(),
             engine: EngineConfig::default(),
             socketio: SocketIoConfig::default(),
+            https: None,
             cookie: None,
             cors_origins: None,
             cors_credentials: false,
@@ -87,6 +91,15 @@ impl Default for Config {
             adapter: AdapterConfig::default(),
         }
     }
+}
+
+/// The PEM files of the client port's certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Https {
+    /// The certificate chain, the node's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// The sticky-session cookie, as the reference server sets it.

@@ -18,7 +18,7 @@ use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::{Config, Cookie, SameSite};
+use super::{Config, Cookie, Https, SameSite};
 use crate::engine::EngineConfig;
 use crate::logs::LogFormat;
 use crate::rpc::Secret;
@@ -142,6 +142,17 @@ pub struct Settings {
     pub previous_secret: Option<String>,
     /// File holding the previous secret.
     pub previous_secret_file: Option<PathBuf>,
+    /// HTTPS on the client port: the certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS on the client port: the private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS between nodes: the CA that signs every node's certificate (PEM), with
+    /// `peer_tls_cert` and `peer_tls_key`.
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Mutual TLS between nodes: this node's certificate (PEM).
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Mutual TLS between nodes: this node's private key (PEM).
+    pub peer_tls_key: Option<PathBuf>,
     /// Join a running cluster (add it with `nonstick member add`) instead of forming one.
     pub join: bool,
     /// Milliseconds a broadcast or other request for another node may wait before it is
@@ -220,6 +231,11 @@ impl Default for Settings {
             secret_file: None,
             previous_secret: None,
             previous_secret_file: None,
+            tls_cert: None,
+            tls_key: None,
+            peer_tls_ca: None,
+            peer_tls_cert: None,
+            peer_tls_key: None,
             join: false,
             adapter_max_age: ms(config.adapter.max_age),
             move_on_upgrade: config.move_on_upgrade,
@@ -399,6 +415,16 @@ impl Settings {
             self.metrics_path.is_empty() || self.metrics_path.starts_with('/'),
             "metrics_path: must start with a slash, or be empty to serve none",
         );
+        let given = |paths: &[&Option<PathBuf>]| paths.iter().filter(|p| p.is_some()).count();
+        if !matches!(given(&[&self.tls_cert, &self.tls_key]), 0 | 2) {
+            problems.push("tls_cert, tls_key: give both, or neither".to_owned());
+        }
+        let peer_tls = [&self.peer_tls_ca, &self.peer_tls_cert, &self.peer_tls_key];
+        if !matches!(given(&peer_tls), 0 | 3) {
+            problems.push(
+                "peer_tls_ca, peer_tls_cert, peer_tls_key: give all three, or none".to_owned(),
+            );
+        }
         for (name, secret) in [
             ("secret", &self.secret),
             ("previous_secret", &self.previous_secret),
@@ -493,6 +519,13 @@ impl Settings {
             path: self.path.clone(),
             engine: self.engine(),
             socketio: self.socketio(),
+            https: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(Https {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             cookie: self.cookie.then(|| Cookie {
                 name: self.cookie_name.clone(),
                 path: self.cookie_path.clone(),

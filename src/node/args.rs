@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{Bind, ClusterConfig, NodeBuilder};
 use crate::config::flags::{self, NodeFlags, ServerFlags};
 use crate::config::{Settings, SettingsError};
-use crate::rpc::Secret;
+use crate::rpc::{PeerTls, Secret};
 
 /// One node: its HTTP address, its server settings and, with `--peers`, its place in a cluster
 /// (see [`Settings`] for every flag; each one is also a `NONSTICK_*` variable and a key of
@@ -53,7 +53,7 @@ impl NodeArgs {
 }
 
 impl NodeBuilder {
-    /// A builder for the node `settings` describe: their [`Config`], listening on `listen`, a
+    /// A builder for the node `settings` describe: their [`Config`](crate::config::Config), listening on `listen`, a
     /// cluster node when they name `peers` (the secret then comes from `secret_file`, `secret`
     /// or `NONSTICK_SECRET`).
     pub fn from_settings(settings: &Settings) -> io::Result<NodeBuilder> {
@@ -104,7 +104,16 @@ fn cluster(settings: &Settings) -> io::Result<Option<ClusterConfig>> {
             .map_err(|e| io::Error::other(format!("previous secret: {e}")))?,
         None => secret,
     };
+    let tls = match (
+        &settings.peer_tls_ca,
+        &settings.peer_tls_cert,
+        &settings.peer_tls_key,
+    ) {
+        (Some(ca), Some(cert), Some(key)) => Some(PeerTls::load(ca, cert, key)?),
+        _ => None,
+    };
     Ok(Some(ClusterConfig {
+        tls,
         node_id,
         grpc: Bind::Addr(grpc),
         peers,

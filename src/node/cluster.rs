@@ -65,7 +65,7 @@ pub(super) async fn start(
     let node = cluster.node_id;
     let grpc = cluster.grpc.bind().await?;
     let grpc_addr = grpc.local_addr()?;
-    let peers = Peers::new(cluster.secret.clone());
+    let peers = Peers::with_tls(cluster.secret.clone(), cluster.tls.clone());
     for (id, addr) in &cluster.peers {
         peers.set(*id, addr).map_err(io::Error::other)?;
     }
@@ -105,12 +105,12 @@ pub(super) async fn start(
         .add_service(adapter_service)
         .add_service(AdminService::server(registry.clone(), drain_asked.clone()));
     let (stop_grpc, grpc_stopped) = oneshot::channel::<()>();
-    let secret = cluster.secret.clone();
+    let (secret, tls) = (cluster.secret.clone(), cluster.tls.clone());
     let grpc_task = tokio::spawn(async move {
         let stopped = async {
             let _ = grpc_stopped.await;
         };
-        if let Err(e) = rpc::serve(grpc, routes, secret, stopped).await {
+        if let Err(e) = rpc::serve(grpc, routes, secret, tls.as_ref(), stopped).await {
             tracing::error!(%e, "peer gRPC server failed");
         }
     });

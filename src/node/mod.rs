@@ -35,6 +35,7 @@ mod args;
 mod cluster;
 mod drain;
 mod metrics;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -57,7 +58,7 @@ use crate::engine::{Application, Engine, EngineConfig};
 use crate::gateway::{Gateway, MigrateError};
 use crate::http::{self, Cors, CorsOrigins, HttpConfig};
 use crate::registry::{NodeId, Registry};
-use crate::rpc::{Peers, Secret};
+use crate::rpc::{PeerTls, Peers, Secret};
 use crate::socketio::SocketIo;
 use cluster::ClusterParts;
 
@@ -166,6 +167,9 @@ pub struct ClusterConfig {
     /// Join a running cluster (to be added with `nonstick member add`) instead of forming one
     /// from `peers`.
     pub join: bool,
+    /// Mutual TLS between the nodes (their addresses in `peers` then name their certificates),
+    /// or plaintext gRPC when `None`.
+    pub tls: Option<PeerTls>,
 }
 
 /// Builds a [`Node`]: its settings, its mounts, its listener, and whether it is a cluster node.
@@ -238,6 +242,7 @@ impl NodeBuilder {
             Some(bind) => Some(bind.bind().await?),
             None => None,
         };
+        let https = config.https.as_ref().map(tls::server_config).transpose()?;
         let servers: HashMap<String, SocketIo> = mounts
             .iter()
             .filter_map(|m| Some((m.path.clone(), m.socketio.clone()?)))
@@ -264,6 +269,7 @@ impl NodeBuilder {
             gateway,
             servers,
             http,
+            https,
             cluster,
         })
     }
@@ -279,6 +285,8 @@ pub struct Node {
     /// The Socket.IO servers of the mounts, by path.
     servers: HashMap<String, SocketIo>,
     http: Option<TcpListener>,
+    /// HTTPS on `http`, when configured.
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     cluster: Option<ClusterParts>,
 }
 
@@ -396,20 +404,33 @@ impl Node {
         })?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let listener = listener.tap_io(|tcp| {
-            // Small Engine.IO packets must not wait for Nagle.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY failed: {e}");
-            }
-        });
+        let stopped = async {
+            let _ = stopped.await;
+        };
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, service)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+        let server = match self.https.clone() {
+            Some(https) => {
+                let listener = tls::TlsListener::new(listener, https)?.tap_io(|_| ());
+                tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 })
-                .await
-        });
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    // Small Engine.IO packets must not wait for Nagle.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY failed: {e}");
+                    }
+                });
+                tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        };
         tracing::info!(%addr, node = %self.config.node_id, "listening");
         Ok(RunningNode {
             addr,

@@ -121,14 +121,13 @@ impl Admin for AdminService {
     }
 }
 
-/// Ask node `node` to drain and stop, through the member whose gRPC address is `via`;
-/// returns once the node has taken the request (it drains afterwards).
-pub async fn drain(via: &str, secret: crate::rpc::Secret, node: u64) -> Result<(), Status> {
-    use crate::rpc::Peers;
+/// Ask node `node` to drain and stop, through the member whose gRPC address is `via`, reached
+/// with `peers` (an empty directory: the cluster secret, and mutual TLS when the cluster uses
+/// it); returns once the node has taken the request (it drains afterwards).
+pub async fn drain(via: &str, peers: crate::rpc::Peers, node: u64) -> Result<(), Status> {
     use crate::rpc::pb::admin::admin_client::AdminClient;
 
     const VIA: u64 = u64::MAX;
-    let peers = Peers::new(secret);
     peers
         .set(VIA, via)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -181,17 +180,16 @@ pub enum MemberChange {
 }
 
 /// Apply `change` (or only read the membership, with `None`) through the node whose gRPC
-/// address is `via`, going to the leader if `via` is not it. Returns the membership after.
+/// address is `via`, reached with `peers` (see [`drain`]), going to the leader if `via` is
+/// not it. Returns the membership after.
 pub async fn administer(
     via: &str,
-    secret: crate::rpc::Secret,
+    peers: crate::rpc::Peers,
     change: Option<MemberChange>,
 ) -> Result<MembersReply, Status> {
-    use crate::rpc::Peers;
     use crate::rpc::pb::admin::admin_client::AdminClient;
 
     const VIA: u64 = u64::MAX;
-    let peers = Peers::new(secret);
     peers
         .set(VIA, via)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod link;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -26,6 +27,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 pub use auth::{ClientAuth, Secret, SecretError, ServerAuth};
 pub use link::{Link, LinkConfig, LinkError, LinkKind, LinkSpec};
+pub use tls::PeerTls;
 
 /// Code generated from every `.proto` file under `proto/`: package `nonstick.<name>` is
 /// `pb::<name>` (e.g. `pb::raft`, the registry's Raft service). A new file in `proto/` with a
@@ -87,6 +89,8 @@ pub struct Peers {
 }
 
 struct PeersInner {
+    /// Mutual TLS on every channel, when the cluster uses it.
+    tls: Option<PeerTls>,
     auth: ClientAuth,
     map: ArcSwap<HashMap<u64, Arc<Peer>>>,
     /// Serializes changes (each copies the map); readers never take it.
@@ -102,8 +106,14 @@ struct Peer {
 impl Peers {
     /// An empty directory whose channels carry `secret`.
     pub fn new(secret: Secret) -> Self {
+        Peers::with_tls(secret, None)
+    }
+
+    /// An empty directory whose channels carry `secret`, over mutual TLS when `tls` is given.
+    pub fn with_tls(secret: Secret, tls: Option<PeerTls>) -> Self {
         Self {
             inner: Arc::new(PeersInner {
+                tls,
                 auth: ClientAuth::new(secret),
                 map: ArcSwap::from_pointee(HashMap::new()),
                 changes: Mutex::new(()),
@@ -114,16 +124,20 @@ impl Peers {
     /// Sets the address of `node` (`host:port` or `http://host:port`). Setting the same address
     /// again keeps the existing connection and links.
     pub fn set(&self, node: u64, addr: &str) -> Result<(), RpcError> {
-        let addr = normalize(addr);
+        let addr = normalize(addr, self.inner.tls.is_some());
         let _change = self.change();
         if self.addr(node).as_deref() == Some(addr.as_str()) {
             return Ok(());
         }
-        let channel = Endpoint::from_shared(addr.clone())
-            .map_err(|e| RpcError::InvalidAddress {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?
+        let invalid = |e: tonic::transport::Error| RpcError::InvalidAddress {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone()).map_err(invalid)?;
+        if let Some(tls) = &self.inner.tls {
+            endpoint = endpoint.tls_config(tls.client()).map_err(invalid)?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -256,12 +270,12 @@ impl std::fmt::Debug for Peers {
     }
 }
 
-/// Adds the `http://` scheme to a bare `host:port`.
-fn normalize(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+/// Adds the scheme to a bare `host:port`: `https://` over TLS, else `http://`.
+fn normalize(addr: &str, tls: bool) -> String {
+    match (addr.contains("://"), tls) {
+        (true, _) => addr.to_owned(),
+        (false, true) => format!("https://{addr}"),
+        (false, false) => format!("http://{addr}"),
     }
 }
 
@@ -275,10 +289,15 @@ pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     secret: Secret,
+    tls: Option<&PeerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RpcError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server())?;
+    }
+    server
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))

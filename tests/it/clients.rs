@@ -49,9 +49,14 @@ fn require(path: &Path) {
 /// Run one battery against the server at `url` and fail the test with its output unless every
 /// check passed.
 async fn battery(url: &str, program: &Path, args: &[&str]) {
+    battery_with_env(url, program, args, &[]).await;
+}
+
+async fn battery_with_env(url: &str, program: &Path, args: &[&str], env: &[(&str, &str)]) {
     let mut command = Command::new(program);
     command
         .args(args)
+        .envs(env.iter().copied())
         .args(["--url", url])
         .current_dir(repo())
         .kill_on_drop(true);
@@ -85,10 +90,16 @@ async fn js_battery_with(config: Config, script: &str, args: &[&str]) {
 }
 
 async fn run_js(url: &str, script: &str, args: &[&str]) {
+    run_js_with_env(url, script, args, &[]).await;
+}
+
+/// A battery of `tests/clients` run by Node against `url`, with `env` set for it.
+pub async fn run_js_with_env(url: &str, script: &str, args: &[&str], env: &[(&str, &str)]) {
+    require(&repo().join("tests/clients/node_modules"));
     let script = format!("tests/clients/{script}");
     let mut all = vec![script.as_str()];
     all.extend_from_slice(args);
-    battery(url, Path::new(&node_bin()), &all).await;
+    battery_with_env(url, Path::new(&node_bin()), &all, env).await;
 }
 
 /// Three cluster nodes behind the embedded balancer choosing a node per request.

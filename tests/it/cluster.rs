@@ -147,7 +147,7 @@ async fn the_local_cluster_serves_polling_sessions_through_round_robin() {
 #[tokio::test]
 async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
     use nonstick::registry::admin::{MemberChange, administer};
-    use nonstick::rpc::Secret;
+    use nonstick::rpc::{Peers, Secret};
 
     let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
     let secret = || Secret::new(crate::fixture::CLUSTER_SECRET).expect("secret");
@@ -170,6 +170,7 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
             peers,
             data_dir: dir.path().to_owned(),
             secret: secret(),
+            tls: None,
             join: true,
         });
     let fourth = crate::fixture::TestNode::start_built(AppKind::ProtocolSuite, fourth).await;
@@ -178,7 +179,7 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
     let via = cluster.peers[&2].clone();
     let added = administer(
         &via,
-        secret(),
+        Peers::new(secret()),
         Some(MemberChange::Add { id: 4, addr: addr4 }),
     )
     .await
@@ -187,7 +188,7 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
         added.members.iter().any(|m| m.id == 4 && !m.voter),
         "{added:?}"
     );
-    let promoted = administer(&via, secret(), Some(MemberChange::Promote(4)))
+    let promoted = administer(&via, Peers::new(secret()), Some(MemberChange::Promote(4)))
         .await
         .expect("promote");
     assert_eq!(
@@ -215,7 +216,7 @@ async fn a_fourth_node_joins_as_learner_is_promoted_then_removed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let removed = administer(&via, secret(), Some(MemberChange::Remove(4)))
+    let removed = administer(&via, Peers::new(secret()), Some(MemberChange::Remove(4)))
         .await
         .expect("remove");
     assert!(removed.members.iter().all(|m| m.id != 4), "{removed:?}");

@@ -332,16 +332,20 @@ impl TestCluster {
         paths: &[(u64, Path)],
         app: impl Fn(u64) -> (App, Config),
     ) -> TestCluster {
-        let secret = |_| nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret");
-        TestCluster::start_with_secrets(n, paths, app, secret).await
+        let peer = |_| {
+            let secret = nonstick::rpc::Secret::new(CLUSTER_SECRET).expect("secret");
+            (secret, None)
+        };
+        TestCluster::start_with_peers(n, paths, app, peer).await
     }
 
-    /// [`TestCluster::start_with`], each member with the cluster secret `secret(id)`.
-    pub async fn start_with_secrets(
+    /// [`TestCluster::start_with`], each member with the cluster secret and the mutual TLS
+    /// settings `peer(id)` gives.
+    pub async fn start_with_peers(
         n: u64,
         paths: &[(u64, Path)],
         app: impl Fn(u64) -> (App, Config),
-        secret: impl Fn(u64) -> nonstick::rpc::Secret,
+        peer: impl Fn(u64) -> (nonstick::rpc::Secret, Option<nonstick::rpc::PeerTls>),
     ) -> TestCluster {
         let path = |id| paths.iter().find(|(p, _)| *p == id).map(|(_, path)| *path);
         let dirs = tempfile::tempdir().expect("tempdir");
@@ -386,12 +390,14 @@ impl TestCluster {
                 }
                 outbound.insert(id, proxies);
             }
+            let (secret, tls) = peer(id);
             let cluster = node::ClusterConfig {
                 node_id: id,
                 grpc: grpc.into(),
                 peers: own_peers,
                 data_dir: dirs.path().join(format!("node-{id}")),
-                secret: secret(id),
+                secret,
+                tls,
                 // The cluster is formed by a member reached directly: the addresses its
                 // membership records are the ones everybody uses.
                 join: path(id) == Some(Path::Freezer),

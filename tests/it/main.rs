@@ -17,3 +17,4 @@ mod operate;
 mod registry;
 mod sio_codec;
 mod socketio;
+mod tls;

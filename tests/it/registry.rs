@@ -120,6 +120,7 @@ async fn start_member(config: RegistryConfig, listener: TcpListener, addr: Strin
         listener,
         Routes::new(service),
         secret,
+        None,
         async move {
             let _ = stopped.await;
         },

@@ -20,6 +20,7 @@ use nonstick::launch::{self, LocalCluster, Program};
 use nonstick::logs::{self, LogFormat};
 use nonstick::node::{NodeArgs, NodeBuilder};
 use nonstick::registry::admin::{MemberChange, administer};
+use nonstick::rpc::{PeerTls, Peers};
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +113,35 @@ struct Member {
     /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
     #[arg(long, global = true)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: PeerTlsArgs,
+}
+
+/// Mutual TLS to reach a cluster whose nodes use it.
+#[derive(clap::Args)]
+struct PeerTlsArgs {
+    /// The CA of the nodes' certificates (PEM).
+    #[arg(long, global = true, requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    peer_tls_ca: Option<PathBuf>,
+    /// A certificate that CA signed (PEM).
+    #[arg(long, global = true)]
+    peer_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true)]
+    peer_tls_key: Option<PathBuf>,
+}
+
+impl PeerTlsArgs {
+    /// A peer directory carrying the cluster secret of `secret_file` (or `NONSTICK_SECRET`),
+    /// over mutual TLS when asked.
+    fn peers(&self, secret_file: Option<&PathBuf>) -> io::Result<Peers> {
+        let secret = nonstick::node::secret(secret_file)?;
+        let tls = match (&self.peer_tls_ca, &self.peer_tls_cert, &self.peer_tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(PeerTls::load(ca, cert, key)?),
+            _ => None,
+        };
+        Ok(Peers::with_tls(secret, tls))
+    }
 }
 
 /// Drain a node of a running cluster and stop it.
@@ -126,6 +156,8 @@ struct Drain {
     /// File holding the cluster secret (else the NONSTICK_SECRET environment variable).
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: PeerTlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -298,8 +330,8 @@ fn config(args: ConfigCommand) -> io::Result<()> {
 }
 
 async fn drain(args: Drain) -> io::Result<()> {
-    let secret = nonstick::node::secret(args.secret_file.as_ref())?;
-    nonstick::registry::admin::drain(&args.via, secret, args.node)
+    let peers = args.tls.peers(args.secret_file.as_ref())?;
+    nonstick::registry::admin::drain(&args.via, peers, args.node)
         .await
         .map_err(|status| io::Error::other(status.message().to_owned()))?;
     println!(
@@ -319,8 +351,8 @@ async fn member(args: Member) -> io::Result<()> {
         MemberAction::Promote { id } => Some(MemberChange::Promote(id)),
         MemberAction::Remove { id } => Some(MemberChange::Remove(id)),
     };
-    let secret = nonstick::node::secret(args.secret_file.as_ref())?;
-    let reply = administer(&via, secret, change)
+    let peers = args.tls.peers(args.secret_file.as_ref())?;
+    let reply = administer(&via, peers, change)
         .await
         .map_err(|status| io::Error::other(status.message().to_owned()))?;
     for m in &reply.members {
@@ -336,6 +368,11 @@ async fn member(args: Member) -> io::Result<()> {
 }
 
 async fn cluster(args: Cluster, settings: Settings) -> io::Result<()> {
+    if settings.tls_cert.is_some() {
+        return Err(io::Error::other(
+            "tls_cert: the local cluster's balancer speaks plain HTTP to its nodes; run `nonstick node` with HTTPS behind a balancer of your own, or give the balancer in front the certificate",
+        ));
+    }
     // Listen before the first node starts: a stop that comes while they start must stop them
     // (their processes end with this one's), not end this process alone or go unheard.
     let mut stops = StopSignals::new()?;
