@@ -2,6 +2,7 @@
 //! They are mounted through the public node API ([`crate::node::Mount`], [`crate::node::NodeBuilder`]),
 //! exactly as a program mounts its own.
 
+pub mod cluster_page;
 pub mod demo;
 pub mod echo;
 pub mod page;
@@ -15,7 +16,7 @@ use axum::Router;
 
 use crate::config::{Config, Settings};
 use crate::engine::EngineConfig;
-use crate::node::{Mount, SOCKETIO_PATH};
+use crate::node::{Mount, Node, SOCKETIO_PATH};
 use crate::socketio::{SocketIo, SocketIoConfig};
 
 pub use crate::config::settings::DEFAULT_CLIENT_BUNDLE;
@@ -132,6 +133,7 @@ impl BuiltIn {
             }
             AppKind::Demo => {
                 let io = SocketIo::new(config.socketio.clone());
+                cluster_page::register(&io, &config.node_id);
                 demo::register(
                     &io,
                     &demo::DemoOptions {
@@ -145,13 +147,14 @@ impl BuiltIn {
         }
     }
 
-    /// The application's own HTTP routes, to serve next to the node's router: the demo's
-    /// chat page, when on.
-    pub fn routes(&self) -> Router {
-        if self.page {
-            page::routes(self.client_bundle.as_deref())
-        } else {
-            Router::new()
+    /// The application's own HTTP routes on `node`, to serve next to the node's router: the
+    /// demo's chat page and cluster page, when on.
+    pub fn routes(&self, node: &Node) -> Router {
+        let io = node.socketio(&node.config().path);
+        match (self.page, io) {
+            (true, Some(io)) => page::routes(self.client_bundle.as_deref())
+                .merge(cluster_page::routes(node.observer(), io)),
+            _ => Router::new(),
         }
     }
 }

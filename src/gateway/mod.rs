@@ -114,6 +114,7 @@ struct Inner {
 /// How often this node relayed, pulled and moved sessions.
 #[derive(Default)]
 struct Counters {
+    forwarded: AtomicU64,
     relays: AtomicU64,
     pulls: AtomicU64,
     moved_out: AtomicU64,
@@ -150,6 +151,8 @@ impl Default for Hops {
 /// A snapshot of a gateway's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GatewayCounts {
+    /// Polling requests forwarded to their session's owner.
+    pub forwarded: u64,
     /// Websockets relayed to the owner of their session (the fallback when the session could
     /// not be pulled here).
     pub relays: u64,
@@ -226,6 +229,7 @@ impl Gateway {
     pub fn counts(&self) -> GatewayCounts {
         let c = &self.inner.counters;
         GatewayCounts {
+            forwarded: c.forwarded.load(Ordering::Relaxed),
             relays: c.relays.load(Ordering::Relaxed),
             pulls: c.pulls.load(Ordering::Relaxed),
             moved_out: c.moved_out.load(Ordering::Relaxed),
@@ -310,6 +314,10 @@ impl Gateway {
         body: Bytes,
     ) -> Result<String, GatewayError> {
         let started = tokio::time::Instant::now();
+        self.inner
+            .counters
+            .forwarded
+            .fetch_add(1, Ordering::Relaxed);
         let answer = self.forward_to(node, mount, req, body).await;
         let hops = match req.method {
             Method::Post => &self.inner.hops.post,

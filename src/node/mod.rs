@@ -35,6 +35,7 @@ mod args;
 mod cluster;
 mod drain;
 mod metrics;
+mod observer;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +53,7 @@ use tokio::task::JoinHandle;
 
 pub use args::{NodeArgs, secret};
 pub use drain::DrainReport;
+pub use observer::{NodeStatus, Observer};
 
 use crate::config::Config;
 use crate::engine::{Application, Engine, EngineConfig};
@@ -478,6 +480,16 @@ impl Node {
     /// The address of a cluster node's peer gRPC server.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
         self.cluster.as_ref().map(ClusterParts::grpc_addr)
+    }
+
+    /// A handle that reads this node's status (sessions, forwarded requests, the cluster as its
+    /// registry sees it) for as long as the node runs.
+    pub fn observer(&self) -> Observer {
+        Observer {
+            node_id: self.config.node_id.clone(),
+            gateway: self.gateway.clone(),
+            registry: self.registry().cloned(),
+        }
     }
 
     /// A cluster node's registry.

@@ -223,6 +223,14 @@ async fn socket_io_client_with_upgrade_through_a_round_robin_cluster() {
     cluster_js_battery("sio-client.mjs", &["--transports", "default", "--cluster"]).await;
 }
 
+/// The cluster page in Chromium, its socket on polling through round robin: every node, the
+/// leader, the sessions, the forwarded requests.
+#[tokio::test]
+async fn cluster_page_in_chromium_through_a_round_robin_cluster() {
+    let args = ["--nodes", "3", "--transports", "polling"];
+    cluster_js_battery("cluster-page.mjs", &args).await;
+}
+
 #[tokio::test]
 async fn chat_page_over_polling_through_a_round_robin_cluster() {
     cluster_js_battery("chat-page.mjs", &["--transports", "polling"]).await;

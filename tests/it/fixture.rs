@@ -40,7 +40,7 @@ impl App {
                 let mounts = app.mounts(builder.config());
                 builder.mounts(mounts)
             }),
-            routes: Box::new(move |node| routes.routes().merge(node.router())),
+            routes: Box::new(move |node| routes.routes(node).merge(node.router())),
         }
     }
 

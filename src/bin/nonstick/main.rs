@@ -264,7 +264,7 @@ async fn serve_built_in(builder: NodeBuilder, settings: &Settings) -> io::Result
     let app = BuiltIn::from_settings(settings).map_err(io::Error::other)?;
     let mounts = app.mounts(builder.config());
     let node = builder.mounts(mounts).build().await?;
-    let routes = app.routes().merge(node.router());
+    let routes = app.routes(&node).merge(node.router());
     if let Some(addr) = node.http_addr() {
         println!("node {} listening on {addr}", node.config().node_id);
     }
