@@ -458,6 +458,25 @@ impl TestCluster {
         }
     }
 
+    /// A session opened on node `owner` (an index) connects to `/` through node `other`:
+    /// the request crosses from one to the other and back.
+    pub async fn serves_across(&self, owner: usize, other: usize) {
+        let sid = open_polling(&self.nodes[owner], "/socket.io/").await;
+        let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let through = self.nodes[other].url(&url);
+        let (from, to) = (owner + 1, other + 1);
+        assert_eq!(
+            post(&through, "40").await.body,
+            "ok",
+            "node {to} for node {from}"
+        );
+        let connected = get(&through).await.body;
+        assert!(
+            connected.starts_with("40"),
+            "node {to} for node {from}: {connected}"
+        );
+    }
+
     pub async fn stop(self) {
         for node in self.nodes {
             node.stop().await;

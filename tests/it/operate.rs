@@ -484,17 +484,7 @@ async fn nodes_midway_through_a_secret_rotation_serve_each_others_sessions() {
     let app = |_| (App::built_in(AppKind::Demo), BuiltIn::base_config());
     let cluster = TestCluster::start_with_peers(3, &[], app, peer).await;
     for (owner, other) in [(0, 1), (1, 0), (2, 0)] {
-        let sid = open_polling(&cluster.nodes[owner], "/socket.io/").await;
-        let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-        let through = cluster.nodes[other].url(&url);
-        assert_eq!(
-            post(&through, "40").await.body,
-            "ok",
-            "node {} for node {}",
-            other + 1,
-            owner + 1
-        );
-        assert!(get(&through).await.body.starts_with("40"));
+        cluster.serves_across(owner, other).await;
     }
     cluster.stop().await;
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use crate::fixture::{App, CLUSTER_SECRET, TestCluster, TestNode, get, open_polling, post};
+use crate::fixture::{App, CLUSTER_SECRET, TestCluster, TestNode};
 
 /// A certificate authority and the certificates it signs, as PEM files in a temporary
 /// directory.
@@ -100,16 +100,21 @@ async fn https_get(
     Ok(response)
 }
 
-#[tokio::test]
-async fn https_serves_handshakes_and_refuses_plain_http() {
-    let pki = Pki::new("nonstick test CA");
+/// A demo node serving HTTPS with a certificate of `pki`.
+async fn https_node(pki: &Pki) -> TestNode {
     let issued = pki.issue("node");
     let mut config = BuiltIn::base_config();
     config.https = Some(Https {
-        cert: issued.cert.clone(),
-        key: issued.key.clone(),
+        cert: issued.cert,
+        key: issued.key,
     });
-    let node = TestNode::start_with(AppKind::Demo, config).await;
+    TestNode::start_with(AppKind::Demo, config).await
+}
+
+#[tokio::test]
+async fn https_serves_handshakes_and_refuses_plain_http() {
+    let pki = Pki::new("nonstick test CA");
+    let node = https_node(&pki).await;
     let response = https_get(
         node.addr(),
         &pki.ca(),
@@ -154,13 +159,7 @@ async fn https_serves_handshakes_and_refuses_plain_http() {
 #[tokio::test]
 async fn socket_io_client_over_https() {
     let pki = Pki::new("nonstick test CA");
-    let issued = pki.issue("node");
-    let mut config = BuiltIn::base_config();
-    config.https = Some(Https {
-        cert: issued.cert,
-        key: issued.key,
-    });
-    let node = TestNode::start_with(AppKind::Demo, config).await;
+    let node = https_node(&pki).await;
     let url = format!("https://localhost:{}", node.addr().port());
     let ca = pki.ca().display().to_string();
     crate::clients::run_js_with_env(
@@ -183,11 +182,7 @@ async fn mutual_tls_between_nodes_refuses_a_peer_of_another_ca() {
     let app = |_| (App::built_in(AppKind::Demo), BuiltIn::base_config());
     let cluster = TestCluster::start_with_peers(3, &[], app, peer).await;
     for (owner, other) in [(0, 1), (1, 2), (2, 0)] {
-        let sid = open_polling(&cluster.nodes[owner], "/socket.io/").await;
-        let url = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
-        let through = cluster.nodes[other].url(&url);
-        assert_eq!(post(&through, "40").await.body, "ok");
-        assert!(get(&through).await.body.starts_with("40"));
+        cluster.serves_across(owner, other).await;
     }
     // `nonstick member list` as each kind of client would run it.
     let via = cluster.peers[&1].clone();
