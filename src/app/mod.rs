@@ -2,6 +2,7 @@
 //! They are mounted through the public node API ([`crate::node::Mount`], [`crate::node::NodeBuilder`]),
 //! exactly as a program mounts its own.
 
+pub mod admin_page;
 pub mod cluster_page;
 pub mod demo;
 pub mod echo;
@@ -12,11 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 
 use crate::config::{Config, Settings};
 use crate::engine::EngineConfig;
 use crate::node::{Mount, Node, SOCKETIO_PATH};
+use crate::socketio::admin_ui::{self, AdminUiConfig};
 use crate::socketio::{SocketIo, SocketIoConfig};
 
 pub use crate::config::settings::DEFAULT_CLIENT_BUNDLE;
@@ -63,6 +65,9 @@ pub struct BuiltIn {
     /// The Socket.IO browser client (`socket.io.min.js` of the socket.io-client package)
     /// served at `/socket.io/socket.io.min.js` for the demo page; read once at start.
     pub client_bundle: Option<PathBuf>,
+    /// The Socket.IO Admin UI on the demo's server (its `server_id` is set to the node's),
+    /// and where the UI's files are, when on.
+    pub admin_ui: Option<(AdminUiConfig, PathBuf)>,
 }
 
 impl BuiltIn {
@@ -73,6 +78,7 @@ impl BuiltIn {
             admin_token: "secret".to_owned(),
             page: kind == AppKind::Demo,
             client_bundle: Some(PathBuf::from(DEFAULT_CLIENT_BUNDLE)),
+            admin_ui: None,
         }
     }
 
@@ -99,9 +105,22 @@ impl BuiltIn {
                 settings.app
             )
         })?;
+        let admin_ui = settings.admin_ui.then(|| {
+            let config = AdminUiConfig {
+                namespace: settings.admin_ui_namespace.clone(),
+                server_id: String::new(),
+                auth: settings
+                    .admin_ui_username
+                    .clone()
+                    .zip(settings.admin_ui_password.clone()),
+                readonly: settings.admin_ui_readonly,
+            };
+            (config, settings.admin_ui_dir.clone())
+        });
         Ok(BuiltIn {
             admin_token: settings.admin_token.clone(),
             client_bundle: Some(settings.client_bundle.clone()),
+            admin_ui,
             ..BuiltIn::new(kind)
         })
     }
@@ -148,13 +167,31 @@ impl BuiltIn {
     }
 
     /// The application's own HTTP routes on `node`, to serve next to the node's router: the
-    /// demo's chat page and cluster page, when on.
+    /// demo's chat page and cluster page, and the Admin UI, when on.
     pub fn routes(&self, node: &Node) -> Router {
-        let io = node.socketio(&node.config().path);
-        match (self.page, io) {
-            (true, Some(io)) => page::routes(self.client_bundle.as_deref())
-                .merge(cluster_page::routes(node.observer(), io)),
-            _ => Router::new(),
+        let Some(io) = node.socketio(&node.config().path) else {
+            return Router::new();
+        };
+        let mut routes = Router::new();
+        if self.page {
+            routes = page::routes(self.client_bundle.as_deref())
+                .merge(cluster_page::routes(node.observer(), io.clone()));
         }
+        if let Some((config, dir)) = &self.admin_ui {
+            let config = AdminUiConfig {
+                server_id: node.config().node_id.clone(),
+                ..config.clone()
+            };
+            let observer = node.observer();
+            let clients = Arc::new(move || {
+                let status = observer.status();
+                (status.polling + status.websocket, status.polling)
+            });
+            let instrument = Arc::new(admin_ui::instrument(&io, config, clients));
+            routes = routes
+                .merge(admin_page::routes(dir))
+                .layer(Extension(instrument));
+        }
+        routes
     }
 }

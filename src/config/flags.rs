@@ -211,4 +211,19 @@ pub struct AppFlags {
     /// The Socket.IO browser client served to the demo page.
     #[arg(long)]
     pub client_bundle: Option<PathBuf>,
+    /// Speak the Socket.IO Admin UI's protocol and serve the UI at /admin-ui/ [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub admin_ui: Option<bool>,
+    /// The admin namespace the UI connects to [default: /admin-ui].
+    #[arg(long)]
+    pub admin_ui_namespace: Option<String>,
+    /// The username the UI must give (with NONSTICK_ADMIN_UI_PASSWORD) [default: none].
+    #[arg(long)]
+    pub admin_ui_username: Option<String>,
+    /// Take no commands from the UI [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub admin_ui_readonly: Option<bool>,
+    /// Where the UI's files are [default: those `npm ci --prefix web` installs].
+    #[arg(long)]
+    pub admin_ui_dir: Option<PathBuf>,
 }

@@ -27,6 +27,9 @@ use crate::socketio::{Parser, RecoveryConfig, SocketIoConfig};
 /// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
 pub const DEFAULT_CLIENT_BUNDLE: &str = "web/node_modules/socket.io-client/dist/socket.io.min.js";
 
+/// Where `npm ci` in `web/` puts the Admin UI's files, relative to the repository root.
+pub const DEFAULT_ADMIN_UI: &str = "web/node_modules/@socket.io/admin-ui/ui/dist";
+
 /// The prefix of the environment variables read as settings.
 pub const ENV_PREFIX: &str = "NONSTICK_";
 
@@ -180,6 +183,18 @@ pub struct Settings {
     pub admin_token: String,
     /// The Socket.IO browser client served to the demo page.
     pub client_bundle: PathBuf,
+    /// Speak the Socket.IO Admin UI's protocol, and serve the UI at `/admin-ui/`.
+    pub admin_ui: bool,
+    /// The admin namespace the UI connects to (Node's is `/admin`, which the demo app uses).
+    pub admin_ui_namespace: String,
+    /// The username the UI must give (none: any UI gets in).
+    pub admin_ui_username: Option<String>,
+    /// The password the UI must give, with `admin_ui_username`.
+    pub admin_ui_password: Option<String>,
+    /// Show, but take no commands from the UI.
+    pub admin_ui_readonly: bool,
+    /// Where the UI's files are (`ui/dist` of the `@socket.io/admin-ui` npm package).
+    pub admin_ui_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -248,6 +263,12 @@ impl Default for Settings {
             app: "demo".to_owned(),
             admin_token: "secret".to_owned(),
             client_bundle: PathBuf::from(DEFAULT_CLIENT_BUNDLE),
+            admin_ui: false,
+            admin_ui_namespace: "/admin-ui".to_owned(),
+            admin_ui_username: None,
+            admin_ui_password: None,
+            admin_ui_readonly: false,
+            admin_ui_dir: PathBuf::from(DEFAULT_ADMIN_UI),
         }
     }
 }
@@ -352,7 +373,11 @@ impl Settings {
         let mut table = BTreeMap::new();
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
             for (key, value) in map {
-                if key != "secret" && key != "previous_secret" && !value.is_null() {
+                let secret = matches!(
+                    key.as_str(),
+                    "secret" | "previous_secret" | "admin_ui_password"
+                );
+                if !secret && !value.is_null() {
                     table.insert(key, value);
                 }
             }

@@ -11,6 +11,7 @@ use rand::RngCore;
 use tokio::task::AbortHandle;
 
 use super::ack::Ack;
+use super::activity::Activity;
 use super::args::Event;
 use super::broadcast::BroadcastOperator;
 use super::config::{Parser, SocketIoConfig};
@@ -241,6 +242,7 @@ impl Client {
             return;
         }
         drop(joining);
+        self.io.inner.notify(Activity::Connected(&socket));
         self.run_handlers(&ns, &socket);
         // Only now may the session move: the socket it would take along is complete.
         lock(&self.state).connecting.remove(&nsp);
@@ -366,6 +368,7 @@ impl Client {
             return;
         }
         drop(joining);
+        self.io.inner.notify(Activity::Connected(&socket));
         self.run_handlers(&ns, &socket);
     }
 

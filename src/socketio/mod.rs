@@ -20,6 +20,8 @@
 //! ```
 
 mod ack;
+mod activity;
+pub mod admin_ui;
 mod args;
 mod broadcast;
 mod client;
@@ -37,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
+pub use activity::{Activity, ActivityObserver};
 pub use args::{Args, Event};
 pub use broadcast::BroadcastOperator;
 pub use config::{Parser, RecoveryConfig, SocketIoConfig};
@@ -82,6 +85,18 @@ pub(crate) struct ServerInner {
     adapter: RwLock<Option<Arc<dyn Adapter>>>,
     /// What the per-connection and per-socket limits refused.
     pub(crate) limited: Limited,
+    /// Told of every change to the sockets ([`SocketIo::on_activity`]).
+    observers: RwLock<Vec<ActivityObserver>>,
+}
+
+impl ServerInner {
+    /// Tell the observers of `activity`.
+    pub(crate) fn notify(&self, activity: Activity<'_>) {
+        let observers = read(&self.observers).clone();
+        for observer in observers {
+            observer(activity);
+        }
+    }
 }
 
 /// What the limits of a server refused (see [`SocketIoConfig::max_namespaces`] and
@@ -112,6 +127,7 @@ impl SocketIo {
                 allow_request: RwLock::new(None),
                 adapter: RwLock::new(None),
                 limited: Limited::default(),
+                observers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -119,6 +135,12 @@ impl SocketIo {
     /// The server's settings.
     pub fn config(&self) -> &SocketIoConfig {
         &self.inner.config
+    }
+
+    /// Have `observer` told of every socket that joins or leaves a namespace, and of every
+    /// room a socket joins or leaves, on this node.
+    pub fn on_activity(&self, observer: impl Fn(Activity<'_>) + Send + Sync + 'static) {
+        write(&self.inner.observers).push(Arc::new(observer));
     }
 
     /// How often this server's limits refused something.

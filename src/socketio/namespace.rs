@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::ack::BroadcastAckFuture;
+use super::activity::Activity;
 use super::args::{Args, Event};
 use super::broadcast::BroadcastOperator;
 use super::broadcast::check_event_name;
@@ -279,6 +280,14 @@ impl NamespaceInner {
                 .or_default()
                 .insert(id.to_owned());
         }
+        drop(m);
+        for room in &added {
+            self.notify(Activity::Joined {
+                nsp: &self.name,
+                room,
+                id,
+            });
+        }
         added
     }
 
@@ -289,7 +298,22 @@ impl NamespaceInner {
         if removed {
             leave_index(&mut m.rooms, room, id);
         }
+        drop(m);
+        if removed {
+            self.notify(Activity::Left {
+                nsp: &self.name,
+                room,
+                id,
+            });
+        }
         removed
+    }
+
+    /// Tell the server's activity observers of `activity`.
+    pub(crate) fn notify(&self, activity: Activity<'_>) {
+        if let Some(server) = self.server.upgrade() {
+            server.notify(activity);
+        }
     }
 
     pub(crate) fn rooms_of(&self, id: &str) -> BTreeSet<String> {

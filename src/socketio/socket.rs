@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use tokio::sync::oneshot;
 
 use super::ack::{AckFuture, AckResult};
+use super::activity::Activity;
 use super::args::{Args, Event};
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
@@ -491,6 +492,11 @@ impl Socket {
             return;
         }
         let rooms = self.inner.ns.remove(self.id());
+        self.inner.ns.notify(Activity::Disconnected {
+            nsp: self.ns(),
+            id: self.id(),
+            reason: reason.as_str(),
+        });
         let saved = reason.is_recoverable() && self.inner.pid.is_some();
         self.report(|session, nsp| SocketChange::Left {
             session,

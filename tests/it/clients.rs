@@ -103,9 +103,9 @@ pub async fn run_js_with_env(url: &str, script: &str, args: &[&str], env: &[(&st
 }
 
 /// Three cluster nodes behind the embedded balancer choosing a node per request.
-async fn balanced_cluster(config: Config) -> (TestCluster, RunningBalancer) {
+async fn balanced_cluster(app: BuiltIn, config: Config) -> (TestCluster, RunningBalancer) {
     let cluster =
-        TestCluster::start_with(3, &[], |_| (App::built_in(AppKind::Demo), config.clone())).await;
+        TestCluster::start_with(3, &[], |_| (App::built_in_as(app.clone()), config.clone())).await;
     let balancer = round_robin(cluster.nodes.iter().map(|n| n.addr()).collect()).await;
     (cluster, balancer)
 }
@@ -115,9 +115,13 @@ async fn cluster_js_battery(script: &str, args: &[&str]) {
 }
 
 async fn cluster_js_battery_with(config: Config, script: &str, args: &[&str]) {
+    cluster_js_battery_of(BuiltIn::new(AppKind::Demo), config, script, args).await;
+}
+
+async fn cluster_js_battery_of(app: BuiltIn, config: Config, script: &str, args: &[&str]) {
     require(&repo().join("tests/clients/node_modules"));
     require(&repo().join("web/node_modules"));
-    let (cluster, balancer) = balanced_cluster(config).await;
+    let (cluster, balancer) = balanced_cluster(app, config).await;
     run_js(&format!("http://{}", balancer.addr()), script, args).await;
     balancer.shutdown().await.expect("balancer shutdown");
     // The point of the cluster: behind a balancer with no affinity, no request of any client
@@ -231,6 +235,19 @@ async fn cluster_page_in_chromium_through_a_round_robin_cluster() {
     cluster_js_battery("cluster-page.mjs", &args).await;
 }
 
+/// The official Socket.IO Admin UI, served by the demo, shows the servers, sockets and rooms of
+/// all three nodes through round robin.
+#[tokio::test]
+async fn admin_ui_in_chromium_shows_every_node_through_a_round_robin_cluster() {
+    let settings = nonstick::config::Settings {
+        admin_ui: true,
+        ..BuiltIn::base_settings()
+    };
+    let app = BuiltIn::from_settings(&settings).expect("settings");
+    let args = ["--nodes", "3"];
+    cluster_js_battery_of(app, BuiltIn::base_config(), "admin-ui.mjs", &args).await;
+}
+
 #[tokio::test]
 async fn chat_page_over_polling_through_a_round_robin_cluster() {
     cluster_js_battery("chat-page.mjs", &["--transports", "polling"]).await;
@@ -240,7 +257,8 @@ async fn chat_page_over_polling_through_a_round_robin_cluster() {
 async fn python_socketio_over_polling_through_a_round_robin_cluster() {
     let python = python_bin();
     require(&python);
-    let (cluster, balancer) = balanced_cluster(BuiltIn::base_config()).await;
+    let demo = BuiltIn::new(AppKind::Demo);
+    let (cluster, balancer) = balanced_cluster(demo, BuiltIn::base_config()).await;
     let args = [
         "tests/clients/python/sio_client.py",
         "--transport",

@@ -33,7 +33,11 @@ pub struct App {
 impl App {
     /// A built-in application, mounted as the binary mounts it.
     pub fn built_in(kind: AppKind) -> App {
-        let app = BuiltIn::new(kind);
+        App::built_in_as(BuiltIn::new(kind))
+    }
+
+    /// A built-in application with these settings of its own.
+    pub fn built_in_as(app: BuiltIn) -> App {
         let routes = app.clone();
         App {
             mount: Box::new(move |builder| {
