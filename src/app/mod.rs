@@ -184,8 +184,8 @@ impl BuiltIn {
             };
             let observer = node.observer();
             let clients = Arc::new(move || {
-                let status = observer.status();
-                (status.polling + status.websocket, status.polling)
+                let (polling, websocket) = observer.transport_counts();
+                (polling + websocket, polling)
             });
             let instrument = Arc::new(admin_ui::instrument(&io, config, clients));
             routes = routes

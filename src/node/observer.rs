@@ -32,19 +32,23 @@ pub struct NodeStatus {
 }
 
 impl Observer {
+    /// The live sessions held here: `(polling, websocket)`, over every mount.
+    pub fn transport_counts(&self) -> (usize, usize) {
+        self.gateway
+            .mounts()
+            .iter()
+            .map(|(_, engine)| engine.transport_counts())
+            .fold((0, 0), |(p, w), (dp, dw)| (p + dp, w + dw))
+    }
+
     /// The node's status now.
     pub fn status(&self) -> NodeStatus {
-        let (mut polling, mut websocket) = (0, 0);
-        for (_, engine) in self.gateway.mounts() {
-            let (p, w) = engine.transport_counts();
-            polling += p;
-            websocket += w;
-        }
+        let (polling, websocket) = self.transport_counts();
         let (leader, members, sessions_owned) = match &self.registry {
             Some(registry) => (
                 registry.leader(),
                 registry.membership(),
-                registry.sessions_owned_by(registry.node_id()).len(),
+                registry.sessions_owned_count(registry.node_id()),
             ),
             None => (None, Vec::new(), polling + websocket),
         };

@@ -433,6 +433,11 @@ impl Registry {
         self.inner.state.owned_by(node)
     }
 
+    /// How many sessions the registry records `node` as the owner of (no copy of their sids).
+    pub fn sessions_owned_count(&self, node: NodeId) -> usize {
+        self.inner.state.owned_count(node)
+    }
+
     /// The record of `sid` as of now, cluster-wide: confirms with the leader (a heartbeat round
     /// to a majority) which log position is the latest, waits until this node has applied it,
     /// then reads locally.

@@ -81,6 +81,11 @@ impl Sessions {
             .unwrap_or_default()
     }
 
+    /// How many sessions `node` owns.
+    pub(crate) fn owned_count(&self, node: NodeId) -> usize {
+        self.by_owner.get(&node).map_or(0, BTreeSet::len)
+    }
+
     /// Every node that owns a recorded session.
     pub(crate) fn owners(&self) -> Vec<NodeId> {
         self.by_owner.keys().copied().collect()

@@ -501,6 +501,11 @@ impl StateView {
         read(&self.data).sessions.owned_by(node)
     }
 
+    /// How many sessions `node` owns.
+    pub(crate) fn owned_count(&self, node: NodeId) -> usize {
+        read(&self.data).sessions.owned_count(node)
+    }
+
     /// How many sessions are recorded.
     pub(crate) fn len(&self) -> usize {
         read(&self.data).sessions.len()
