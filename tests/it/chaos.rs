@@ -422,17 +422,26 @@ async fn a_node_cut_off_from_the_majority_stops_serving_and_rejoins_without_a_se
         .await,
         "node {victim} does not serve again"
     );
-    // Every polling session the node holds is its own in the registry: none taken over stayed.
+    // No polling session the node holds is another node's in the registry: none taken over
+    // stayed. One may be seen mid-move (a websocket upgrade that landed elsewhere): that one is
+    // gone a moment later. One opened here a moment ago has no owner yet (its record is written
+    // behind the handshake): it is this node's.
     let registry = cut.node().registry().expect("cluster node");
     let engine = cut.node().engine("/socket.io/").expect("mount");
-    for sid in engine.sids(nonstick::engine::Transport::Polling) {
-        assert_eq!(
-            registry.owner(&sid),
-            Some(3),
-            "{sid} is served by two nodes"
-        );
-    }
+    let foreign = || {
+        engine
+            .sids(nonstick::engine::Transport::Polling)
+            .into_iter()
+            .filter(|sid| registry.owner(sid).is_some_and(|owner| owner != victim))
+            .collect::<Vec<_>>()
+    };
+    let seen = foreign();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let stayed: Vec<String> = foreign()
+        .into_iter()
+        .filter(|sid| seen.contains(sid))
+        .collect();
+    assert!(stayed.is_empty(), "served by two nodes: {stayed:?}");
     let report = chaos_report(script).await;
     // The replies the node had queued for its polling clients when it let go are lost with it.
     assert_unhurt(&report, load.polling, 1);
