@@ -5,11 +5,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::engine::HandshakeInfo;
+use crate::engine::{HandshakeInfo, Transport};
 use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
 use crate::rpc::pb::adapter as pb;
-use crate::socketio::{AckError, AckResponse, Handshake, Replayed, Selection, SocketDetails};
+use crate::socketio::{
+    AckError, AckResponse, CLIENT_ID_CHARS, Handshake, Replayed, Selection, SocketDetails,
+};
 
 pub(crate) fn values_to_pb(args: Vec<Value>) -> pb::Values {
     let Encoded { text, attachments } = sio::encode(&Packet::ack("/", 0, args));
@@ -120,6 +122,8 @@ pub(crate) fn details_to_pb(details: SocketDetails) -> pb::SocketDetails {
             .map(|a| a.to_string())
             .unwrap_or_default(),
         joined_ms: time.duration_since(UNIX_EPOCH).map_or(0, millis),
+        client: details.client,
+        websocket: details.transport == Transport::Websocket,
     }
 }
 
@@ -136,6 +140,11 @@ pub(crate) fn details_from_pb(details: pb::SocketDetails) -> SocketDetails {
                 remote_addr: details.remote_addr.parse().ok(),
             },
             time: UNIX_EPOCH + Duration::from_millis(details.joined_ms),
+        },
+        client: details.client.chars().take(CLIENT_ID_CHARS).collect(),
+        transport: match details.websocket {
+            true => Transport::Websocket,
+            false => Transport::Polling,
         },
     }
 }

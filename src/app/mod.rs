@@ -18,7 +18,7 @@ use axum::{Extension, Router};
 use crate::config::{Config, Settings};
 use crate::engine::EngineConfig;
 use crate::node::{Mount, Node, SOCKETIO_PATH};
-use crate::socketio::admin_ui::{self, AdminUiConfig};
+use crate::socketio::admin_ui::{self, AdminUiConfig, EngineCounts};
 use crate::socketio::{SocketIo, SocketIoConfig};
 
 pub use crate::config::settings::DEFAULT_CLIENT_BUNDLE;
@@ -114,6 +114,7 @@ impl BuiltIn {
                     .clone()
                     .zip(settings.admin_ui_password.clone()),
                 readonly: settings.admin_ui_readonly,
+                mode: settings.admin_ui_mode,
             };
             (config, settings.admin_ui_dir.clone())
         });
@@ -182,11 +183,9 @@ impl BuiltIn {
                 server_id: node.config().node_id.clone(),
                 ..config.clone()
             };
-            let observer = node.observer();
-            let clients = Arc::new(move || {
-                let (polling, websocket) = observer.transport_counts();
-                (polling + websocket, polling)
-            });
+            let engine = node.engine(&node.config().path);
+            let clients =
+                Arc::new(move || engine.as_ref().map(EngineCounts::of).unwrap_or_default());
             let instrument = Arc::new(admin_ui::instrument(&io, config, clients));
             routes = routes
                 .merge(admin_page::routes(dir))

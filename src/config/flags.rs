@@ -14,6 +14,7 @@ use super::SameSite;
 use super::settings::Transport;
 use crate::logs::LogFormat;
 use crate::socketio::Parser;
+use crate::socketio::admin_ui::AdminUiMode;
 
 /// The flags that were given, as settings: every field of `flags` that is not `None`.
 pub fn given(flags: &impl Serialize) -> Map<String, Value> {
@@ -223,6 +224,10 @@ pub struct AppFlags {
     /// Take no commands from the UI [default: false].
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub admin_ui_readonly: Option<bool>,
+    /// development: every socket, room change and event; production: counts only
+    /// [default: development].
+    #[arg(long)]
+    pub admin_ui_mode: Option<AdminUiMode>,
     /// Where the UI's files are [default: those `npm ci --prefix web` installs].
     #[arg(long)]
     pub admin_ui_dir: Option<PathBuf>,

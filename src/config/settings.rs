@@ -22,6 +22,7 @@ use super::{Config, Cookie, Https, SameSite};
 use crate::engine::EngineConfig;
 use crate::logs::LogFormat;
 use crate::rpc::Secret;
+use crate::socketio::admin_ui::AdminUiMode;
 use crate::socketio::{Parser, RecoveryConfig, SocketIoConfig};
 
 /// Where `npm ci` in `web/` puts the browser client, relative to the repository root.
@@ -193,6 +194,9 @@ pub struct Settings {
     pub admin_ui_password: Option<String>,
     /// Show, but take no commands from the UI.
     pub admin_ui_readonly: bool,
+    /// `development`: the UI is told of every socket, room change and event; `production`:
+    /// only of each node's counts (the reference's `mode`).
+    pub admin_ui_mode: AdminUiMode,
     /// Where the UI's files are (`ui/dist` of the `@socket.io/admin-ui` npm package).
     pub admin_ui_dir: PathBuf,
 }
@@ -268,6 +272,7 @@ impl Default for Settings {
             admin_ui_username: None,
             admin_ui_password: None,
             admin_ui_readonly: false,
+            admin_ui_mode: AdminUiMode::Development,
             admin_ui_dir: PathBuf::from(DEFAULT_ADMIN_UI),
         }
     }

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     closed: [AtomicU64; REASONS.len()],
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     unknown_sid: AtomicU64,
 }
 
@@ -41,12 +43,14 @@ impl Counters {
         self.unknown_sid.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn received(&self) {
+    pub(crate) fn received(&self, bytes: usize) {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn sent(&self, n: usize) {
+    pub(crate) fn sent(&self, n: usize, bytes: usize) {
         self.messages_out.fetch_add(n as u64, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, sessions: usize) -> EngineMetrics {
@@ -60,6 +64,8 @@ impl Counters {
                 .collect(),
             messages_received: self.messages_in.load(Ordering::Relaxed),
             messages_sent: self.messages_out.load(Ordering::Relaxed),
+            bytes_received: self.bytes_in.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_out.load(Ordering::Relaxed),
             unknown_sid: self.unknown_sid.load(Ordering::Relaxed),
         }
     }
@@ -78,6 +84,10 @@ pub struct EngineMetrics {
     pub messages_received: u64,
     /// Messages queued by the application.
     pub messages_sent: u64,
+    /// Bytes of the messages received (text as UTF-8, binary as is).
+    pub bytes_received: u64,
+    /// Bytes of the messages queued.
+    pub bytes_sent: u64,
     /// Requests answered "Session ID unknown" (code 1). In a cluster each such answer is
     /// counted once, by the engine that gave it.
     pub unknown_sid: u64,

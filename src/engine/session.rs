@@ -252,7 +252,7 @@ impl Session {
         st.queued_messages += msgs.len();
         st.queued_bytes += bytes;
         if let Some(shared) = self.shared.upgrade() {
-            shared.counters.sent(msgs.len());
+            shared.counters.sent(msgs.len(), bytes);
         }
         st.queue.extend(msgs.into_iter().map(|m| match m {
             Message::Text(s) => Packet::Text(s),
@@ -813,7 +813,11 @@ impl Session {
 
     fn deliver(&self, msg: Message) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.counters.received();
+            let bytes = match &msg {
+                Message::Text(text) => text.len(),
+                Message::Binary(bytes) => bytes.len(),
+            };
+            shared.counters.received(bytes);
         }
         if let Some(handler) = self.handler() {
             handler.on_message(msg);

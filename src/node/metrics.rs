@@ -231,6 +231,16 @@ impl Sources {
             per_path(|m| m.messages_sent),
         )?;
         page.counters(
+            "nonstick_message_bytes_received",
+            "Bytes of the Engine.IO messages handed to the application.",
+            per_path(|m| m.bytes_received),
+        )?;
+        page.counters(
+            "nonstick_message_bytes_sent",
+            "Bytes of the Engine.IO messages queued by the application.",
+            per_path(|m| m.bytes_sent),
+        )?;
+        page.counters(
             "nonstick_unknown_sid",
             "Requests answered \"Session ID unknown\" by this node's engine.",
             per_path(|m| m.unknown_sid),

@@ -5,10 +5,13 @@
 //! socket on whichever node it lives (the adapter carries it), and the UI's listing of sockets
 //! is a cluster-wide `fetch_sockets`.
 //!
-//! Sent to the UI: `config` and `all_sockets` when it connects; `server_stats` every two
-//! seconds from each node; `socket_connected`, `socket_disconnected`, `room_joined` and
-//! `room_left` as they happen. Taken from it (unless read-only): `join`, `leave` and
-//! `_disconnect`, applied cluster-wide.
+//! Sent to the UI: `config` when it connects; `server_stats` every two seconds from each node,
+//! with what its Engine.IO connections did meanwhile (`aggregatedEvents`). In development mode
+//! also `all_sockets` when it connects, and `socket_connected`, `socket_updated`,
+//! `socket_disconnected`, `room_joined`, `room_left`, `event_received` and `event_sent` as they
+//! happen (each is a broadcast across the cluster: the mode for watching, not for heavy load).
+//! Taken from it (unless read-only): `emit`, `join`, `leave` and `_disconnect`, applied
+//! cluster-wide.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +23,8 @@ use tokio::task::JoinHandle;
 use super::activity::Activity;
 use super::remote::RemoteSocket;
 use super::{ConnectError, Event, Handshake, Socket, SocketIo, Value};
-use crate::engine::Transport;
+use crate::engine::{CloseReason, Engine, Transport};
+use crate::protocol::sio;
 
 /// How often each node sends its `server_stats`, as the reference instrument does.
 const STATS_EVERY: Duration = Duration::from_secs(2);
@@ -38,13 +42,74 @@ pub struct AdminUiConfig {
     pub server_id: String,
     /// The username and password the UI must give, or `None` to let any UI in.
     pub auth: Option<(String, String)>,
-    /// Show, but take no commands (no join, leave or disconnect).
+    /// Show, but take no commands (no emit, join, leave or disconnect).
     pub readonly: bool,
+    /// How much the UI is told.
+    pub mode: AdminUiMode,
 }
 
-/// What a node counts of its Engine.IO connections, for `server_stats`: all of them, and those
-/// on polling.
-pub type ClientCounts = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+/// How much the UI is told (the reference's `mode` option).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminUiMode {
+    /// Every socket, room change and event, as it happens, and each node's counts.
+    #[default]
+    Development,
+    /// Each node's counts only.
+    Production,
+}
+
+/// What a node counts of the Engine.IO connections of the instrumented server, for
+/// `server_stats`: those open now, and totals since it started (the UI is sent what changed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineCounts {
+    /// Connections open now.
+    pub clients: usize,
+    /// Of those, the ones on long-polling.
+    pub polling: usize,
+    /// Connections opened.
+    pub opened: u64,
+    /// Connections closed, by reason (`transport_close`, …); sessions that moved to another
+    /// node are not counted (they live on).
+    pub closed: Vec<(&'static str, u64)>,
+    /// Messages received and sent.
+    pub packets: (u64, u64),
+    /// Bytes received and sent.
+    pub bytes: (u64, u64),
+}
+
+impl EngineCounts {
+    /// The counts of `engine` now.
+    pub fn of(engine: &Engine) -> EngineCounts {
+        let (polling, websocket) = engine.transport_counts();
+        let metrics = engine.metrics();
+        EngineCounts {
+            clients: polling + websocket,
+            polling,
+            opened: metrics.opened,
+            closed: metrics
+                .closed
+                .into_iter()
+                .filter(|(reason, _)| *reason != CloseReason::Moved.as_str())
+                .collect(),
+            packets: (metrics.messages_received, metrics.messages_sent),
+            bytes: (metrics.bytes_received, metrics.bytes_sent),
+        }
+    }
+}
+
+/// How the instrument reads a node's [`EngineCounts`].
+pub type ClientCounts = Arc<dyn Fn() -> EngineCounts + Send + Sync>;
 
 /// The instrument of one server; stops telling the UI when dropped.
 pub struct AdminUi {
@@ -88,26 +153,32 @@ pub fn instrument(io: &SocketIo, config: AdminUiConfig, clients: ClientCounts) -
         async move { welcome(&io, &config, &socket).await }
     });
 
-    let (changes, queued) = mpsc::channel(QUEUE);
-    let watched = config.namespace.clone();
-    io.on_activity(move |activity| {
-        if let Some(change) = describe(activity, &watched) {
-            let _ = changes.try_send(change);
-        }
-    });
-    AdminUi {
-        tasks: vec![
-            tokio::spawn(tell(io.clone(), config.clone(), queued)),
-            tokio::spawn(stats(io.clone(), config, clients)),
-        ],
+    let mut tasks = vec![tokio::spawn(stats(io.clone(), config.clone(), clients))];
+    if config.mode == AdminUiMode::Development {
+        let (changes, queued) = mpsc::channel(QUEUE);
+        let watched = config.namespace.clone();
+        io.on_activity(move |activity| {
+            for change in describe(activity, &watched) {
+                if changes.try_send(change).is_err() {
+                    break;
+                }
+            }
+        });
+        tasks.push(tokio::spawn(tell(io.clone(), config, queued)));
     }
+    AdminUi { tasks }
 }
 
 /// The UI just connected to this node: what it may do, and every socket of the cluster.
 async fn welcome(io: &SocketIo, config: &AdminUiConfig, socket: &Socket) {
-    let mut features = vec!["AGGREGATED_EVENTS", "ALL_EVENTS"];
+    let mut features = vec!["AGGREGATED_EVENTS"];
+    let development = config.mode == AdminUiMode::Development;
+    if development {
+        features.push("ALL_EVENTS");
+    }
     if !config.readonly {
         features.extend([
+            "EMIT",
             "DISCONNECT",
             "JOIN",
             "LEAVE",
@@ -118,6 +189,9 @@ async fn welcome(io: &SocketIo, config: &AdminUiConfig, socket: &Socket) {
         commands(io, socket);
     }
     let _ = socket.emit("config", json!({ "supportedFeatures": features }));
+    if !development {
+        return;
+    }
     let mut all = Vec::new();
     for nsp in io.namespaces() {
         if nsp == config.namespace {
@@ -135,9 +209,21 @@ async fn welcome(io: &SocketIo, config: &AdminUiConfig, socket: &Socket) {
     let _ = socket.emit("all_sockets", Value::from(serde_json::Value::Array(all)));
 }
 
-/// The UI's commands, applied to every node's sockets: `join`, `leave` (`nsp, room, filter?`)
-/// and `_disconnect` (`nsp, close, filter?`), the filter a room or a socket id.
+/// The UI's commands, applied to every node's sockets: `emit` (`nsp, filter, event, args…`),
+/// `join`, `leave` (`nsp, room, filter?`) and `_disconnect` (`nsp, close, filter?`), the
+/// filter a room or a socket id.
 fn commands(io: &SocketIo, socket: &Socket) {
+    let server = io.clone();
+    socket.on("emit", move |_, event: Event| {
+        let io = server.clone();
+        async move {
+            if let [nsp, filter, name, args @ ..] = &event.args[..]
+                && let (Some(nsp), Some(name)) = (nsp.as_str(), name.as_str())
+            {
+                let _ = selected(&io, nsp, Some(filter)).emit(name, args.to_vec());
+            }
+        }
+    });
     let server = io.clone();
     socket.on("join", move |_, event: Event| {
         let io = server.clone();
@@ -184,33 +270,79 @@ fn selected(io: &SocketIo, nsp: &str, filter: Option<&Value>) -> super::Broadcas
 }
 
 /// A change to tell the UI: the event and its arguments.
-type Change = (&'static str, Vec<serde_json::Value>);
+type Change = (&'static str, Vec<Value>);
 
-fn describe(activity: Activity<'_>, admin: &str) -> Option<Change> {
+/// What the UI is told of `activity` (nothing of the admin namespace's own).
+fn describe(activity: Activity<'_>, admin: &str) -> Vec<Change> {
     let now = || json!(iso_now());
-    Some(match activity {
+    let change = |event, args: Vec<serde_json::Value>| {
+        vec![(event, args.into_iter().map(Value::from).collect())]
+    };
+    match activity {
         Activity::Connected(socket) if socket.ns() != admin => {
-            ("socket_connected", vec![serialize(socket), now()])
+            change("socket_connected", vec![serialize(socket), now()])
         }
-        Activity::Disconnected { nsp, id, reason } if nsp != admin => (
+        Activity::Updated(socket) if socket.ns() != admin => {
+            let update = json!({
+                "id": socket.id(),
+                "nsp": socket.ns(),
+                "transport": socket.transport().as_str(),
+                "data": socket.data().to_json().unwrap_or(serde_json::Value::Null),
+            });
+            change("socket_updated", vec![update])
+        }
+        // The event's arguments as they are: binary ones stay binary.
+        Activity::Received(socket, event) if socket.ns() != admin => {
+            let mut args = vec![Value::from(event.name.as_str())];
+            args.extend(event.args.iter().cloned());
+            let said = vec![
+                socket.ns().into(),
+                socket.id().into(),
+                args.into(),
+                iso_now().into(),
+            ];
+            vec![("event_received", said)]
+        }
+        Activity::Sent { nsp, ids, packet } if nsp != admin => {
+            let Ok(packet) = sio::decode(packet) else {
+                return Vec::new();
+            };
+            let Some(name) = packet.event_name() else {
+                return Vec::new();
+            };
+            let mut args = vec![Value::from(name)];
+            args.extend(packet.args().iter().cloned());
+            let args = Value::from(args);
+            ids.iter()
+                .map(|id| {
+                    let said = vec![
+                        nsp.into(),
+                        id.as_str().into(),
+                        args.clone(),
+                        iso_now().into(),
+                    ];
+                    ("event_sent", said)
+                })
+                .collect()
+        }
+        Activity::Disconnected { nsp, id, reason } if nsp != admin => change(
             "socket_disconnected",
             vec![json!(nsp), json!(id), json!(reason), now()],
         ),
-        Activity::Joined { nsp, room, id } if nsp != admin => (
+        Activity::Joined { nsp, room, id } if nsp != admin => change(
             "room_joined",
             vec![json!(nsp), json!(room), json!(id), now()],
         ),
         Activity::Left { nsp, room, id } if nsp != admin => {
-            ("room_left", vec![json!(nsp), json!(room), json!(id), now()])
+            change("room_left", vec![json!(nsp), json!(room), json!(id), now()])
         }
-        _ => return None,
-    })
+        _ => Vec::new(),
+    }
 }
 
 /// Tells every UI, on any node, of this node's changes, in the order they happened.
 async fn tell(io: SocketIo, config: Arc<AdminUiConfig>, mut changes: mpsc::Receiver<Change>) {
     while let Some((event, args)) = changes.recv().await {
-        let args: Vec<Value> = args.into_iter().map(Value::from).collect();
         let _ = io.of(&config.namespace).broadcast().emit(event, args);
     }
 }
@@ -222,9 +354,11 @@ async fn stats(io: SocketIo, config: Arc<AdminUiConfig>, clients: ClientCounts) 
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
     let mut ticks = tokio::time::interval(STATS_EVERY);
+    let mut before = clients();
     loop {
         ticks.tick().await;
-        let (all, polling) = clients();
+        let now = clients();
+        let aggregated = aggregated(&before, &now, millis(SystemTime::now()));
         let namespaces: Vec<_> = io
             .namespaces()
             .into_iter()
@@ -238,31 +372,71 @@ async fn stats(io: SocketIo, config: Arc<AdminUiConfig>, clients: ClientCounts) 
             "hostname": hostname,
             "pid": std::process::id(),
             "uptime": started.elapsed().as_secs_f64(),
-            "clientsCount": all,
-            "pollingClientsCount": polling,
-            "aggregatedEvents": [],
+            "clientsCount": now.clients,
+            "pollingClientsCount": now.polling,
+            "aggregatedEvents": aggregated,
             "namespaces": namespaces,
         });
-        // Volatile: the next one replaces a lost one, and none is kept for recovery.
+        // Not volatile: that would drop it for a UI on long-polling between two polls, and
+        // the counts in it are told once.
         let _ = io
             .of(&config.namespace)
             .broadcast()
-            .volatile()
             .emit("server_stats", Value::from(stats));
+        before = now;
     }
+}
+
+/// The UI's `aggregatedEvents` for what changed from `before` to `now`, all stamped with the
+/// second of `at_ms`: connections, disconnections by reason, packets and bytes each way.
+fn aggregated(before: &EngineCounts, now: &EngineCounts, at_ms: u64) -> Vec<serde_json::Value> {
+    let timestamp = at_ms - at_ms % 1000;
+    let entry = |kind: &str, sub: Option<String>, count: u64| {
+        (count > 0).then(|| {
+            let mut entry = json!({ "timestamp": timestamp, "type": kind, "count": count });
+            if let Some(sub) = sub {
+                entry["subType"] = json!(sub);
+            }
+            entry
+        })
+    };
+    let closed = now.closed.iter().map(|(reason, n)| {
+        let earlier = before.closed.iter().find(|(r, _)| r == reason);
+        let count = n.saturating_sub(earlier.map_or(0, |(_, n)| *n));
+        // The reference's reasons are Engine.IO's own words: "transport close", …
+        entry("rawDisconnection", Some(reason.replace('_', " ")), count)
+    });
+    [
+        entry(
+            "rawConnection",
+            None,
+            now.opened.saturating_sub(before.opened),
+        ),
+        entry(
+            "packetsIn",
+            None,
+            now.packets.0.saturating_sub(before.packets.0),
+        ),
+        entry(
+            "packetsOut",
+            None,
+            now.packets.1.saturating_sub(before.packets.1),
+        ),
+        entry("bytesIn", None, now.bytes.0.saturating_sub(before.bytes.0)),
+        entry("bytesOut", None, now.bytes.1.saturating_sub(before.bytes.1)),
+    ]
+    .into_iter()
+    .chain(closed)
+    .flatten()
+    .collect()
 }
 
 /// A socket held here, as the UI shows it.
 fn serialize(socket: &Socket) -> serde_json::Value {
-    let transport = match socket.transport() {
-        Transport::Polling => "polling",
-        Transport::Websocket => "websocket",
-    };
-    let client: String = socket.inner.conn.sid().chars().take(12).collect();
     shown(
         socket.id(),
-        &client,
-        transport,
+        &socket.client_id(),
+        socket.transport(),
         socket.ns(),
         &socket.data(),
         socket.rooms().iter(),
@@ -270,14 +444,12 @@ fn serialize(socket: &Socket) -> serde_json::Value {
     )
 }
 
-/// A socket of another node: its client and transport are not listed, so the socket stands
-/// for its own client, on the transport it most likely started on.
+/// A socket of another node, as the UI shows it.
 fn serialize_remote(socket: &RemoteSocket) -> serde_json::Value {
-    let client: String = socket.id().chars().take(12).collect();
     shown(
         socket.id(),
-        &client,
-        "polling",
+        socket.client(),
+        socket.transport(),
         socket.ns(),
         socket.data(),
         socket.rooms().iter(),
@@ -288,7 +460,7 @@ fn serialize_remote(socket: &RemoteSocket) -> serde_json::Value {
 fn shown<'a>(
     id: &str,
     client: &str,
-    transport: &str,
+    transport: Transport,
     nsp: &str,
     data: &Value,
     rooms: impl Iterator<Item = &'a String>,
@@ -315,7 +487,7 @@ fn shown<'a>(
     json!({
         "id": id,
         "clientId": client,
-        "transport": transport,
+        "transport": transport.as_str(),
         "nsp": nsp,
         "data": data.to_json().unwrap_or(serde_json::Value::Null),
         "rooms": rooms.collect::<Vec<_>>(),
@@ -367,6 +539,41 @@ fn iso(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregated_events_are_what_changed_in_the_second_they_were_counted() {
+        let before = EngineCounts {
+            opened: 3,
+            closed: vec![("transport_close", 1), ("ping_timeout", 0)],
+            packets: (10, 20),
+            bytes: (100, 200),
+            ..EngineCounts::default()
+        };
+        let now = EngineCounts {
+            opened: 5,
+            closed: vec![("transport_close", 1), ("ping_timeout", 2)],
+            packets: (11, 20),
+            bytes: (150, 200),
+            ..EngineCounts::default()
+        };
+        let events = aggregated(&before, &now, 1_700_000_000_456);
+        let at = 1_700_000_000_000_u64;
+        assert_eq!(
+            events,
+            vec![
+                json!({ "timestamp": at, "type": "rawConnection", "count": 2 }),
+                json!({ "timestamp": at, "type": "packetsIn", "count": 1 }),
+                json!({ "timestamp": at, "type": "bytesIn", "count": 50 }),
+                json!({
+                    "timestamp": at,
+                    "type": "rawDisconnection",
+                    "subType": "ping timeout",
+                    "count": 2
+                }),
+            ]
+        );
+        assert!(aggregated(&now, &now, 0).is_empty());
+    }
 
     #[test]
     fn times_read_as_a_js_date_writes_them() {

@@ -499,6 +499,17 @@ impl SessionHandler for Client {
         }
     }
 
+    /// The Admin UI shows the socket's transport: its observers hear of the upgrade.
+    fn on_upgrade(&self) {
+        if !self.io.inner.observed() {
+            return;
+        }
+        let sockets: Vec<Socket> = lock(&self.state).sockets.values().cloned().collect();
+        for socket in &sockets {
+            self.io.inner.notify(Activity::Updated(socket));
+        }
+    }
+
     fn on_message(&self, msg: Message) {
         let decoded = match (self.parser(), msg) {
             (Parser::Default, Message::Text(text)) => lock(&self.state)

@@ -35,7 +35,7 @@ mod remote;
 mod socket;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use ack::{Ack, AckFuture, AckResponse, BroadcastAckFuture};
@@ -46,8 +46,8 @@ pub use config::{Parser, RecoveryConfig, SocketIoConfig};
 pub use error::{AckError, ConnectError, DisconnectReason, EmitError};
 pub use namespace::Namespace;
 pub use remote::{
-    Adapter, AdoptedSocket, Recovered, RemoteAckRequest, RemoteAction, RemoteBroadcast,
-    RemoteSocket, Replayed, Selection, ServerEvent, SocketChange, SocketDetails,
+    Adapter, AdoptedSocket, CLIENT_ID_CHARS, Recovered, RemoteAckRequest, RemoteAction,
+    RemoteBroadcast, RemoteSocket, Replayed, Selection, ServerEvent, SocketChange, SocketDetails,
 };
 pub use socket::{Handshake, Socket};
 
@@ -87,11 +87,21 @@ pub(crate) struct ServerInner {
     pub(crate) limited: Limited,
     /// Told of every change to the sockets ([`SocketIo::on_activity`]).
     observers: RwLock<Vec<ActivityObserver>>,
+    /// Whether there are observers: looked at on every event, where the lock would cost.
+    observed: AtomicBool,
 }
 
 impl ServerInner {
+    /// Whether anything watches this server's activity.
+    pub(crate) fn observed(&self) -> bool {
+        self.observed.load(Ordering::Relaxed)
+    }
+
     /// Tell the observers of `activity`.
     pub(crate) fn notify(&self, activity: Activity<'_>) {
+        if !self.observed() {
+            return;
+        }
         let observers = read(&self.observers).clone();
         for observer in observers {
             observer(activity);
@@ -128,6 +138,7 @@ impl SocketIo {
                 adapter: RwLock::new(None),
                 limited: Limited::default(),
                 observers: RwLock::new(Vec::new()),
+                observed: AtomicBool::new(false),
             }),
         }
     }
@@ -137,10 +148,11 @@ impl SocketIo {
         &self.inner.config
     }
 
-    /// Have `observer` told of every socket that joins or leaves a namespace, and of every
-    /// room a socket joins or leaves, on this node.
+    /// Have `observer` told of every [`Activity`] of this node's sockets: joining and leaving
+    /// namespaces and rooms, updates, and the events they receive and are sent.
     pub fn on_activity(&self, observer: impl Fn(Activity<'_>) + Send + Sync + 'static) {
         write(&self.inner.observers).push(Arc::new(observer));
+        self.inner.observed.store(true, Ordering::Relaxed);
     }
 
     /// How often this server's limits refused something.

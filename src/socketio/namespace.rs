@@ -21,6 +21,7 @@ use super::recovery::RecoveryStore;
 use super::remote::{RemoteSocket, ServerEvent};
 use super::socket::Socket;
 use super::{ServerInner, lock, read, write};
+use crate::protocol::sio::Encoded;
 use crate::protocol::value::Value;
 
 /// A Socket.IO namespace (`/`, `/admin`, …), or a dynamic namespace group.
@@ -313,6 +314,24 @@ impl NamespaceInner {
     pub(crate) fn notify(&self, activity: Activity<'_>) {
         if let Some(server) = self.server.upgrade() {
             server.notify(activity);
+        }
+    }
+
+    /// Whether the server's activity is watched (see [`NamespaceInner::notify`]).
+    pub(crate) fn observed(&self) -> bool {
+        self.server
+            .upgrade()
+            .is_some_and(|server| server.observed())
+    }
+
+    /// Tell the server's activity observers that `packet` went to the sockets `ids`.
+    pub(crate) fn sent(&self, ids: &[String], packet: &Encoded) {
+        if !ids.is_empty() {
+            self.notify(Activity::Sent {
+                nsp: &self.name,
+                ids,
+                packet,
+            });
         }
     }
 

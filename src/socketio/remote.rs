@@ -16,6 +16,7 @@ use super::broadcast::BroadcastOperator;
 use super::error::{AckError, EmitError};
 use super::namespace::NamespaceInner;
 use super::socket::Handshake;
+use crate::engine::Transport;
 use crate::protocol::sio::Encoded;
 use crate::protocol::value::Value;
 
@@ -98,7 +99,15 @@ pub struct SocketDetails {
     pub data: Value,
     /// What its client presented when it joined.
     pub handshake: Handshake,
+    /// Its client: the first [`CLIENT_ID_CHARS`] characters of its Engine.IO session id (never
+    /// all of it, which would let whoever reads a listing poll as that client).
+    pub client: String,
+    /// Its client's transport when listed.
+    pub transport: Transport,
 }
+
+/// How much of a session id a listing shows (as much as the reference Admin UI shows).
+pub const CLIENT_ID_CHARS: usize = 12;
 
 /// The saved state of a disconnected socket, taken back from the cluster's record. What it
 /// missed is replayed from the log of the node its client came back to.
@@ -300,6 +309,16 @@ impl RemoteSocket {
     /// What its client presented when it joined.
     pub fn handshake(&self) -> &Handshake {
         &self.details.handshake
+    }
+
+    /// Its client, as [`SocketDetails::client`].
+    pub fn client(&self) -> &str {
+        &self.details.client
+    }
+
+    /// Its client's transport when it was listed.
+    pub fn transport(&self) -> Transport {
+        self.details.transport
     }
 
     /// Emit `event` to this socket.

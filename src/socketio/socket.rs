@@ -19,7 +19,7 @@ use super::handler::{DisconnectHandler, EventHandler, run_inline};
 use super::moving::MovedSocket;
 use super::namespace::{Namespace, NamespaceInner, with_recovery};
 use super::recovery::{Logged, Position, SavedSession, with_offset};
-use super::remote::{SocketChange, SocketDetails};
+use super::remote::{CLIENT_ID_CHARS, SocketChange, SocketDetails};
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
 use bytes::Bytes;
@@ -260,7 +260,19 @@ impl Socket {
             rooms: self.rooms(),
             data: self.data(),
             handshake: self.inner.handshake.clone(),
+            client: self.client_id(),
+            transport: self.transport(),
         }
+    }
+
+    /// Its client, as listings show it ([`SocketDetails::client`]).
+    pub(crate) fn client_id(&self) -> String {
+        self.inner
+            .conn
+            .sid()
+            .chars()
+            .take(CLIENT_ID_CHARS)
+            .collect()
     }
 
     /// Replace the application data attached to this socket.
@@ -269,6 +281,7 @@ impl Socket {
         *lock(&self.inner.data) = data.clone();
         // Before the socket joins, its data goes into the record of the join.
         if self.connected() {
+            self.inner.ns.notify(Activity::Updated(self));
             self.report(|session, nsp| SocketChange::Data { session, nsp, data });
         }
     }
@@ -368,11 +381,14 @@ impl Socket {
         super::broadcast::check_event_name(event)?;
         let id = self.inner.ns.next_ack_id();
         let rx = self.expect_ack(id);
-        let packet = Packet::event(self.ns(), event, args.0, Some(id));
-        if self.send_packet(&packet).is_err() {
+        let packet = sio::encode(&Packet::event(self.ns(), event, args.0, Some(id)));
+        if send_encoded(&self.inner.conn, self.inner.ns.parser, packet.clone()).is_err() {
             lock(&self.inner.pending_acks).remove(&id);
             return Err(EmitError::Disconnected.into());
         }
+        self.inner
+            .ns
+            .sent(std::slice::from_ref(&self.inner.id), &packet);
         Ok((id, rx, Arc::downgrade(&self.inner)))
     }
 
@@ -381,11 +397,6 @@ impl Socket {
         let (tx, rx) = oneshot::channel();
         lock(&self.inner.pending_acks).insert(id, tx);
         rx
-    }
-
-    /// Encode and queue one packet on this socket's connection.
-    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), EmitError> {
-        send_encoded(&self.inner.conn, self.inner.ns.parser, sio::encode(packet))
     }
 
     /// An event arrived from the client: run its handler, in order with other packets. Before
@@ -427,6 +438,7 @@ impl Socket {
     }
 
     fn run_event(&self, event: Event) {
+        self.inner.ns.notify(Activity::Received(self, &event));
         let handler = read(&self.inner.events).get(&event.name).cloned();
         if let Some(handler) = handler {
             run_inline(handler(self.clone(), event));

@@ -10,8 +10,9 @@
 //   --namespace  the admin namespace the nodes serve (default /admin-ui).
 //   NONSTICK_CHROMIUM (env) overrides the browser binary, /usr/bin/chromium by default.
 //
-// The script connects three socket.io-client sockets of its own (polling, so round robin gives them
-// different owners), joined to one room, then checks the UI. Requests the page makes off loopback
+// The script connects a socket.io-client socket of its own to each node (polling: round robin gives
+// sessions different owners; the demo's `whoami` tells which), joined to one room, then checks the UI, then what the admin namespace says
+// (traffic counts, events, upgrades) to a socket.io-client of its own. Requests the page makes off loopback
 // (web fonts) are refused: everything stays on this machine.
 // Output (stdout): one line per check, `ok - <name>` or `not ok - <name>: <why>`, then the summary line
 // `N passed, M failed`. Exit code: 0 when every check passed, 1 when any failed, 2 on bad arguments.
@@ -24,7 +25,7 @@ import { randomBytes } from "node:crypto";
 import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
 
-const HARD_LIMIT_MS = 60_000;
+const HARD_LIMIT_MS = 90_000;
 const STEP_MS = 15_000;
 
 function usage(message) {
@@ -88,16 +89,24 @@ async function check(name, fn) {
   }
 }
 
-await check("three sockets connect and join a room", async () => {
-  for (let i = 0; i < 3; i += 1) {
+await check(`a socket on each of the ${nodes} nodes connects and joins a room`, async () => {
+  const owners = new Set();
+  for (let tries = 0; owners.size < nodes && tries < 4 * nodes; tries += 1) {
     const socket = io(baseUrl, { transports: ["polling"], forceNew: true, reconnection: false });
-    clients.push(socket);
     await new Promise((resolve, reject) => {
       socket.once("connect", resolve);
       socket.once("connect_error", reject);
     });
+    const { node } = await socket.timeout(5000).emitWithAck("whoami");
+    if (owners.has(node)) {
+      socket.disconnect();
+      continue;
+    }
+    owners.add(node);
+    clients.push(socket);
     await socket.timeout(5000).emitWithAck("join", room);
   }
+  if (owners.size < nodes) throw new Error(`sockets landed on ${owners.size} nodes only`);
 });
 
 let page;
@@ -159,6 +168,65 @@ await check("a socket that connects later shows up live", async () => {
   await new Promise((resolve) => late.once("connect", resolve));
   await page.waitForFunction((id) => document.body.innerText.includes(id), late.id, { timeout: STEP_MS });
 });
+
+// From here on, the first clients (one per node) keep emitting an event of their own (no handler: the Admin
+// UI is told of every event a socket receives, handled or not).
+const probe = `probe-${randomBytes(3).toString("hex")}`;
+const probing = setInterval(() => {
+  for (const c of clients.slice(0, nodes)) c.emit(probe, 1);
+}, 250);
+
+await check("the events page shows the events of sockets on every node", async () => {
+  await page.goto(`${baseUrl}/admin-ui/#/events/`, { timeout: STEP_MS });
+  await page.waitForFunction((name) => document.body.innerText.includes(name), probe, { timeout: STEP_MS });
+});
+
+await check("the admin namespace hears every node's traffic, events sent and received, and upgrades", async () => {
+  const admin = io(`${baseUrl}${opts.namespace}`, { transports: ["polling"], forceNew: true, reconnection: false });
+  clients.push(admin);
+  const kinds = new Map(); // server id -> the aggregated event types it reported
+  const received = new Set();
+  const sent = new Set();
+  const onWebsocket = new Set();
+  admin.on("server_stats", (stats) => {
+    const had = kinds.get(stats.serverId) ?? new Set();
+    for (const e of stats.aggregatedEvents) if (e.count > 0) had.add(e.type);
+    kinds.set(stats.serverId, had);
+  });
+  admin.on("event_received", (_nsp, id, args) => args[0] === probe && received.add(id));
+  admin.on("event_sent", (_nsp, id, args) => args[0] === "broadcast-all" && args[1] === probe && sent.add(id));
+  const transport = (socket) => socket.transport === "websocket" && onWebsocket.add(socket.id);
+  admin.on("socket_updated", transport);
+  admin.on("socket_connected", transport);
+  await new Promise((resolve, reject) => {
+    admin.once("connect", resolve);
+    admin.once("connect_error", reject);
+  });
+  // Polling first, then the upgrade: the UI hears of the transport change (or, when the upgrade
+  // moved the session to another node, of the socket connected there on its websocket).
+  const upgrading = io(baseUrl, { forceNew: true, reconnection: false });
+  clients.push(upgrading);
+  await new Promise((resolve) => upgrading.once("connect", resolve));
+  await clients[0].timeout(5000).emitWithAck("broadcast-all", probe);
+  const ids = clients.slice(0, nodes).map((c) => c.id);
+  const missing = () => {
+    const lacking = [];
+    if (!ids.every((id) => received.has(id))) lacking.push(`event_received (${received.size}/${nodes})`);
+    if (!ids.every((id) => sent.has(id))) lacking.push(`event_sent (${sent.size}/${nodes})`);
+    if (!onWebsocket.has(upgrading.id)) lacking.push("the upgraded socket on websocket");
+    if (kinds.size !== nodes) lacking.push(`server_stats of ${nodes} nodes (${kinds.size})`);
+    for (const [server, had] of kinds) {
+      for (const kind of ["packetsIn", "packetsOut", "bytesIn", "bytesOut"]) {
+        if (!had.has(kind)) lacking.push(`${kind} of ${server}`);
+      }
+    }
+    return lacking;
+  };
+  const until = Date.now() + STEP_MS;
+  while (missing().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  if (missing().length > 0) throw new Error(`not heard: ${missing().join(", ")}`);
+});
+clearInterval(probing);
 
 if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
 finish(failed > 0 ? 1 : 0);
