@@ -218,7 +218,8 @@ pub struct AppFlags {
     /// The admin namespace the UI connects to [default: /admin-ui].
     #[arg(long)]
     pub admin_ui_namespace: Option<String>,
-    /// The username the UI must give (with NONSTICK_ADMIN_UI_PASSWORD) [default: none].
+    /// The username the UI must give, with admin_ui_password (the bcrypt hash of its password)
+    /// in the settings file or NONSTICK_ADMIN_UI_PASSWORD [default: none].
     #[arg(long)]
     pub admin_ui_username: Option<String>,
     /// Take no commands from the UI [default: false].

@@ -190,7 +190,8 @@ pub struct Settings {
     pub admin_ui_namespace: String,
     /// The username the UI must give (none: any UI gets in).
     pub admin_ui_username: Option<String>,
-    /// The password the UI must give, with `admin_ui_username`.
+    /// The bcrypt hash of the password the UI must give with `admin_ui_username` (as Node's
+    /// `instrument()` takes it).
     pub admin_ui_password: Option<String>,
     /// Show, but take no commands from the UI.
     pub admin_ui_readonly: bool,
@@ -378,10 +379,7 @@ impl Settings {
         let mut table = BTreeMap::new();
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(self) {
             for (key, value) in map {
-                let secret = matches!(
-                    key.as_str(),
-                    "secret" | "previous_secret" | "admin_ui_password"
-                );
+                let secret = matches!(key.as_str(), "secret" | "previous_secret");
                 if !secret && !value.is_null() {
                     table.insert(key, value);
                 }
@@ -462,6 +460,18 @@ impl Settings {
             if let Some(Err(e)) = secret.as_deref().map(|s| Secret::new(s.trim())) {
                 problems.push(format!("{name}: {e}"));
             }
+        }
+        if self.admin_ui_username.is_some() != self.admin_ui_password.is_some() {
+            problems.push("admin_ui_username, admin_ui_password: give both, or neither".to_owned());
+        }
+        if let Some(hash) = &self.admin_ui_password
+            && hash.parse::<bcrypt::HashParts>().is_err()
+        {
+            problems.push(
+                "admin_ui_password: must be a bcrypt hash of the password (`$2b$…`), as Node's \
+                 instrument() takes it"
+                    .to_owned(),
+            );
         }
         if let Some(peers) = &self.peers {
             match parse_peers(peers) {

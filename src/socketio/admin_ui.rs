@@ -16,8 +16,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Map, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::activity::Activity;
@@ -31,6 +35,12 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 /// Changes waiting to be told to the UI; past it they are dropped (the UI catches up at its
 /// next connection).
 const QUEUE: usize = 10_000;
+/// Password checks run at once on a node: bcrypt is slow on purpose, and a flood of logins
+/// must not take every blocking thread.
+const PASSWORD_CHECKS: usize = 2;
+/// How long a session token lets the UI back in without its password (the reference's
+/// session store keeps them a day).
+const SESSION_MS: u64 = 24 * 3600 * 1000;
 
 /// How a server is shown in the Admin UI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +50,8 @@ pub struct AdminUiConfig {
     pub namespace: String,
     /// This node's name in the UI's server list; unique per node.
     pub server_id: String,
-    /// The username and password the UI must give, or `None` to let any UI in.
+    /// The username the UI must give and the bcrypt hash of its password (as Node's
+    /// `instrument()` takes them), or `None` to let any UI in.
     pub auth: Option<(String, String)>,
     /// Show, but take no commands (no emit, join, leave or disconnect).
     pub readonly: bool,
@@ -130,19 +141,15 @@ pub fn instrument(io: &SocketIo, config: AdminUiConfig, clients: ClientCounts) -
     let config = Arc::new(config);
     let admin = io.of(&config.namespace);
     let auth = config.auth.clone();
+    let checks = Arc::new(Semaphore::new(PASSWORD_CHECKS));
     admin.middleware(move |socket: Socket| {
-        let allowed = match &auth {
-            None => true,
-            Some((user, password)) => {
-                let given = |key| socket.handshake().auth.get(key).and_then(Value::as_str);
-                given("username") == Some(user.as_str())
-                    && given("password") == Some(password.as_str())
-            }
-        };
+        let (auth, checks) = (auth.clone(), checks.clone());
         async move {
-            match allowed {
-                true => Ok(()),
-                false => Err(ConnectError::new("invalid credentials")),
+            match auth {
+                Some((user, hash)) if !logged_in(&socket, &user, &hash, &checks).await => {
+                    Err(ConnectError::new("invalid credentials"))
+                }
+                _ => Ok(()),
             }
         }
     });
@@ -169,8 +176,69 @@ pub fn instrument(io: &SocketIo, config: AdminUiConfig, clients: ClientCounts) -
     AdminUi { tasks }
 }
 
-/// The UI just connected to this node: what it may do, and every socket of the cluster.
+/// Whether the UI gave `user` and a password of bcrypt hash `hash`, or a session token made
+/// with that hash ([`session_token`]).
+async fn logged_in(socket: &Socket, user: &str, hash: &str, checks: &Semaphore) -> bool {
+    let given = |key| socket.handshake().auth.get(key).and_then(Value::as_str);
+    if given("sessionId").is_some_and(|token| token_valid(hash, token, unix_ms())) {
+        return true;
+    }
+    let (Some(given_user), Some(password)) = (given("username"), given("password")) else {
+        return false;
+    };
+    if given_user != user {
+        return false;
+    }
+    let Ok(_permit) = checks.acquire().await else {
+        return false;
+    };
+    let (password, hash) = (password.to_owned(), hash.to_owned());
+    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .unwrap_or(false)
+}
+
+/// A token that lets the UI back in for [`SESSION_MS`] (sent as `session`; the UI gives it as
+/// `auth.sessionId` when it reconnects): its expiry and a nonce, signed with the password's
+/// hash, so that every node accepts the tokens of the others without sharing a store.
+fn session_token(hash: &str, now_ms: u64) -> String {
+    let mut nonce = [0u8; 16];
+    // The nonce only makes two tokens of one millisecond differ; the signature guards them.
+    let _ = SystemRandom::new().fill(&mut nonce);
+    let nonce = URL_SAFE_NO_PAD.encode(nonce);
+    let signed = format!("{}.{nonce}", now_ms.saturating_add(SESSION_MS));
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, hash.as_bytes()),
+        signed.as_bytes(),
+    );
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+}
+
+/// Whether `token` is a [`session_token`] of `hash` that has not expired at `now_ms`.
+fn token_valid(hash: &str, token: &str, now_ms: u64) -> bool {
+    let Some((signed, tag)) = token.rsplit_once('.') else {
+        return false;
+    };
+    let Some(expires) = signed.split('.').next().and_then(|e| e.parse::<u64>().ok()) else {
+        return false;
+    };
+    let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+        return false;
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, hash.as_bytes());
+    now_ms < expires && hmac::verify(&key, signed.as_bytes(), &tag).is_ok()
+}
+
+fn unix_ms() -> u64 {
+    millis(SystemTime::now())
+}
+
+/// The UI just connected to this node: its session token, what it may do, and every socket of
+/// the cluster.
 async fn welcome(io: &SocketIo, config: &AdminUiConfig, socket: &Socket) {
+    if let Some((_, hash)) = &config.auth {
+        let _ = socket.emit("session", session_token(hash, unix_ms()));
+    }
     let mut features = vec!["AGGREGATED_EVENTS"];
     let development = config.mode == AdminUiMode::Development;
     if development {
@@ -510,7 +578,7 @@ fn millis(time: SystemTime) -> u64 {
 }
 
 fn iso_now() -> String {
-    iso(millis(SystemTime::now()))
+    iso(unix_ms())
 }
 
 /// `ms` since the epoch as the ISO-8601 UTC text a JS `Date` serializes to.
@@ -573,6 +641,23 @@ mod tests {
             ]
         );
         assert!(aggregated(&now, &now, 0).is_empty());
+    }
+
+    #[test]
+    fn a_session_token_holds_until_it_expires_and_only_for_its_hash() {
+        let (hash, now) = ("$2b$04$abcdefghijklmnopqrstuu", 1_000);
+        let token = session_token(hash, now);
+        assert!(token_valid(hash, &token, now));
+        assert!(token_valid(hash, &token, now + SESSION_MS - 1));
+        assert!(!token_valid(hash, &token, now + SESSION_MS));
+        assert!(!token_valid("$2b$04$another-hash", &token, now));
+        let (signed, tag) = token.rsplit_once('.').expect("signed");
+        let later = signed.replacen(&(now + SESSION_MS).to_string(), "99999999999999", 1);
+        assert!(!token_valid(hash, &format!("{later}.{tag}"), now));
+        for broken in ["", ".", "x.y.z", "1.2.!!", &token[..token.len() - 1]] {
+            assert!(!token_valid(hash, broken, now), "{broken:?}");
+        }
+        assert_ne!(session_token(hash, now), token);
     }
 
     #[test]

@@ -248,6 +248,30 @@ async fn admin_ui_in_chromium_shows_every_node_through_a_round_robin_cluster() {
     cluster_js_battery_of(app, BuiltIn::base_config(), "admin-ui.mjs", &args).await;
 }
 
+/// The Admin UI's login through round robin: the password checked against its bcrypt hash,
+/// and the session token it brings accepted by every node.
+#[tokio::test]
+async fn admin_ui_login_and_its_session_token_hold_on_every_node() {
+    let password = "correct horse battery";
+    let settings = nonstick::config::Settings {
+        admin_ui: true,
+        admin_ui_username: Some("admin".to_owned()),
+        // The cheapest cost bcrypt allows: the test checks the login, not bcrypt.
+        admin_ui_password: Some(bcrypt::hash(password, 4).expect("bcrypt hash")),
+        ..BuiltIn::base_settings()
+    };
+    let app = BuiltIn::from_settings(&settings).expect("settings");
+    let args = [
+        "--nodes",
+        "3",
+        "--username",
+        "admin",
+        "--password",
+        password,
+    ];
+    cluster_js_battery_of(app, BuiltIn::base_config(), "admin-ui-login.mjs", &args).await;
+}
+
 #[tokio::test]
 async fn chat_page_over_polling_through_a_round_robin_cluster() {
     cluster_js_battery("chat-page.mjs", &["--transports", "polling"]).await;

@@ -119,7 +119,7 @@ async fn config_check_names_each_bad_setting_and_its_file() {
     assert!(stderr.contains("ping_timeout: invalid type"), "{stderr}");
 
     let ranges = SettingsFile::new(
-        "ping_timeout = 0\ntransports = []\ncookie_same_site = \"lax\"\npeers = \"1=127.0.0.1:5001\"\napp = \"chat\"\n",
+        "ping_timeout = 0\ntransports = []\ncookie_same_site = \"lax\"\npeers = \"1=127.0.0.1:5001\"\napp = \"chat\"\nadmin_ui_username = \"admin\"\nadmin_ui_password = \"plain\"\n",
     );
     let output = nonstick(&["config", "check", &ranges.path()], &[]).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -128,6 +128,7 @@ async fn config_check_names_each_bad_setting_and_its_file() {
         "ping_timeout: must be above 0",
         "transports: name at least one",
         "peers: a cluster node needs id",
+        "admin_ui_password: must be a bcrypt hash",
     ] {
         assert!(stderr.contains(problem), "{problem:?} not in {stderr}");
     }
