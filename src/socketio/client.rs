@@ -369,6 +369,9 @@ impl Client {
         }
         drop(joining);
         self.io.inner.notify(Activity::Connected(&socket));
+        // An observer that knew the socket on its former node (the Admin UI keeps the first
+        // it heard of) learns its new transport.
+        self.io.inner.notify(Activity::Updated(&socket));
         self.run_handlers(&ns, &socket);
     }
 

@@ -195,15 +195,13 @@ await check("the admin namespace hears every node's traffic, events sent and rec
   });
   admin.on("event_received", (_nsp, id, args) => args[0] === probe && received.add(id));
   admin.on("event_sent", (_nsp, id, args) => args[0] === "broadcast-all" && args[1] === probe && sent.add(id));
-  const transport = (socket) => socket.transport === "websocket" && onWebsocket.add(socket.id);
-  admin.on("socket_updated", transport);
-  admin.on("socket_connected", transport);
+  admin.on("socket_updated", (socket) => socket.transport === "websocket" && onWebsocket.add(socket.id));
   await new Promise((resolve, reject) => {
     admin.once("connect", resolve);
     admin.once("connect_error", reject);
   });
-  // Polling first, then the upgrade: the UI hears of the transport change (or, when the upgrade
-  // moved the session to another node, of the socket connected there on its websocket).
+  // Polling first, then the upgrade: the UI hears of the transport change, from the node that
+  // took the session over when the upgrade moved it.
   const upgrading = io(baseUrl, { forceNew: true, reconnection: false });
   clients.push(upgrading);
   await new Promise((resolve) => upgrading.once("connect", resolve));

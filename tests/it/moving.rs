@@ -7,14 +7,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nonstick::app::AppKind;
+use nonstick::app::{AppKind, BuiltIn};
 use nonstick::balancer::Mode;
 use nonstick::engine::{Engine, MoveError, Transport};
 use nonstick::gateway::MigrateError;
+use nonstick::node::Mount;
 use nonstick::socketio::{AckError, DisconnectReason, Event, Socket, SocketIo, SocketIoConfig};
 use serde_json::json;
 
-use crate::fixture::{Script, TestCluster, TestNode, WAIT, get, open_polling, post, round_robin};
+use crate::fixture::{
+    App, Script, TestCluster, TestNode, WAIT, get, open_polling, post, round_robin,
+};
 
 fn engine(node: &TestNode, path: &str) -> Engine {
     node.node().engine(path).expect("a mount at that path")
@@ -446,7 +449,13 @@ async fn counter(node: &TestNode, name: &str) -> u64 {
 async fn a_websocket_landing_on_another_node_takes_its_session_there() {
     use crate::fixture::{ws_connect, ws_send, ws_text};
 
-    let cluster = TestCluster::start(3, AppKind::ProtocolSuite).await;
+    // The Engine.IO echo with the default heartbeat: with the protocol suite's 300 ms, a ping
+    // could answer the parked GET before the websocket comes (it did, on a loaded machine).
+    let echo = || {
+        let mount = || Mount::engine_io("/engine.io/", Arc::new(nonstick::app::echo::Echo));
+        App::own(move |b| b.mount(mount()), |node| node.router())
+    };
+    let cluster = TestCluster::start_with(3, &[], |_| (echo(), BuiltIn::base_config())).await;
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let path = "/engine.io/";
     let sid = open_polling(a, path).await;
