@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure codecs in `nonstick::protocol`: Engine.IO packets and polling
-//! payloads, Socket.IO packets with and without binary attachments, and `Value` conversions.
+//! payloads, Socket.IO packets with and without binary attachments in the default and msgpack
+//! forms, and `Value` conversions.
 //!
 //! Ids read as `<layer>/<operation>/<case>`, for example `sio/encode/event-3-binary`, so the same
 //! case can be followed across encode and decode. Every fixture is checked once before it is
@@ -14,7 +15,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use nonstick::protocol::{Value, eio, sio};
+use nonstick::protocol::{Value, eio, msgpack, sio};
 use serde::{Deserialize, Serialize};
 
 /// The attachment limit the server uses by default (the reference server's default too).
@@ -156,6 +157,52 @@ fn sio_benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// The msgpack parser's codec, and what a msgpack connection costs per packet sent: the server
+/// builds, logs and carries packets in the default form, and writes them the msgpack way for each
+/// msgpack recipient (`msgpack/transcode`: decode the default form, encode msgpack), where a
+/// default recipient gets a clone of the encoded packet (`msgpack/transcode-baseline`).
+fn msgpack_benches(c: &mut Criterion) {
+    let cases: Vec<(&str, sio::Packet, sio::Encoded, Vec<u8>)> = sio_cases()
+        .into_iter()
+        .map(|(id, packet)| {
+            let bytes = msgpack::encode(&packet);
+            // msgpack carries binary inline: its packets have no binary kinds, the rest is equal.
+            let decoded = msgpack::decode(&bytes).expect("msgpack decodes");
+            assert_eq!(decoded.args(), packet.args(), "{id}: msgpack");
+            assert_eq!(decoded.event_name(), packet.event_name(), "{id}: msgpack");
+            (id, packet.clone(), sio::encode(&packet), bytes)
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("msgpack/encode");
+    for (id, packet, _, bytes) in &cases {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(*id, |b| b.iter(|| msgpack::encode(black_box(packet))));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("msgpack/decode");
+    for (id, _, _, bytes) in &cases {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(*id, |b| b.iter(|| msgpack::decode(black_box(bytes))));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("msgpack/transcode");
+    for (id, _, encoded, _) in &cases {
+        group.bench_function(*id, |b| {
+            b.iter(|| sio::decode(black_box(encoded)).map(|p| msgpack::encode(&p)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("msgpack/transcode-baseline");
+    for (id, _, encoded, _) in &cases {
+        group.bench_function(*id, |b| b.iter(|| black_box(encoded).clone()));
+    }
+    group.finish();
+}
+
 /// A small Socket.IO event as it travels inside an Engine.IO message.
 fn small_message() -> eio::Packet {
     eio::Packet::Text(r#"2["chat","hello",42]"#.to_owned())
@@ -283,5 +330,11 @@ fn value_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, eio_benches, sio_benches, value_benches);
+criterion_group!(
+    benches,
+    eio_benches,
+    sio_benches,
+    msgpack_benches,
+    value_benches
+);
 criterion_main!(benches);

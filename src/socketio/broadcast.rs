@@ -143,7 +143,7 @@ impl BroadcastOperator {
             let id = ns.next_ack_id();
             let packet = Packet::event(ns.name(), event, args.clone(), Some(id));
             let encoded = sio::encode(&packet);
-            let mut told = Vec::new();
+            let mut told = ns.observed().then(Vec::new);
             for socket in self.select(&ns) {
                 if self.volatile && !socket.inner.conn.is_writable() {
                     continue;
@@ -152,7 +152,9 @@ impl BroadcastOperator {
                 // A send that fails drops the socket's pending entry when the socket finishes,
                 // so its answer resolves as "disconnected".
                 let _ = send_encoded(&socket.inner.conn, ns.parser, encoded.clone());
-                told.push(socket.id().to_owned());
+                if let Some(told) = &mut told {
+                    told.push(socket.id().to_owned());
+                }
                 acks.push(
                     socket.id().to_owned(),
                     rx,
@@ -160,7 +162,9 @@ impl BroadcastOperator {
                     id,
                 );
             }
-            ns.sent(&told, &encoded);
+            if let Some(told) = told {
+                ns.sent(&told, &encoded);
+            }
             if let Some(adapter) = self.adapter(&ns) {
                 acks.push_remote(adapter.broadcast_with_ack(RemoteAckRequest {
                     selection: self.selection(&ns),

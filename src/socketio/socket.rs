@@ -382,13 +382,16 @@ impl Socket {
         let id = self.inner.ns.next_ack_id();
         let rx = self.expect_ack(id);
         let packet = sio::encode(&Packet::event(self.ns(), event, args.0, Some(id)));
-        if send_encoded(&self.inner.conn, self.inner.ns.parser, packet.clone()).is_err() {
+        let told = self.inner.ns.observed().then(|| packet.clone());
+        if send_encoded(&self.inner.conn, self.inner.ns.parser, packet).is_err() {
             lock(&self.inner.pending_acks).remove(&id);
             return Err(EmitError::Disconnected.into());
         }
-        self.inner
-            .ns
-            .sent(std::slice::from_ref(&self.inner.id), &packet);
+        if let Some(packet) = told {
+            self.inner
+                .ns
+                .sent(std::slice::from_ref(&self.inner.id), &packet);
+        }
         Ok((id, rx, Arc::downgrade(&self.inner)))
     }
 
