@@ -11,63 +11,30 @@
 // Output (stdout): one line per check, `ok - <name>` or `not ok - <name>: <why>`, then the summary line
 // `N passed, M failed`. Exit code: 0 when every check passed, 1 when any failed, 2 on bad arguments.
 
-import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
+import { checks, options } from "./checks.mjs";
 
-const HARD_LIMIT_MS = 60_000;
 const STEP_MS = 10_000;
 
-function usage(message) {
-  process.stderr.write(`admin-ui-login: ${message}\n`);
-  process.stderr.write(
-    "usage: node admin-ui-login.mjs --url URL --nodes N --username NAME --password PASSWORD [--namespace /admin-ui]\n"
-  );
-  process.exit(2);
-}
-
-let opts;
-try {
-  ({ values: opts } = parseArgs({
-    options: {
-      url: { type: "string" },
-      nodes: { type: "string" },
-      username: { type: "string" },
-      password: { type: "string" },
-      namespace: { type: "string", default: "/admin-ui" },
-    },
-  }));
-} catch (err) {
-  usage(err.message);
-}
-if (!opts.url || !opts.username || !opts.password) usage("--url, --username and --password are required");
-const nodes = Number(opts.nodes);
-if (!Number.isInteger(nodes) || nodes < 1) usage("--nodes must be a positive integer");
+const opts = options(
+  "admin-ui-login",
+  "node admin-ui-login.mjs --url URL --nodes N --username NAME --password PASSWORD [--namespace /admin-ui]",
+  {
+    url: { type: "string" },
+    nodes: { type: "string" },
+    username: { type: "string" },
+    password: { type: "string" },
+    namespace: { type: "string", default: "/admin-ui" },
+  },
+  { required: ["url", "username", "password"], integers: ["nodes"] }
+);
+const nodes = opts.nodes;
 const adminUrl = `${opts.url.replace(/\/+$/, "")}${opts.namespace}`;
 const sockets = [];
-
-let passed = 0;
-let failed = 0;
-function finish(code) {
-  for (const s of sockets) s.disconnect();
-  process.stdout.write(`${passed} passed, ${failed} failed\n`);
-  process.exit(code);
-}
-setTimeout(() => {
-  process.stdout.write(`not ok - checks finished within ${HARD_LIMIT_MS} ms: hard time limit reached\n`);
-  failed += 1;
-  finish(1);
-}, HARD_LIMIT_MS).unref();
-
-async function check(name, fn) {
-  try {
-    await fn();
-    passed += 1;
-    process.stdout.write(`ok - ${name}\n`);
-  } catch (err) {
-    failed += 1;
-    process.stdout.write(`not ok - ${name}: ${String(err?.message ?? err).split("\n")[0]}\n`);
-  }
-}
+const { check, finish } = checks({
+  hardLimitMs: 60_000,
+  cleanup: () => sockets.forEach((s) => s.disconnect()),
+});
 
 // Connects with `auth`; resolves with the socket and the session token it was sent (if any), or
 // rejects with the connect error's message.
@@ -130,4 +97,4 @@ await check("a token changed by one character is refused", async () => {
   await refused({ sessionId: `${token.slice(0, -1)}${last}` });
 });
 
-finish(failed > 0 ? 1 : 0);
+finish();

@@ -17,77 +17,42 @@
 // Output (stdout): one line per check, `ok - <name>` or `not ok - <name>: <why>`, then the summary line
 // `N passed, M failed`. Exit code: 0 when every check passed, 1 when any failed, 2 on bad arguments.
 
-import { parseArgs } from "node:util";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
+import { checks, options } from "./checks.mjs";
 
-const HARD_LIMIT_MS = 90_000;
 const STEP_MS = 15_000;
 
-function usage(message) {
-  process.stderr.write(`admin-ui: ${message}\n`);
-  process.stderr.write("usage: node admin-ui.mjs --url URL --nodes N [--namespace /admin-ui]\n");
-  process.exit(2);
-}
-
-let opts;
-try {
-  ({ values: opts } = parseArgs({
-    options: {
-      url: { type: "string" },
-      nodes: { type: "string" },
-      namespace: { type: "string", default: "/admin-ui" },
-    },
-  }));
-} catch (err) {
-  usage(err.message);
-}
-if (!opts.url) usage("--url is required");
-const nodes = Number(opts.nodes);
-if (!Number.isInteger(nodes) || nodes < 1) usage("--nodes must be a positive integer");
+const opts = options(
+  "admin-ui",
+  "node admin-ui.mjs --url URL --nodes N [--namespace /admin-ui]",
+  {
+    url: { type: "string" },
+    nodes: { type: "string" },
+    namespace: { type: "string", default: "/admin-ui" },
+  },
+  { required: ["url"], integers: ["nodes"] }
+);
+const nodes = opts.nodes;
 const baseUrl = opts.url.replace(/\/+$/, "");
 const executablePath = process.env.NONSTICK_CHROMIUM || "/usr/bin/chromium";
 const profileDir = mkdtempSync(join(tmpdir(), "nonstick-admin-ui-"));
 const room = `room-${randomBytes(3).toString("hex")}`;
 let context = null;
 const clients = [];
-
-function finish(code) {
-  for (const c of clients) c.disconnect();
-  rmSync(profileDir, { recursive: true, force: true });
-  process.stdout.write(`${passed} passed, ${failed} failed\n`);
-  process.exit(code);
-}
-
-setTimeout(() => {
-  process.stdout.write(`not ok - check finished within ${HARD_LIMIT_MS} ms: hard time limit reached\n`);
-  failed += 1;
-  finish(1);
-}, HARD_LIMIT_MS).unref();
-
-let passed = 0;
-let failed = 0;
-let blocker = null;
-async function check(name, fn) {
-  if (blocker) {
-    failed += 1;
-    process.stdout.write(`not ok - ${name}: skipped after "${blocker}" failed\n`);
-    return;
-  }
-  try {
-    await fn();
-    passed += 1;
-    process.stdout.write(`ok - ${name}\n`);
-  } catch (err) {
-    failed += 1;
-    blocker = name;
-    process.stdout.write(`not ok - ${name}: ${String(err?.message ?? err).split("\n")[0]}\n`);
-  }
-}
+// Each check needs the ones before it (a UI that never connected shows nothing).
+const { check, finish } = checks({
+  hardLimitMs: 90_000,
+  chained: true,
+  cleanup: () => {
+    for (const c of clients) c.disconnect();
+    rmSync(profileDir, { recursive: true, force: true });
+  },
+});
 
 await check(`a socket on each of the ${nodes} nodes connects and joins a room`, async () => {
   const owners = new Set();
@@ -227,4 +192,4 @@ await check("the admin namespace hears every node's traffic, events sent and rec
 clearInterval(probing);
 
 if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-finish(failed > 0 ? 1 : 0);
+finish();

@@ -16,67 +16,35 @@
 // Every wait has a deadline and a watchdog ends the process after 60 s; the browser runs with a fresh
 // temporary profile that is removed at the end.
 
-import { parseArgs } from "node:util";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { checks, options } from "./checks.mjs";
 
-const HARD_LIMIT_MS = 60_000;
 const STEP_MS = 15_000;
 
-function usage(message) {
-  process.stderr.write(`cluster-page: ${message}\n`);
-  process.stderr.write("usage: node cluster-page.mjs --url URL --nodes N [--transports polling]\n");
-  process.exit(2);
-}
-
-let opts;
-try {
-  ({ values: opts } = parseArgs({
-    options: {
-      url: { type: "string" },
-      nodes: { type: "string" },
-      transports: { type: "string" },
-    },
-  }));
-} catch (err) {
-  usage(err.message);
-}
-if (!opts.url) usage("--url is required");
-const nodes = Number(opts.nodes);
-if (!Number.isInteger(nodes) || nodes < 1) usage("--nodes must be a positive integer");
+const opts = options(
+  "cluster-page",
+  "node cluster-page.mjs --url URL --nodes N [--transports polling]",
+  {
+    url: { type: "string" },
+    nodes: { type: "string" },
+    transports: { type: "string" },
+  },
+  { required: ["url"], integers: ["nodes"] }
+);
+const nodes = opts.nodes;
 const baseUrl = opts.url.replace(/\/+$/, "");
 const executablePath = process.env.NONSTICK_CHROMIUM || "/usr/bin/chromium";
 const profileDir = mkdtempSync(join(tmpdir(), "nonstick-cluster-page-"));
 let context = null;
-
-setTimeout(() => {
-  process.stdout.write(`not ok - check finished within ${HARD_LIMIT_MS} ms: hard time limit reached\n`);
-  process.stdout.write(`${passed} passed, ${failed + 1} failed\n`);
-  rmSync(profileDir, { recursive: true, force: true });
-  process.exit(1);
-}, HARD_LIMIT_MS).unref();
-
-let passed = 0;
-let failed = 0;
-let blocker = null;
-async function check(name, fn) {
-  if (blocker) {
-    failed += 1;
-    process.stdout.write(`not ok - ${name}: skipped after "${blocker}" failed\n`);
-    return;
-  }
-  try {
-    await fn();
-    passed += 1;
-    process.stdout.write(`ok - ${name}\n`);
-  } catch (err) {
-    failed += 1;
-    blocker = name;
-    process.stdout.write(`not ok - ${name}: ${String(err?.message ?? err).split("\n")[0]}\n`);
-  }
-}
+// Each check needs the ones before it (a page that never connected shows nothing).
+const { check, finish } = checks({
+  hardLimitMs: 60_000,
+  chained: true,
+  cleanup: () => rmSync(profileDir, { recursive: true, force: true }),
+});
 
 let page;
 const pageErrors = [];
@@ -137,6 +105,4 @@ await check("no script errors on the page", async () => {
 });
 
 if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-rmSync(profileDir, { recursive: true, force: true });
-process.stdout.write(`${passed} passed, ${failed} failed\n`);
-process.exit(failed > 0 ? 1 : 0);
+finish();
