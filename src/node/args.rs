@@ -53,9 +53,9 @@ impl NodeArgs {
 }
 
 impl NodeBuilder {
-    /// A builder for the node `settings` describe: their [`Config`](crate::config::Config), listening on `listen`, a
-    /// cluster node when they name `peers` (the secret then comes from `secret_file`, `secret`
-    /// or `NONSTICK_SECRET`).
+    /// A builder for the node `settings` describe: their [`Config`](crate::config::Config),
+    /// listening on `listen`, a cluster node when they name `peers` (the secret then comes from
+    /// `secret_file`, `secret` or `NONSTICK_SECRET`).
     pub fn from_settings(settings: &Settings) -> io::Result<NodeBuilder> {
         let builder = NodeBuilder::new(settings.config()).listen(settings.listen);
         Ok(match cluster(settings)? {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::ack::{AckFuture, AckResult};
@@ -14,6 +15,7 @@ use super::activity::Activity;
 use super::args::{Args, Event};
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
+use super::config::Parser;
 use super::error::{AckError, DisconnectReason, EmitError};
 use super::handler::{DisconnectHandler, EventHandler, run_inline};
 use super::moving::MovedSocket;
@@ -22,9 +24,6 @@ use super::recovery::{Logged, Position, SavedSession, with_offset};
 use super::remote::{CLIENT_ID_CHARS, SocketChange, SocketDetails};
 use super::{lock, read, write};
 use crate::engine::{CloseReason, Connection, HandshakeInfo, Message, Transport};
-use bytes::Bytes;
-
-use super::config::Parser;
 use crate::protocol::msgpack;
 use crate::protocol::sio::{self, Encoded, Packet};
 use crate::protocol::value::Value;
